@@ -1,0 +1,161 @@
+"""Image decoding and CLIP preprocessing.
+
+``decode_image`` turns untrusted bytes into an RGB ``PIL.Image`` or raises ``InvalidArgument``
+with a reason a person can act on. ``preprocess`` reproduces ``transformers.CLIPImageProcessor``
+exactly (shortest-edge bicubic resize, center crop, rescale, normalize) for an RGB image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inference.errors import InvalidArgument
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"})
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MIN_SIDE = 16
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What ``decode_image`` accepts.
+
+    Attributes:
+        max_pixels: Largest width × height (decompression-bomb guard).
+        min_side: Smallest width or height in pixels.
+        max_bytes: Largest encoded size.
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_side: int = DEFAULT_MIN_SIDE
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The subset of ``preprocessor_config.json`` that CLIP uses."""
+
+    shortest_edge: int = 224
+    crop_size: int = 224
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    resample: int = int(Image.Resampling.BICUBIC)
+
+    @classmethod
+    def from_file(cls, path: Path) -> PreprocessConfig:
+        """Read a Hugging Face ``preprocessor_config.json``."""
+        raw = json.loads(Path(path).read_text())
+        size = raw.get("size", 224)
+        crop = raw.get("crop_size", 224)
+        return cls(
+            shortest_edge=int(size["shortest_edge"] if isinstance(size, dict) else size),
+            crop_size=int(crop["height"] if isinstance(crop, dict) else crop),
+            mean=tuple(raw.get("image_mean", cls.mean)),
+            std=tuple(raw.get("image_std", cls.std)),
+            resample=int(raw.get("resample", cls.resample)),
+        )
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Decode untrusted image bytes to an upright RGB image.
+
+    Applies EXIF orientation, takes the first frame of animations, composites transparency onto
+    white, and maps 16-bit and CMYK images to 8-bit RGB.
+
+    Raises:
+        InvalidArgument: empty, too large, not an image, unsupported format, too small, too many
+            pixels, or corrupt/truncated data.
+    """
+    if not data:
+        raise InvalidArgument("image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise InvalidArgument(f"image is {len(data) / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise InvalidArgument("data is not a recognized image (expected JPEG, PNG, BMP, GIF, TIFF or WebP)") from exc
+        raise InvalidArgument(f"image has too many pixels (decompression bomb guard): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the client's bad data
+        raise InvalidArgument(f"image header is corrupt: {exc}") from exc
+    if image.format not in SUPPORTED_FORMATS:
+        raise InvalidArgument(f"image format {image.format} is not supported (JPEG, PNG, BMP, GIF, TIFF, WebP)")
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise InvalidArgument(
+            f"image is {width}x{height} = {width * height / 1e6:.0f} MP; the limit is "
+            f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb guard)"
+        )
+    if min(width, height) < limits.min_side:
+        raise InvalidArgument(f"image is {width}x{height} pixels; each side must be at least {limits.min_side}")
+    try:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        return to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (alpha composited on white, 16-bit scaled down)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_shape(width: int, height: int, shortest_edge: int) -> tuple[int, int]:
+    """Output ``(width, height)`` of CLIP's shortest-edge resize (``default_to_square=False``)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = shortest_edge, int(shortest_edge * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def preprocess_one(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """One RGB image to a float32 ``[3, crop, crop]`` array, as ``CLIPImageProcessor`` does."""
+    resized = image.resize(resize_shape(*image.size, config.shortest_edge), resample=config.resample)
+    pixels = np.asarray(resized)
+    height, width = pixels.shape[:2]
+    crop = config.crop_size
+    if height < crop or width < crop:
+        padded = np.zeros((max(height, crop), max(width, crop), 3), dtype=pixels.dtype)
+        top, left = (padded.shape[0] - height) // 2, (padded.shape[1] - width) // 2
+        padded[top : top + height, left : left + width] = pixels
+        pixels, height, width = padded, padded.shape[0], padded.shape[1]
+    top, left = (height - crop) // 2, (width - crop) // 2
+    pixels = pixels[top : top + crop, left : left + crop]
+    scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    return ((scaled - mean) / std).transpose(2, 0, 1)
+
+
+def preprocess(images: list[Image.Image], config: PreprocessConfig) -> np.ndarray:
+    """A batch of RGB images to float32 ``pixel_values`` ``[batch, 3, crop, crop]``."""
+    return np.stack([preprocess_one(image, config) for image in images])
+
+
+def load_pixels(data: bytes, config: PreprocessConfig, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode and preprocess one encoded image (picklable, for process pools)."""
+    return preprocess_one(decode_image(data, limits), config)
