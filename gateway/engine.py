@@ -1,0 +1,209 @@
+"""The gateway's logic in plain async Python: validate, encode through Triton, ask Milvus.
+
+Servicers only convert protobuf messages to and from these calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from gateway.filters import SearchFilter, build_expression
+from gateway.index import Hit, ImageIndex, IndexInfo, make_row
+from gateway.metrics import downstream
+from gateway.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
+from inference.errors import InvalidArgument, T2IError
+from inference.images import ImageLimits, decode_image, preprocess_one
+from inference.triton_client import TritonEncoder
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def item_hash(content: bytes, uri: str, labels: Sequence[str]) -> str:
+    """SHA-256 of an item's bytes and metadata: equal hashes mean nothing to re-index."""
+    digest = hashlib.sha256(content)
+    digest.update(b"\x00" + json.dumps([uri, sorted(labels)]).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits plus what the response reports about the query."""
+
+    hits: list[Hit]
+    collection: str
+    took_ms: float
+    query_tokens: int = 0
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class UpsertItem:
+    """One image to index."""
+
+    id: str
+    content: bytes
+    uri: str
+    labels: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What happened to one item of a batch."""
+
+    id: str
+    ok: bool
+    error: str = ""
+    unchanged: bool = False
+
+
+class SearchEngine:
+    """Search, embeddings and index changes over one Triton and one Milvus alias."""
+
+    def __init__(self, encoder: TritonEncoder, index: ImageIndex, max_top_k: int, max_batch: int, limits: ImageLimits):
+        """Wire the adapters and limits together."""
+        self.encoder = encoder
+        self.index = index
+        self.max_top_k = max_top_k
+        self.max_batch = max_batch
+        self.limits = limits
+
+    @property
+    def model_id(self) -> str:
+        """The model that serves queries."""
+        return self.encoder.manifest.model_id
+
+    async def _milvus(self, operation: str, fn: Callable[..., T], *args: object) -> T:
+        with downstream("milvus", operation):
+            return await asyncio.to_thread(fn, *args)
+
+    async def _collection(self) -> str:
+        return await self._milvus("ensure_active", self.index.ensure_active)
+
+    async def _pixels(self, data: bytes) -> np.ndarray:
+        return await asyncio.to_thread(lambda: preprocess_one(decode_image(data, self.limits), self.encoder.preprocess_config))
+
+    async def search_text(self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None) -> SearchResult:
+        """Images ranked by similarity to ``query``."""
+        start = time.perf_counter()
+        text = require_query(query)
+        require_top_k(top_k, self.max_top_k)
+        require_min_score(min_score)
+        expression = build_expression(search_filter)
+        collection = await self._collection()
+        with downstream("triton", "encode_text"):
+            vectors, tokens = await self.encoder.encode_texts([text], deadline)
+        hits = await self._milvus("search", self.index.search, collection, vectors[0], top_k, expression, min_score)
+        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, tokens.lengths[0], tokens.truncated[0])
+
+    async def search_image(
+        self, image: bytes | None, image_id: str | None, top_k: int, search_filter: SearchFilter,
+        min_score: float | None, exclude_self: bool, deadline: float | None,
+    ) -> SearchResult:
+        """Images ranked by similarity to uploaded bytes or to an indexed image."""
+        start = time.perf_counter()
+        require_top_k(top_k, self.max_top_k)
+        require_min_score(min_score)
+        collection = await self._collection()
+        if image_id is not None:
+            require_id(image_id)
+            vector = await self._milvus("get", self.index.vector_of, collection, image_id)
+            expression = build_expression(search_filter, exclude_id=image_id if exclude_self else None)
+        elif image is not None:
+            expression = build_expression(search_filter)
+            pixels = await self._pixels(image)
+            with downstream("triton", "encode_image"):
+                vector = (await self.encoder.encode_pixels(pixels[None], deadline))[0]
+        else:
+            raise InvalidArgument("set either image (bytes) or id (an indexed image)")
+        hits = await self._milvus("search", self.index.search, collection, vector, top_k, expression, min_score)
+        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000)
+
+    async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> tuple[np.ndarray, list[bool]]:
+        """Normalized text vectors and whether each text was truncated."""
+        require_batch(texts, self.max_batch, "texts")
+        cleaned = []
+        for position, text in enumerate(texts):
+            try:
+                cleaned.append(require_query(text))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"texts[{position}]: {exc}") from exc
+        with downstream("triton", "encode_text"):
+            vectors, tokens = await self.encoder.encode_texts(cleaned, deadline)
+        return vectors, tokens.truncated
+
+    async def embed_images(self, images: Sequence[bytes], deadline: float | None) -> np.ndarray:
+        """Normalized image vectors; a bad image fails the request, naming its position."""
+        require_batch(images, self.max_batch, "images")
+        pixels = []
+        for position, data in enumerate(images):
+            try:
+                pixels.append(await self._pixels(data))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"images[{position}]: {exc}") from exc
+        with downstream("triton", "encode_image"):
+            return await self.encoder.encode_pixels(np.stack(pixels), deadline)
+
+    async def upsert(self, items: Sequence[UpsertItem], deadline: float | None) -> list[ItemOutcome]:
+        """Index items; each fails or succeeds on its own."""
+        require_batch(items, self.max_batch, "items")
+        collection = await self._collection()
+        outcomes: dict[int, ItemOutcome] = {}
+        seen: set[str] = set()
+        for position, item in enumerate(items):
+            problem = check_item(item.id, item.uri, item.labels)
+            if problem is None and item.id in seen:
+                problem = "duplicate id in this request"
+            seen.add(item.id)
+            if problem:
+                outcomes[position] = ItemOutcome(item.id, False, problem)
+        hashes = {i: item_hash(item.content, item.uri, item.labels) for i, item in enumerate(items) if i not in outcomes}
+        stored = await self._milvus("hashes", self.index.hashes, collection, [items[i].id for i in hashes])
+        pending: list[tuple[int, np.ndarray]] = []
+        for i in hashes:
+            if stored.get(items[i].id) == hashes[i]:
+                outcomes[i] = ItemOutcome(items[i].id, True, unchanged=True)
+                continue
+            try:
+                pending.append((i, await self._pixels(items[i].content)))
+            except InvalidArgument as exc:
+                outcomes[i] = ItemOutcome(items[i].id, False, str(exc))
+        if pending:
+            with downstream("triton", "encode_image"):
+                vectors = await self.encoder.encode_pixels(np.stack([p for _, p in pending]), deadline)
+            rows = [make_row(items[i].id, vector, items[i].uri, items[i].labels, hashes[i]) for (i, _), vector in zip(pending, vectors)]
+            await self._milvus("upsert", self.index.upsert, collection, rows)
+            outcomes.update({i: ItemOutcome(items[i].id, True) for i, _ in pending})
+        return [outcomes[i] for i in range(len(items))]
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        """Delete ids; returns how many existed."""
+        require_batch(ids, self.max_batch, "ids")
+        for item_id in ids:
+            require_id(item_id)
+        collection = await self._collection()
+        return await self._milvus("delete", self.index.delete, collection, list(ids))
+
+    async def info(self) -> IndexInfo:
+        """Facts about the active collection."""
+        return await self._milvus("info", self.index.info)
+
+    async def ready(self) -> bool:
+        """True when Triton has both models and the active collection is loaded and ours."""
+        if not await self.encoder.ready():
+            return False
+        try:
+            collection = await self._collection()
+            return await self._milvus("load_state", self.index.loaded, collection)
+        except T2IError as exc:
+            logger.warning("not ready: %s", exc)
+            return False

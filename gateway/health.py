@@ -1,0 +1,51 @@
+"""Readiness: SERVING only while Triton has both models and Milvus has the active collection loaded.
+
+``grpc.health.v1`` answers for the empty service name and each text2image service with
+readiness, and for ``liveness`` with SERVING for as long as the process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc_health.v1 import health, health_pb2
+
+from gateway.engine import SearchEngine
+
+logger = logging.getLogger(__name__)
+
+LIVENESS = "liveness"
+SERVICES = ("", "text2image.v1.SearchService", "text2image.v1.EmbeddingService", "text2image.v1.IndexService")
+
+
+class ReadinessMonitor:
+    """Re-checks readiness every ``interval_s`` and publishes it through the health servicer."""
+
+    def __init__(self, engine: SearchEngine, servicer: health.aio.HealthServicer, interval_s: float):
+        self.engine = engine
+        self.servicer = servicer
+        self.interval_s = interval_s
+        self.serving: bool | None = None
+
+    async def check_once(self) -> bool:
+        """Check readiness now and publish it."""
+        try:
+            ready = await asyncio.wait_for(self.engine.ready(), timeout=max(self.interval_s * 2, 5.0))
+        except Exception:  # noqa: BLE001 - any failure of a check means not ready
+            logger.exception("readiness check failed")
+            ready = False
+        if ready != self.serving:
+            logger.info("readiness: %s", "SERVING" if ready else "NOT_SERVING")
+            self.serving = ready
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in SERVICES:
+            await self.servicer.set(name, status)
+        return ready
+
+    async def run(self) -> None:
+        """Check forever (until cancelled)."""
+        await self.servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self.interval_s)

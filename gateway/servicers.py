@@ -1,0 +1,100 @@
+"""gRPC servicers: protobuf in, engine call, protobuf out. Errors are mapped by the interceptor."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from gateway.engine import SearchEngine, SearchResult, UpsertItem
+from gateway.filters import SearchFilter
+from text2image.v1 import text2image_pb2 as pb
+from text2image.v1 import text2image_pb2_grpc as pb_grpc
+
+
+def deadline_of(context: grpc.aio.ServicerContext, default_s: float) -> float:
+    """The request's deadline on the monotonic clock (the server default when the client set none)."""
+    remaining = context.time_remaining()
+    return time.monotonic() + (remaining if remaining is not None else default_s)
+
+
+def to_filter(message: pb.Filter) -> SearchFilter:
+    """The engine's filter for a protobuf ``Filter``."""
+    labels = message.labels
+    return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix)
+
+
+def to_response(result: SearchResult, model_id: str) -> pb.SearchResponse:
+    """A ``SearchResponse`` for an engine result."""
+    return pb.SearchResponse(
+        hits=[pb.Hit(id=h.id, uri=h.uri, score=h.score, labels=h.labels) for h in result.hits],
+        model_id=model_id,
+        took_ms=result.took_ms,
+        query_truncated=result.truncated,
+        query_tokens=result.query_tokens,
+        collection=result.collection,
+    )
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    """``text2image.v1.SearchService``."""
+
+    def __init__(self, engine: SearchEngine, default_timeout_s: float):
+        self.engine = engine
+        self.default_timeout_s = default_timeout_s
+
+    async def SearchText(self, request: pb.SearchTextRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        min_score = request.min_score if request.HasField("min_score") else None
+        result = await self.engine.search_text(request.query, request.top_k, to_filter(request.filter), min_score, deadline_of(context, self.default_timeout_s))
+        return to_response(result, self.engine.model_id)
+
+    async def SearchImage(self, request: pb.SearchImageRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        source = request.WhichOneof("source")
+        min_score = request.min_score if request.HasField("min_score") else None
+        result = await self.engine.search_image(
+            request.image if source == "image" else None, request.id if source == "id" else None, request.top_k,
+            to_filter(request.filter), min_score, request.exclude_self, deadline_of(context, self.default_timeout_s),
+        )
+        return to_response(result, self.engine.model_id)
+
+
+class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
+    """``text2image.v1.EmbeddingService``."""
+
+    def __init__(self, engine: SearchEngine, default_timeout_s: float):
+        self.engine = engine
+        self.default_timeout_s = default_timeout_s
+
+    async def EmbedText(self, request: pb.EmbedTextRequest, context: grpc.aio.ServicerContext) -> pb.EmbedTextResponse:
+        vectors, truncated = await self.engine.embed_texts(list(request.texts), deadline_of(context, self.default_timeout_s))
+        embeddings = [pb.Embedding(values=v.tolist(), truncated=t) for v, t in zip(vectors, truncated)]
+        return pb.EmbedTextResponse(embeddings=embeddings, model_id=self.engine.model_id, dimension=vectors.shape[1])
+
+    async def EmbedImage(self, request: pb.EmbedImageRequest, context: grpc.aio.ServicerContext) -> pb.EmbedImageResponse:
+        vectors = await self.engine.embed_images(list(request.images), deadline_of(context, self.default_timeout_s))
+        return pb.EmbedImageResponse(embeddings=[pb.Embedding(values=v.tolist()) for v in vectors], model_id=self.engine.model_id, dimension=vectors.shape[1])
+
+
+class IndexServicer(pb_grpc.IndexServiceServicer):
+    """``text2image.v1.IndexService``."""
+
+    def __init__(self, engine: SearchEngine, default_timeout_s: float):
+        self.engine = engine
+        self.default_timeout_s = default_timeout_s
+
+    async def UpsertImages(self, request: pb.UpsertImagesRequest, context: grpc.aio.ServicerContext) -> pb.UpsertImagesResponse:
+        items = [UpsertItem(i.id, i.content, i.uri, tuple(i.labels)) for i in request.items]
+        outcomes = await self.engine.upsert(items, deadline_of(context, self.default_timeout_s))
+        results = [pb.ItemResult(id=o.id, ok=o.ok, error=o.error, unchanged=o.unchanged) for o in outcomes]
+        upserted = sum(1 for o in outcomes if o.ok and not o.unchanged)
+        return pb.UpsertImagesResponse(results=results, upserted=upserted, failed=sum(1 for o in outcomes if not o.ok))
+
+    async def DeleteImages(self, request: pb.DeleteImagesRequest, context: grpc.aio.ServicerContext) -> pb.DeleteImagesResponse:
+        return pb.DeleteImagesResponse(deleted=await self.engine.delete(list(request.ids)))
+
+    async def GetIndexInfo(self, request: pb.GetIndexInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetIndexInfoResponse:
+        info = await self.engine.info()
+        return pb.GetIndexInfoResponse(
+            count=info.count, model_id=info.stamp.model_id, model_checksum=info.stamp.checksum,
+            dimension=info.stamp.dimension, collection=info.collection, alias=info.alias,
+        )

@@ -1,0 +1,36 @@
+"""Logging setup shared by every entry point: JSON lines for services, plain text for the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+PROJECT_LOGGERS = ("inference", "gateway", "export", "reindex", "t2i")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str = "INFO", structured: bool = False) -> None:
+    """Project loggers at ``level``; third-party loggers at WARNING; output on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if structured else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(level)

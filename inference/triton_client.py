@@ -1,0 +1,133 @@
+"""Async encoder that turns texts and images into normalized CLIP vectors through Triton.
+
+This is the one adapter for Triton: explicit timeouts, retries only on retryable codes with capped
+exponential backoff inside the caller's deadline, and domain errors out (``Unavailable``,
+``DeadlineExceeded``, ``InvalidArgument``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from inference.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from inference.images import PreprocessConfig
+from inference.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
+from inference.tokenizer import ClipTokenizer, TokenBatch
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one call to Triton is retried.
+
+    Attributes:
+        timeout_s: Limit for one attempt.
+        attempts: Attempts in all, the first included.
+        backoff_s: First pause between attempts; doubles each time.
+        max_backoff_s: Cap of the pause.
+    """
+
+    timeout_s: float = 5.0
+    attempts: int = 4
+    backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class TritonEncoder:
+    """Encodes texts and images with the ``clip_text`` and ``clip_vision`` models of one Triton."""
+
+    def __init__(self, url: str, repo: Path, policy: RetryPolicy = RetryPolicy()):
+        """Read the manifest, tokenizer and preprocessing config of ``repo`` and open a channel.
+
+        Args:
+            url: Triton gRPC address, ``host:port``.
+            repo: The exported model repository (its manifest and tokenizer).
+            policy: Timeouts and retries.
+        """
+        self.url = url
+        self.manifest = Manifest.read(repo)
+        self.tokenizer = ClipTokenizer(self.manifest.version_dir(repo, TEXT_MODEL) / TOKENIZER_FILE, self.manifest.context_length)
+        self.preprocess_config = PreprocessConfig.from_file(self.manifest.version_dir(repo, VISION_MODEL) / PREPROCESSOR_FILE)
+        self.policy = policy
+        self._client = triton_aio.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._client.close()
+
+    async def ready(self) -> bool:
+        """True when both models are loaded and ready; False when Triton is unreachable."""
+        try:
+            for model in (TEXT_MODEL, VISION_MODEL):
+                if not await self._client.is_model_ready(model, client_timeout=self.policy.timeout_s):
+                    return False
+            return True
+        except InferenceServerException:
+            return False
+
+    async def encode_tokens(self, tokens: TokenBatch, deadline: float | None = None) -> np.ndarray:
+        """Normalized text embeddings ``[batch, dim]`` for tokenized texts."""
+        inputs = [_tensor("input_ids", tokens.input_ids), _tensor("attention_mask", tokens.attention_mask)]
+        return l2_normalize(await self._infer(TEXT_MODEL, inputs, "text_embeds", deadline))
+
+    async def encode_texts(self, texts: list[str], deadline: float | None = None) -> tuple[np.ndarray, TokenBatch]:
+        """Tokenize and encode texts; returns the vectors and the token batch (lengths, truncation)."""
+        tokens = self.tokenizer.encode(texts)
+        return await self.encode_tokens(tokens, deadline), tokens
+
+    async def encode_pixels(self, pixel_values: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Normalized image embeddings ``[batch, dim]`` for preprocessed ``pixel_values``."""
+        return l2_normalize(await self._infer(VISION_MODEL, [_tensor("pixel_values", pixel_values)], "image_embeds", deadline))
+
+    async def _infer(self, model: str, inputs: list[InferInput], output: str, deadline: float | None) -> np.ndarray:
+        policy = self.policy
+        pause = policy.backoff_s
+        for attempt in range(1, policy.attempts + 1):
+            timeout = policy.timeout_s
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    raise DeadlineExceeded(f"deadline passed before Triton answered ({model})")
+            try:
+                result = await self._client.infer(model, inputs, outputs=[InferRequestedOutput(output)], client_timeout=timeout)
+                return result.as_numpy(output)
+            except InferenceServerException as exc:
+                status = str(exc.status())
+                if status == "StatusCode.INVALID_ARGUMENT":
+                    raise InvalidArgument(f"Triton rejected the input for {model}: {exc.message()}") from exc
+                last_try = attempt == policy.attempts or status not in RETRYABLE
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    last_try = True
+                if last_try:
+                    if status == "StatusCode.DEADLINE_EXCEEDED" and deadline is not None and time.monotonic() >= deadline:
+                        raise DeadlineExceeded(f"deadline passed while waiting for Triton ({model})") from exc
+                    raise Unavailable(f"Triton at {self.url} failed for {model}: {status.removeprefix('StatusCode.')}: {exc.message()}") from exc
+                logger.warning("Triton %s attempt %d failed (%s); retrying in %.2f s", model, attempt, status, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, policy.max_backoff_s)
+        raise AssertionError("unreachable")
+
+
+def _tensor(name: str, array: np.ndarray) -> InferInput:
+    dtype = "INT64" if array.dtype == np.int64 else "FP32"
+    tensor = InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor

@@ -1,0 +1,106 @@
+"""Launch a local Triton server from the ``nvidia-pytriton`` wheel, on loopback, on the CPU.
+
+The wheel carries a real ``tritonserver`` (2.51) with only the python backend. Its stub must sit
+next to ``libtriton_python.so``, so a backend folder is built under the work dir rather than
+editing site-packages. The stub embeds Python 3.11 and finds numpy<2 and onnxruntime through the
+Triton virtual environment, whose ``bin`` is put first on ``PATH`` (the stub's interpreter reads
+that venv's ``pyvenv.cfg``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inference.manifest import TEXT_MODEL, VISION_MODEL
+from inference.process import ManagedProcess, free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRITON_ENV = PROJECT_ROOT / ".venv-triton"
+STUB_PYTHON = "3.11"
+
+
+@dataclass
+class TritonPorts:
+    """Loopback ports of one Triton server."""
+
+    grpc: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
+
+
+def pytriton_root(triton_env: Path) -> Path:
+    """``site-packages`` of the Triton environment that holds ``pytriton``.
+
+    Raises:
+        FileNotFoundError: with the command that creates it.
+    """
+    matches = sorted(triton_env.glob("lib/python*/site-packages/pytriton/tritonserver/bin/tritonserver"))
+    if not matches:
+        raise FileNotFoundError(f"no tritonserver under {triton_env}; run 'make install' to create the Triton environment")
+    return matches[0].parents[3]
+
+
+def build_backend_dir(site: Path, work_dir: Path) -> Path:
+    """Copy the python backend and the Python 3.11 stub into ``work_dir/backends/python``."""
+    source = site / "pytriton" / "tritonserver"
+    target = work_dir / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(source / "backends" / "python" / name, target / name)
+    shutil.copy2(source / "python_backend_stubs" / STUB_PYTHON / "triton_python_backend_stub", target / "triton_python_backend_stub")
+    return target.parent
+
+
+def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: Path = DEFAULT_TRITON_ENV, config_name: str = "cpu") -> ManagedProcess:
+    """A not-yet-started Triton server serving ``clip_text`` and ``clip_vision`` from ``repo``."""
+    site = pytriton_root(triton_env)
+    backends = build_backend_dir(site, work_dir)
+    argv = [
+        str(site / "pytriton" / "tritonserver" / "bin" / "tritonserver"),
+        f"--model-repository={Path(repo).resolve()}",
+        f"--backend-directory={backends}",
+        "--model-control-mode=explicit",
+        f"--load-model={TEXT_MODEL}",
+        f"--load-model={VISION_MODEL}",
+        f"--model-config-name={config_name}",
+        "--grpc-address=127.0.0.1", f"--grpc-port={ports.grpc}",
+        "--http-address=127.0.0.1", f"--http-port={ports.http}",
+        "--metrics-address=127.0.0.1", f"--metrics-port={ports.metrics}",
+        "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+        "--exit-timeout-secs=5", "--log-verbose=0",
+    ]
+    env = dict(os.environ)
+    env["PATH"] = f"{triton_env / 'bin'}:{env.get('PATH', '')}"
+    env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(site / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH")]))
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONHOME", None)
+    return ManagedProcess("triton", argv, work_dir / "triton.log", env=env, cwd=work_dir)
+
+
+def models_ready(http_port: int) -> bool:
+    """True when both CLIP models are loaded and ready."""
+    for model in (TEXT_MODEL, VISION_MODEL):
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{model}/ready", timeout=2) as resp:
+            if resp.status != 200:
+                return False
+    return True
+
+
+def start_triton(repo: Path, work_dir: Path, ports: TritonPorts | None = None, timeout_s: float = 120.0, **kwargs: object) -> tuple[ManagedProcess, TritonPorts]:
+    """Start Triton and wait until both models are ready.
+
+    Raises:
+        RuntimeError: Triton exited or did not become ready; the message has its log tail.
+    """
+    ports = ports or TritonPorts()
+    process = triton_process(repo, work_dir, ports, **kwargs).start()  # type: ignore[arg-type]
+    try:
+        process.wait_until(lambda: models_ready(ports.http), timeout_s, "ready (clip_text and clip_vision loaded)")
+    except BaseException:
+        process.stop()
+        raise
+    return process, ports

@@ -1,0 +1,116 @@
+"""The local stack on loopback: Milvus, Triton and the gateway as child processes.
+
+Used by ``t2i up``, ``t2i demo`` and the integration tests. Children are stopped in reverse order
+by their own process ids, each with a kill after a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.milvus_server import MilvusPorts, start_milvus
+from inference.process import ManagedProcess, free_port
+from inference.triton_server import TritonPorts, start_triton
+
+logger = logging.getLogger(__name__)
+
+
+def gateway_serving(address: str, timeout_s: float = 2.0) -> bool:
+    """True when the gateway at ``address`` reports SERVING for the overall health check."""
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class LocalStack:
+    """Milvus + Triton + gateway for one model repository and one data folder.
+
+    Attributes:
+        repo: Exported Triton model repository.
+        data_dir: Where Milvus data and all logs go.
+        gateway_address: ``host:port`` for the gateway.
+        metrics_port: Gateway metrics port (0 disables).
+        alias: Milvus alias the gateway queries.
+    """
+
+    repo: Path
+    data_dir: Path
+    gateway_address: str = "127.0.0.1:50051"
+    metrics_port: int = field(default_factory=free_port)
+    alias: str = "t2i_images"
+    milvus: ManagedProcess | None = None
+    triton: ManagedProcess | None = None
+    gateway: ManagedProcess | None = None
+    milvus_ports: MilvusPorts | None = None
+    triton_ports: TritonPorts | None = None
+
+    @property
+    def milvus_uri(self) -> str:
+        """URI of the Milvus server."""
+        assert self.milvus_ports, "stack not started"
+        return f"http://127.0.0.1:{self.milvus_ports.proxy}"
+
+    @property
+    def triton_url(self) -> str:
+        """gRPC address of Triton."""
+        assert self.triton_ports, "stack not started"
+        return f"127.0.0.1:{self.triton_ports.grpc}"
+
+    def env(self) -> dict[str, str]:
+        """``T2I_*`` variables that point a gateway or reindex job at this stack."""
+        return {
+            "T2I_TRITON_URL": self.triton_url,
+            "T2I_MILVUS_URI": self.milvus_uri,
+            "T2I_MODEL_REPOSITORY": str(Path(self.repo).resolve()),
+            "T2I_COLLECTION_ALIAS": self.alias,
+            "T2I_LISTEN": self.gateway_address,
+            "T2I_METRICS_PORT": str(self.metrics_port),
+        }
+
+    def start(self, gateway: bool = True) -> LocalStack:
+        """Start Milvus, Triton and (optionally) the gateway; wait for each to be ready."""
+        try:
+            self.milvus, self.milvus_ports = start_milvus(self.data_dir / "milvus", self.milvus_ports)
+            self.triton, self.triton_ports = start_triton(self.repo, self.data_dir / "triton", self.triton_ports)
+            if gateway:
+                self.start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_gateway(self) -> ManagedProcess:
+        """Start the gateway process and wait until it reports SERVING."""
+        env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
+        self.gateway = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server"], self.data_dir / "gateway.log", env=env).start()
+        self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
+        return self.gateway
+
+    def stop(self) -> None:
+        """Stop the gateway, Triton and Milvus, in that order."""
+        for process, timeout in ((self.gateway, 10.0), (self.triton, 10.0), (self.milvus, 15.0)):
+            if process is not None:
+                process.stop(timeout_s=timeout)
+
+    def describe(self) -> str:
+        """Where each component listens, one line each."""
+        return "\n".join([
+            f"  gateway  grpc://{self.gateway_address}  (metrics http://127.0.0.1:{self.metrics_port}/metrics)",
+            f"  triton   grpc://{self.triton_url}  (http 127.0.0.1:{self.triton_ports.http if self.triton_ports else '?'})",
+            f"  milvus   {self.milvus_uri if self.milvus_ports else '?'}",
+            f"  logs     {self.data_dir}",
+        ])
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
