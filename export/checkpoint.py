@@ -92,6 +92,14 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def model_key(model: str) -> str:
+    """The ``model_id`` that loading ``model`` records in a manifest."""
+    if model in RANDOM_MODELS:
+        return RANDOM_MODELS[model]
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def load_towers(model: str) -> Towers:
     """Load both towers.
 

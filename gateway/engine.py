@@ -6,8 +6,6 @@ Servicers only convert protobuf messages to and from these calls.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from gateway.filters import SearchFilter, build_expression
-from gateway.index import Hit, ImageIndex, IndexInfo, make_row
+from gateway.index import Hit, ImageIndex, IndexInfo, item_hash, make_row
 from gateway.metrics import downstream
 from gateway.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
 from inference.errors import InvalidArgument, T2IError
@@ -26,13 +24,6 @@ from inference.triton_client import TritonEncoder
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def item_hash(content: bytes, uri: str, labels: Sequence[str]) -> str:
-    """SHA-256 of an item's bytes and metadata: equal hashes mean nothing to re-index."""
-    digest = hashlib.sha256(content)
-    digest.update(b"\x00" + json.dumps([uri, sorted(labels)]).encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ decide what to re-index, use Strong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -82,6 +83,13 @@ class HnswParams:
     m: int = 16
     ef_construction: int = 200
     ef: int = 64
+
+
+def item_hash(content: bytes, uri: str, labels: Sequence[str]) -> str:
+    """SHA-256 of an item's bytes and metadata: equal hashes mean nothing to re-index."""
+    digest = hashlib.sha256(content)
+    digest.update(b"\x00" + json.dumps([uri, sorted(labels)]).encode())
+    return digest.hexdigest()
 
 
 def make_row(item_id: str, vector: np.ndarray, uri: str, labels: Sequence[str], content_hash: str) -> dict[str, Any]:

@@ -34,3 +34,6 @@ def configure_logging(level: str = "INFO", structured: bool = False) -> None:
     root.setLevel(logging.WARNING)
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # pymilvus logs every failed RPC with a traceback through its own handler; the adapter turns
+    # those failures into domain errors with clear messages, so only its critical lines remain.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

@@ -96,7 +96,7 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop the gateway, Triton and Milvus, in that order."""
-        for process, timeout in ((self.gateway, 10.0), (self.triton, 10.0), (self.milvus, 15.0)):
+        for process, timeout in ((self.gateway, 10.0), (self.triton, 10.0), (self.milvus, 5.0)):
             if process is not None:
                 process.stop(timeout_s=timeout)
 

@@ -1,0 +1,181 @@
+"""The batch reindex job: a folder of images in, vectors in Milvus out.
+
+Incremental by default: files whose content hash (bytes, uri and labels) matches the stored row
+are skipped, changed ones re-encoded, and rows whose file is gone (or no longer decodes) deleted. ``full`` builds a new
+collection and swaps the alias at the end, so queries keep using the old one meanwhile. Every
+write is an upsert keyed by id and deletions come last, so a run killed at any moment and run
+again ends with exactly the right rows. Decoding runs in a process pool while Triton encodes the
+previous batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gateway.index import ImageIndex, item_hash, make_row
+from inference.errors import InvalidArgument
+from inference.images import ImageLimits, PreprocessConfig, load_pixels
+from inference.triton_client import TritonEncoder
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One file found in the folder: its id (relative path), uri (absolute path) and labels."""
+
+    id: str
+    path: Path
+    labels: tuple[str, ...]
+
+    @property
+    def uri(self) -> str:
+        """The absolute path, returned in search hits."""
+        return str(self.path)
+
+
+@dataclass
+class ReindexReport:
+    """What one run did."""
+
+    collection: str = ""
+    full: bool = False
+    scanned: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """Indexed images per second of wall time."""
+        return self.indexed / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        """One line for people."""
+        mode = "full rebuild" if self.full else "incremental"
+        return (f"{mode} into {self.collection}: {self.scanned} files, {self.indexed} indexed, {self.unchanged} unchanged, "
+                f"{self.deleted} deleted, {len(self.skipped)} skipped in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s)")
+
+
+def scan_folder(root: Path) -> list[ImageFile]:
+    """Image files under ``root`` by suffix, sorted; labels are the names of the parent folders."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise InvalidArgument(f"{root} is not a folder")
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            relative = path.relative_to(root)
+            files.append(ImageFile(relative.as_posix(), path, tuple(relative.parts[:-1])))
+    return files
+
+
+def _read(image: ImageFile, max_bytes: int) -> bytes:
+    size = image.path.stat().st_size
+    if size > max_bytes:
+        raise InvalidArgument(f"file is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+    return image.path.read_bytes()
+
+
+def _load(path: str, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
+    """Worker: read, decode and preprocess one file (runs in the process pool)."""
+    return load_pixels(Path(path).read_bytes(), config, limits)
+
+
+def _batches(items: list[ImageFile], size: int) -> Iterator[list[ImageFile]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Reindexer:
+    """Runs reindex passes with one encoder and one index."""
+
+    def __init__(self, encoder: TritonEncoder, index: ImageIndex, limits: ImageLimits = ImageLimits(), batch_size: int = 32, workers: int = 2):
+        self.encoder = encoder
+        self.index = index
+        self.limits = limits
+        self.batch_size = batch_size
+        self.workers = workers
+
+    async def run(self, root: Path, full: bool = False, progress: bool = True) -> ReindexReport:
+        """Index ``root``; see the module docstring for the guarantees."""
+        start = time.perf_counter()
+        report = ReindexReport(full=full)
+        files = scan_folder(root)
+        report.scanned = len(files)
+        if full:
+            for orphan in await asyncio.to_thread(self.index.orphans):
+                await asyncio.to_thread(self.index.drop, orphan)
+            report.collection = await asyncio.to_thread(self.index.new_collection)
+            stored: dict[str, str] = {}
+        else:
+            report.collection = await asyncio.to_thread(self.index.ensure_active)
+            stored = await asyncio.to_thread(self.index.hashes, report.collection)
+        hashes: dict[str, str] = {}
+        for image in files:
+            try:
+                hashes[image.id] = item_hash(await asyncio.to_thread(_read, image, self.limits.max_bytes), image.uri, image.labels)
+            except (OSError, InvalidArgument) as exc:
+                report.skipped.append((image.id, str(exc)))
+        todo = [f for f in files if f.id in hashes and stored.get(f.id) != hashes[f.id]]
+        report.unchanged = sum(1 for f in files if f.id in hashes and stored.get(f.id) == hashes[f.id])
+        await self._index(todo, hashes, report, progress)
+        usable = {f.id for f in files} - {item_id for item_id, _ in report.skipped}
+        stale = [item_id for item_id in stored if item_id not in usable]  # gone, or now unreadable
+        if stale:
+            report.deleted = await asyncio.to_thread(self.index.delete, report.collection, stale)
+        if full:
+            previous = await asyncio.to_thread(self.index.swap_alias, report.collection)
+            if previous and previous != report.collection:
+                await asyncio.to_thread(self.index.drop, previous)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    async def _index(self, todo: list[ImageFile], hashes: dict[str, str], report: ReindexReport, progress: bool) -> None:
+        if not todo:
+            return
+        loop = asyncio.get_running_loop()
+        config = self.encoder.preprocess_config
+        bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
+                return [(f, pool.submit(_load, str(f.path), config, self.limits)) for f in batch]
+
+            batches = _batches(todo, self.batch_size)
+            pending = submit(next(batches))
+            for upcoming in [*batches, None]:
+                following = submit(upcoming) if upcoming else []  # decode the next batch meanwhile
+                pixels, good = [], []
+                for image, future in pending:
+                    try:
+                        pixels.append(await asyncio.wrap_future(future, loop=loop))
+                        good.append(image)
+                    except InvalidArgument as exc:
+                        report.skipped.append((image.id, str(exc)))
+                    except Exception as exc:  # noqa: BLE001 - a worker failure skips that file only
+                        report.skipped.append((image.id, f"could not read: {exc}"))
+                if good:
+                    vectors = await self.encoder.encode_pixels(np.stack(pixels))
+                    rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id]) for f, v in zip(good, vectors)]
+                    await asyncio.to_thread(self.index.upsert, report.collection, rows)
+                    report.indexed += len(good)
+                bar.update(len(pending))
+                pending = following
+        finally:
+            bar.close()
+            pool.shutdown(cancel_futures=True)

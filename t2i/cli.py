@@ -1,0 +1,164 @@
+"""``t2i``: the command line of text2image-search.
+
+Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``info`` and ``reindex``.
+Addresses and limits come from ``T2I_*`` environment variables (see ``gateway/settings.py``);
+flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+
+from export import main as export_main
+from export.checkpoint import DEFAULT_MODEL, HubUnreachable
+from export.parity import ParityError
+from gateway import server as gateway_server
+from gateway.milvus_server import MilvusPorts
+from gateway.settings import PROJECT_ROOT, Settings
+from inference.errors import T2IError
+from inference.logs import configure_logging
+from inference.process import free_port
+from inference.triton_server import TritonPorts
+from reindex import main as reindex_main
+from t2i.client import GatewayClient, format_hits
+from t2i.demo import ensure_model, run_demo
+from t2i.stack import LocalStack
+
+DATA_DIR = PROJECT_ROOT / "data"
+
+
+def _up(args: argparse.Namespace) -> int:
+    settings = Settings()
+    repo = Path(args.model_repository or settings.model_repository)
+    ensure_model(repo, args.model, args.fallback)
+    milvus_port = int(settings.milvus_uri.rsplit(":", 1)[-1])
+    triton_port = int(settings.triton_url.rsplit(":", 1)[-1])
+    stack = LocalStack(repo, Path(args.data_dir) / "stack", gateway_address=args.listen or settings.listen,
+                       metrics_port=settings.metrics_port, alias=settings.collection_alias)
+    stack.milvus_ports = MilvusPorts(proxy=milvus_port)
+    stack.triton_ports = TritonPorts(grpc=triton_port, http=free_port(), metrics=free_port())
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    print("starting Milvus, Triton and the gateway ...")
+    with stack:
+        print("text2image-search is up:")
+        print(stack.describe())
+        print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything")
+        while not stopped.wait(1.0):
+            for process in (stack.milvus, stack.triton, stack.gateway):
+                if process is not None and not process.alive():
+                    print(f"{process.name} exited unexpectedly; log {process.log_path}:\n{process.log_tail()}", file=sys.stderr)
+                    return 2
+        print("stopping ...")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    client = GatewayClient(args.address or Settings().listen)
+    try:
+        if args.image:
+            response = client.search_image(top_k=args.top_k, image=Path(args.image).read_bytes())
+            title = f"image query {args.image}"
+        elif args.id:
+            response = client.search_image(top_k=args.top_k, id=args.id, exclude_self=True)
+            title = f"similar to {args.id}"
+        elif args.query:
+            response = client.search_text(args.query, top_k=args.top_k)
+            title = f'query "{args.query}"'
+        else:
+            print("give a query, --image PATH or --id ID", file=sys.stderr)
+            return 2
+        print(format_hits(title, response))
+    finally:
+        client.close()
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    client = GatewayClient(args.address or Settings().listen)
+    try:
+        print(client.info())
+    finally:
+        client.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    asyncio.run(gateway_server.serve(gateway_server.settings_from_args(args)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``t2i`` argument parser."""
+    parser = argparse.ArgumentParser(prog="t2i", description="text2image-search: CLIP text-to-image search over gRPC")
+    parser.add_argument("--log-level", default="WARNING", help="log level of the project's loggers")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    export = sub.add_parser("export", help="export a CLIP checkpoint to a Triton model repository")
+    export_main.add_arguments(export)
+
+    serve = sub.add_parser("serve", help="run the gRPC gateway (Triton and Milvus must be running)")
+    gateway_server.add_arguments(serve)
+
+    for name, help_text in (("up", "run Milvus, Triton and the gateway until Ctrl-C"), ("demo", "index sample photos, run example queries, stop")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint to export when the repository does not hold it")
+        command.add_argument("--fallback", default="random", help="model to use when the hub is unreachable ('' for none)")
+        command.add_argument("--model-repository", default=None, help="Triton model repository (default T2I_MODEL_REPOSITORY)")
+        command.add_argument("--data-dir", default=str(DATA_DIR), help="where data and logs go")
+        if name == "up":
+            command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
+
+    search = sub.add_parser("search", help="query a running gateway")
+    search.add_argument("query", nargs="?", help="text to search for")
+    search.add_argument("--image", help="search with this image file instead")
+    search.add_argument("--id", help="search with the vector of this indexed image instead")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN)")
+
+    info = sub.add_parser("info", help="show the active index of a running gateway")
+    info.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN)")
+
+    reindex = sub.add_parser("reindex", help="index a folder of images into Milvus")
+    reindex_main.add_arguments(reindex)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``t2i``; exit codes: 0 ok, 1 reindex skips with --strict, 2 failure."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        if args.command == "export":
+            return export_main.command(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "up":
+            return _up(args)
+        if args.command == "demo":
+            repo = Path(args.model_repository or Settings().model_repository)
+            return run_demo(repo, Path(args.data_dir) / "demo", args.model, args.fallback or None)
+        if args.command == "search":
+            return _search(args)
+        if args.command == "info":
+            return _info(args)
+        return reindex_main.command(args, Settings())
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    except (T2IError, HubUnreachable, ParityError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

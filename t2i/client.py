@@ -1,0 +1,48 @@
+"""A small gRPC client for the gateway, used by ``t2i search`` and the demo."""
+
+from __future__ import annotations
+
+import grpc
+
+from text2image.v1 import text2image_pb2 as pb
+from text2image.v1 import text2image_pb2_grpc as pb_grpc
+
+MAX_MESSAGE = 64 * 2**20
+
+
+class GatewayClient:
+    """Blocking client for the three services."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0):
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)])
+        self.search = pb_grpc.SearchServiceStub(self.channel)
+        self.embedding = pb_grpc.EmbeddingServiceStub(self.channel)
+        self.index = pb_grpc.IndexServiceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def search_text(self, query: str, top_k: int = 5, **fields: object) -> pb.SearchResponse:
+        """``SearchText``."""
+        return self.search.SearchText(pb.SearchTextRequest(query=query, top_k=top_k, **fields), timeout=self.timeout_s)
+
+    def search_image(self, top_k: int = 5, **fields: object) -> pb.SearchResponse:
+        """``SearchImage`` with ``image=bytes`` or ``id=str``."""
+        return self.search.SearchImage(pb.SearchImageRequest(top_k=top_k, **fields), timeout=self.timeout_s)
+
+    def info(self) -> pb.GetIndexInfoResponse:
+        """``GetIndexInfo``."""
+        return self.index.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=self.timeout_s)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+
+def format_hits(title: str, response: pb.SearchResponse) -> str:
+    """A ranked table of hits: rank, score, id, uri."""
+    lines = [f"{title}  ({len(response.hits)} hits, {response.took_ms:.0f} ms, model {response.model_id}"
+             + (", query truncated" if response.query_truncated else "") + ")"]
+    for rank, hit in enumerate(response.hits, 1):
+        lines.append(f"  {rank:>2}. {hit.score:+.4f}  {hit.id:<28} {hit.uri}")
+    if not response.hits:
+        lines.append("  (no hits)")
+    return "\n".join(lines)
