@@ -87,7 +87,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
             raise InvalidArgument("data is not a recognized image (expected JPEG, PNG, BMP, GIF, TIFF or WebP)") from exc
         raise InvalidArgument(f"image has too many pixels (decompression bomb guard): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure is the client's bad data
-        raise InvalidArgument(f"image header is corrupt: {exc}") from exc
+        raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidArgument(f"image format {image.format} is not supported (JPEG, PNG, BMP, GIF, TIFF, WebP)")
     width, height = image.size

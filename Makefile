@@ -1,0 +1,61 @@
+# text2image-search: `make demo` runs the whole path on loopback, `make test` runs every test.
+# Everything installs into local virtual environments from the project's own requirement files.
+
+PYTHON ?= python3
+VENV := .venv
+TRITON_VENV := .venv-triton
+BIN := $(VENV)/bin
+PROTO := protos/text2image/v1/text2image.proto
+PROTO_OUT := protos/text2image/v1/text2image_pb2.py
+PYTEST_ARGS ?=
+
+.PHONY: install protos demo up test test-unit test-integration export clean
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (the Triton python-backend stub embeds 3.11); set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(TRITON_VENV)/.installed: requirements-triton.txt requirements-triton-nodeps.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet -r requirements-triton.txt
+	$(TRITON_VENV)/bin/pip install --quiet --no-deps -r requirements-triton-nodeps.txt
+	touch $@
+
+$(PROTO_OUT): $(PROTO) $(VENV)/.installed
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --grpc_python_out=protos --pyi_out=protos $(PROTO)
+
+protos: $(PROTO_OUT)
+
+# Export CLIP (the real checkpoint, or random ViT-B/32 weights when the hub is unreachable),
+# start Milvus, Triton and the gateway on loopback, index sample photos, query, stop.
+demo: install
+	$(BIN)/t2i demo
+
+# Keep the stack running until Ctrl-C (gateway on 127.0.0.1:50051).
+up: install
+	$(BIN)/t2i up
+
+export: install
+	$(BIN)/t2i export --model $(or $(MODEL),openai/clip-vit-base-patch32)
+
+# Unit tests, then integration tests against real Triton, Milvus and gRPC servers that the
+# test session starts on free loopback ports and stops by process id.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf data .pytest_cache
+	find model_repository -name '*.onnx' -delete

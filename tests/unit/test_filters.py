@@ -1,0 +1,42 @@
+"""Structured filters become Milvus expressions with every value a quoted literal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.filters import MAX_VALUES, SearchFilter, build_expression, literal
+from inference.errors import InvalidArgument
+
+
+def test_empty_filter_is_empty_expression() -> None:
+    assert build_expression(SearchFilter()) == ""
+
+
+def test_all_conditions_are_joined_with_and() -> None:
+    expression = build_expression(SearchFilter(all_of=["a"], any_of=["b", "c"], none_of=["d"], ids=["x"], uri_prefix="/data/"), exclude_id="self")
+    assert expression == (
+        '(array_contains_all(labels, ["a"])) and (array_contains_any(labels, ["b", "c"])) and '
+        '(not array_contains_any(labels, ["d"])) and (id in ["x"]) and (uri like "/data/%") and (id != "self")'
+    )
+
+
+@pytest.mark.parametrize("value", ['a" or id != "', "x\\", '"]) or (1 == 1', "tab\tnew\nline", "ünï 🚗", "' or ''='"])
+def test_values_are_literals(value: str) -> None:
+    quoted = literal(value)
+    assert quoted.startswith('"') and quoted.endswith('"')
+    assert json.loads(quoted) == value  # the exact value comes back: nothing escapes the literal
+    inner = quoted[1:-1]
+    assert '"' not in inner.replace('\\"', "")  # every quote inside is escaped
+
+
+def test_limits_are_enforced() -> None:
+    with pytest.raises(InvalidArgument, match="at most"):
+        build_expression(SearchFilter(any_of=["x"] * (MAX_VALUES + 1)))
+    with pytest.raises(InvalidArgument, match="longer than"):
+        literal("x" * 5000)
+    with pytest.raises(InvalidArgument, match="NUL"):
+        literal("a\x00b")
+    with pytest.raises(InvalidArgument, match="%"):
+        build_expression(SearchFilter(uri_prefix="50%"))
