@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import CLIPImageProcessor, CLIPTokenizerFast
 
-from export.checkpoint import DEFAULT_MODEL, Towers, load_towers
+from export.checkpoint import Towers, load_towers
 from export.onnx_export import PRECISIONS, convert_precision, export_fp32, layout_repository
 from export.parity import FP32_THRESHOLD, check_parity, onnx_embeddings, reference_inputs, torch_embeddings
 from export.vocab import write_clip_vocab
@@ -92,14 +92,6 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
     )
     manifest.write(out)
     return manifest
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``t2i export``."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny'")
-    parser.add_argument("--out", type=Path, default=TEMPLATE_REPO, help="Triton model repository to write")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights precision of the ONNX files")
-    parser.add_argument("--version", type=int, default=1, help="model version folder")
 
 
 def command(args: argparse.Namespace) -> int:

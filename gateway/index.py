@@ -32,6 +32,7 @@ MAX_URI_BYTES = 2048
 MAX_LABELS = 32
 MAX_LABEL_BYTES = 128
 _QUERY_PAGE = 1000
+ADMIN_TIMEOUT_S = 60.0  # creating and loading a collection is rare and slower than a query
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class ImageIndex:
         self.hnsw = hnsw
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
+        self._ensure_lock = threading.Lock()
         self._checked: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -158,8 +160,8 @@ class ImageIndex:
             schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
             index = client.prepare_index_params()
             index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": self.hnsw.m, "efConstruction": self.hnsw.ef_construction})
-            client.create_collection(name, schema=schema, index_params=index, consistency_level="Session", timeout=self.timeout_s)
-            client.load_collection(name, timeout=self.timeout_s * 6)
+            client.create_collection(name, schema=schema, index_params=index, consistency_level="Session", timeout=ADMIN_TIMEOUT_S)
+            client.load_collection(name, timeout=ADMIN_TIMEOUT_S)
 
         self._call("create collection", create)
         logger.info("created collection %s for %s", name, self.stamp.model_id)
@@ -184,6 +186,10 @@ class ImageIndex:
         Raises:
             FailedPrecondition: the collection was filled by another model.
         """
+        with self._ensure_lock:
+            return self._ensure_active()
+
+    def _ensure_active(self) -> str:
         name = self.active_collection()
         if name is None:
             name = self.new_collection()

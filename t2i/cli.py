@@ -16,25 +16,26 @@ from pathlib import Path
 
 import grpc
 
-from export import main as export_main
-from export.checkpoint import DEFAULT_MODEL, HubUnreachable
-from export.parity import ParityError
 from gateway import server as gateway_server
-from gateway.milvus_server import MilvusPorts
 from gateway.settings import PROJECT_ROOT, Settings
 from inference.errors import T2IError
 from inference.logs import configure_logging
-from inference.process import free_port
-from inference.triton_server import TritonPorts
 from reindex import main as reindex_main
 from t2i.client import GatewayClient, format_hits
-from t2i.demo import ensure_model, run_demo
-from t2i.stack import LocalStack
+
+# export/up/demo import torch and transformers (seconds); they are imported only when used.
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 DATA_DIR = PROJECT_ROOT / "data"
 
 
 def _up(args: argparse.Namespace) -> int:
+    from gateway.milvus_server import MilvusPorts
+    from inference.process import free_port
+    from inference.triton_server import TritonPorts
+    from t2i.demo import ensure_model
+    from t2i.stack import LocalStack
+
     settings = Settings()
     repo = Path(args.model_repository or settings.model_repository)
     ensure_model(repo, args.model, args.fallback)
@@ -103,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     export = sub.add_parser("export", help="export a CLIP checkpoint to a Triton model repository")
-    export_main.add_arguments(export)
+    export.add_argument("--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny'")
+    export.add_argument("--out", type=Path, default=PROJECT_ROOT / "model_repository", help="Triton model repository to write")
+    export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="weights precision of the ONNX files")
+    export.add_argument("--version", type=int, default=1, help="model version folder")
 
     serve = sub.add_parser("serve", help="run the gRPC gateway (Triton and Milvus must be running)")
     gateway_server.add_arguments(serve)
@@ -138,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         if args.command == "export":
-            return export_main.command(args)
+            from export.main import command as export_command
+
+            return export_command(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "up":
             return _up(args)
         if args.command == "demo":
+            from t2i.demo import run_demo
+
             repo = Path(args.model_repository or Settings().model_repository)
             return run_demo(repo, Path(args.data_dir) / "demo", args.model, args.fallback or None)
         if args.command == "search":
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return reindex_main.command(args, Settings())
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-    except (T2IError, HubUnreachable, ParityError, FileNotFoundError, RuntimeError, ValueError) as exc:
+    except (T2IError, FileNotFoundError, RuntimeError, ValueError) as exc:  # HubUnreachable, ParityError are RuntimeErrors
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -39,6 +39,7 @@ class LocalStack:
         gateway_address: ``host:port`` for the gateway.
         metrics_port: Gateway metrics port (0 disables).
         alias: Milvus alias the gateway queries.
+        extra_env: More ``T2I_*`` settings for the gateway (timeouts, limits).
     """
 
     repo: Path
@@ -46,6 +47,7 @@ class LocalStack:
     gateway_address: str = "127.0.0.1:50051"
     metrics_port: int = field(default_factory=free_port)
     alias: str = "t2i_images"
+    extra_env: dict[str, str] = field(default_factory=dict)
     milvus: ManagedProcess | None = None
     triton: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
@@ -89,7 +91,7 @@ class LocalStack:
 
     def start_gateway(self) -> ManagedProcess:
         """Start the gateway process and wait until it reports SERVING."""
-        env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.gateway = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server"], self.data_dir / "gateway.log", env=env).start()
         self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
         return self.gateway

@@ -1,0 +1,90 @@
+"""Real servers for the integration tests: Milvus, Triton and the gateway, once per session.
+
+A tiny random CLIP (real tokenizer, real preprocessing, real ONNX through Triton's python
+backend) is exported first. Servers bind free loopback ports and are stopped by process id.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from export.main import run_export
+from gateway.index import ImageIndex, ModelStamp
+from inference.manifest import Manifest
+from inference.process import free_port
+from t2i.client import GatewayClient
+from t2i.stack import LocalStack
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_ENV = {"T2I_MILVUS_TIMEOUT_S": "2", "T2I_TRITON_TIMEOUT_S": "2", "T2I_HEALTH_INTERVAL_S": "0.5", "T2I_MAX_BATCH": "16"}
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model_repository")
+    run_export("tiny", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    local = LocalStack(tiny_repo, tmp_path_factory.mktemp("stack"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_test", extra_env=GATEWAY_ENV)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def client(stack: LocalStack) -> Iterator[GatewayClient]:
+    gateway = GatewayClient(stack.gateway_address, timeout_s=20)
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture(scope="session")
+def index(stack: LocalStack, tiny_repo: Path) -> Iterator[ImageIndex]:
+    """Direct Milvus access to the alias the gateway serves, for checking what is stored."""
+    manifest = Manifest.read(tiny_repo)
+    direct = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension), timeout_s=10)
+    yield direct
+    direct.close()
+
+
+def health_status(stack: LocalStack, service: str = "") -> int:
+    with grpc.insecure_channel(stack.gateway_address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - not yet
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def assert_serving(stack: LocalStack) -> None:
+    """The gateway process is alive and reports SERVING (waiting briefly for the next check)."""
+    assert stack.gateway is not None and stack.gateway.alive()
+    wait_for(lambda: health_status(stack) == health_pb2.HealthCheckResponse.SERVING, 10, "SERVING")
+
+
+def run_t2i(stack: LocalStack, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the ``t2i`` CLI against the test stack."""
+    env = {**os.environ, **stack.env(), **GATEWAY_ENV}
+    return subprocess.run([sys.executable, "-m", "t2i.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
