@@ -1,0 +1,112 @@
+"""The bad-input table: each case gets the right status and a clear message, and the server keeps serving."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.index import ImageIndex
+from inference.samples import sample_photos
+from t2i.client import GatewayClient
+from t2i.stack import LocalStack
+from tests.integration.conftest import assert_serving
+from text2image.v1 import text2image_pb2 as pb
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 128, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def expect(code: grpc.StatusCode, fragment: str, call: object) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    assert caught.value.code() == code, caught.value.details()  # type: ignore[attr-defined]
+    assert fragment in caught.value.details()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def still_serving(stack: LocalStack) -> object:
+    yield
+    assert_serving(stack)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_empty_or_whitespace_query(client: GatewayClient, query: str) -> None:
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "query is empty", lambda: client.search_text(query, top_k=3))
+
+
+def test_long_query_is_truncated_and_reported(client: GatewayClient) -> None:
+    response = client.search_text("a dog running on the beach " * 40, top_k=3)
+    assert response.query_truncated and response.query_tokens == 77
+
+
+@pytest.mark.parametrize("top_k", [0, -5, 1001, 2**31 - 1])
+def test_bad_top_k_names_the_range(client: GatewayClient, top_k: int) -> None:
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 1000", lambda: client.search_text("red car", top_k=top_k))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 1000", lambda: client.search_image(top_k=top_k, image=png(64, 64)))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"definitely not an image", "not a recognized image"),
+        (png(64, 64)[:60], "corrupt or truncated"),
+        (png(1, 1), "at least 16"),
+        (png_bomb(30000, 30000), "decompression bomb"),
+        (b"", "empty"),
+    ],
+    ids=["not-image", "truncated", "1x1", "30000x30000", "empty"],
+)
+def test_bad_image_bytes(client: GatewayClient, data: bytes, reason: str) -> None:
+    expect(grpc.StatusCode.INVALID_ARGUMENT, reason, lambda: client.search_image(top_k=3, image=data))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, f"images[1]: ", lambda: client.embedding.EmbedImage(pb.EmbedImageRequest(images=[png(32, 32), data]), timeout=20))
+
+
+def test_bad_image_in_a_batch_fails_that_item_alone(client: GatewayClient, index: ImageIndex) -> None:
+    items = [pb.ImageItem(id="bad-input/good", content=png(40, 40)), pb.ImageItem(id="bad-input/bomb", content=png_bomb(30000, 30000)),
+             pb.ImageItem(id="bad-input/tiny", content=png(1, 1)), pb.ImageItem(id="", content=png(40, 40))]
+    response = client.index.UpsertImages(pb.UpsertImagesRequest(items=items), timeout=30)
+    assert [r.ok for r in response.results] == [True, False, False, False]
+    assert "decompression bomb" in response.results[1].error and "at least 16" in response.results[2].error and "id is empty" in response.results[3].error
+    assert set(index.hashes(index.ensure_active(), ["bad-input/good", "bad-input/bomb", "bad-input/tiny"])) == {"bad-input/good"}
+
+
+def test_unknown_id(client: GatewayClient) -> None:
+    expect(grpc.StatusCode.NOT_FOUND, "no indexed image has id 'no/such/image.jpg'", lambda: client.search_image(top_k=3, id="no/such/image.jpg"))
+
+
+def test_search_image_needs_a_source(client: GatewayClient) -> None:
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "set either image", lambda: client.search_image(top_k=3))
+
+
+@pytest.mark.parametrize("value", ['x" or id != "', '"] ) or (id != "', "\\", "a' || 1==1 || '", 'quote"inside'])
+def test_filter_values_are_literals_never_injected(client: GatewayClient, index: ImageIndex, value: str) -> None:
+    photo = sample_photos(1)[0]
+    item = pb.ImageItem(id=f"inject/{len(value)}/{abs(hash(value))}", content=photo.read_bytes(), uri="mem://inject", labels=[value])
+    assert client.index.UpsertImages(pb.UpsertImagesRequest(items=[item]), timeout=30).results[0].ok
+    exact = client.search_text("anything", top_k=50, filter=pb.Filter(labels=pb.LabelFilter(any_of=[value])))
+    assert [h.id for h in exact.hits] == [item.id]  # only the image carrying that exact label
+    assert list(exact.hits[0].labels) == [value]
+    by_id = client.search_text("anything", top_k=50, filter=pb.Filter(ids=[value]))
+    assert len(by_id.hits) == 0  # an injected 'or' would have matched everything
+
+
+def test_bad_min_score_and_batches(client: GatewayClient) -> None:
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "between -1 and 1", lambda: client.search_text("x", top_k=1, min_score=2.0))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 16", lambda: client.embedding.EmbedText(pb.EmbedTextRequest(texts=[]), timeout=10))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "texts[1]", lambda: client.embedding.EmbedText(pb.EmbedTextRequest(texts=["ok", " "]), timeout=10))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 16", lambda: client.index.DeleteImages(pb.DeleteImagesRequest(ids=["a"] * 17), timeout=10))
