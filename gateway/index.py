@@ -268,7 +268,7 @@ class ImageIndex:
                 result.update({row["id"]: row["content_hash"] for row in rows})
             return result
         def scan(client: MilvusClient) -> None:
-            iterator = client.query_iterator(collection, batch_size=_QUERY_PAGE, filter="", output_fields=["id", "content_hash"], timeout=self.timeout_s * 2)
+            iterator = client.query_iterator(collection, batch_size=_QUERY_PAGE, filter="", output_fields=["id", "content_hash"], timeout=self.timeout_s * 2, consistency_level="Strong")
             try:
                 while rows := iterator.next():
                     result.update({row["id"]: row["content_hash"] for row in rows})
