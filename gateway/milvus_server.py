@@ -7,9 +7,10 @@ code writes ``milvus.yaml`` (binding the exact proxy port asked for) and unpacks
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inference.process import ManagedProcess, free_port
@@ -36,10 +37,15 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
     except ImportError as exc:  # pragma: no cover - install problem
         raise ImportError("the 'milvus' wheel is not installed; run 'make install'") from exc
     data_dir = Path(data_dir).resolve()
-    config = MilvusServerConfig(data_dir=str(data_dir), proxy_port=ports.proxy, etcd_port=ports.etcd_client)
-    config.resolve()
-    _initialize_data_files(config.base_data_dir)
-    _use_own_etcd_ports(data_dir, ports)
+    written = data_dir / "configs" / "ports.json"
+    if not (written.is_file() and json.loads(written.read_text()) == asdict(ports)):
+        # A restart on the same ports reuses the config: the wrapper's bind test would fail on
+        # ports still in TIME_WAIT, which the server itself (SO_REUSEADDR) can bind.
+        config = MilvusServerConfig(data_dir=str(data_dir), proxy_port=ports.proxy, etcd_port=ports.etcd_client)
+        config.resolve()
+        _initialize_data_files(config.base_data_dir)
+        _use_own_etcd_ports(data_dir, ports)
+        written.write_text(json.dumps(asdict(ports)))
     bin_dir = data_dir / "bin"
     env = dict(os.environ)
     env.update(

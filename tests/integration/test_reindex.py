@@ -23,6 +23,7 @@ from t2i.client import GatewayClient
 from t2i.stack import LocalStack
 from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i, wait_for
 from tests.integration.test_bad_input import png_bomb
+from text2image.v1 import text2image_pb2 as pb
 
 
 def expected_rows(folder: Path) -> dict[str, str]:
@@ -69,7 +70,7 @@ def test_incremental_reindex(stack: LocalStack, index: ImageIndex, client: Gatew
     assert first.returncode == 0, first.stderr
     assert "6 indexed" in first.stdout
     assert stored(index) == expected_rows(folder)
-    hits = client.search_text("cat", top_k=10, filter=__import__("text2image.v1.text2image_pb2", fromlist=["Filter"]).Filter(labels={"any_of": ["animals"]}))
+    hits = client.search_text("cat", top_k=10, filter=pb.Filter(labels=pb.LabelFilter(any_of=["animals"])))
     assert {h.id for h in hits.hits} == {"animals/chelsea.png", "animals/horse.png"}
 
     again = run_t2i(stack, "reindex", str(folder))

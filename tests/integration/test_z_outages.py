@@ -1,0 +1,67 @@
+"""Triton or Milvus down: UNAVAILABLE within the deadline, NOT_SERVING, and recovery without a
+gateway restart once they are back. Runs last (it stops and restarts the shared servers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from gateway.milvus_server import start_milvus
+from inference.triton_server import start_triton
+from t2i.client import GatewayClient
+from t2i.stack import LocalStack
+from tests.integration.conftest import assert_serving, health_status, wait_for
+from text2image.v1 import text2image_pb2 as pb
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def expect_unavailable(client: GatewayClient, what: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        client.search.SearchText(pb.SearchTextRequest(query="red car", top_k=3), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+    assert what in caught.value.details()
+
+
+def recovered(client: GatewayClient) -> bool:
+    return len(client.search_text("red car", top_k=3).hits) >= 0
+
+
+def test_triton_down_and_back(stack: LocalStack, client: GatewayClient) -> None:
+    gateway_pid = stack.gateway.pid if stack.gateway else None
+    assert stack.triton is not None and stack.triton_ports is not None
+    stack.triton.stop()
+    expect_unavailable(client, "Triton")
+    wait_for(lambda: health_status(stack) == NOT_SERVING, 10, "NOT_SERVING while Triton is down")
+    assert health_status(stack, "liveness") == health_pb2.HealthCheckResponse.SERVING
+    stack.triton, _ = start_triton(stack.repo, stack.data_dir / "triton", stack.triton_ports)
+    wait_for(lambda: recovered(client), 30, "search to work again")
+    assert_serving(stack)
+    assert stack.gateway is not None and stack.gateway.pid == gateway_pid  # no gateway restart
+
+
+def test_milvus_hung_and_back(stack: LocalStack, client: GatewayClient) -> None:
+    assert stack.milvus is not None and stack.milvus.pid is not None
+    os.killpg(stack.milvus.pid, signal.SIGSTOP)
+    try:
+        expect_unavailable(client, "Milvus")
+        wait_for(lambda: health_status(stack) == NOT_SERVING, 15, "NOT_SERVING while Milvus hangs")
+    finally:
+        os.killpg(stack.milvus.pid, signal.SIGCONT)
+    wait_for(lambda: recovered(client), 30, "search to work again")
+    assert_serving(stack)
+
+
+def test_milvus_killed_and_restarted(stack: LocalStack, client: GatewayClient) -> None:
+    assert stack.milvus is not None and stack.milvus_ports is not None
+    count = client.info().count
+    stack.milvus.stop(timeout_s=5)
+    expect_unavailable(client, "Milvus")
+    stack.milvus, _ = start_milvus(stack.data_dir / "milvus", stack.milvus_ports)
+    wait_for(lambda: recovered(client), 90, "search to work again after a Milvus restart")
+    assert_serving(stack)
+    wait_for(lambda: client.info().count == count, 60, "the same row count after the restart")  # nothing lost
