@@ -1,0 +1,122 @@
+"""Milvus server (the local default) against Milvus Lite, on the same vectors, in one run.
+
+Writes ``bench/results/vector-store-<date>-<host>.json``. Measures insert throughput, single-query
+search latency, recall@10 against exact search, and which of the features this project relies on
+(ARRAY labels, HNSW, aliases) each one supports. Needs ``requirements-bench.txt`` (``make bench-store``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from gateway.milvus_server import start_milvus
+
+
+def schema(client: MilvusClient, dim: int, labels: bool) -> Any:
+    s = client.create_schema(auto_id=False)
+    s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    if labels:
+        s.add_field("labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=4, max_length=16)
+    return s
+
+
+def try_feature(fn: Any) -> str:
+    try:
+        fn()
+        return "yes"
+    except Exception as exc:  # noqa: BLE001 - the answer is the error
+        return f"no: {str(exc)[:160]}"
+
+
+def measure(name: str, client: MilvusClient, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    dim = vectors.shape[1]
+    result: dict[str, Any] = {"store": name}
+    result["array_labels"] = try_feature(lambda: client.create_collection("probe_array", schema=schema(client, dim, True)))
+    hnsw = client.prepare_index_params()
+    hnsw.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 200})
+    result["hnsw"] = try_feature(lambda: client.create_collection("probe_hnsw", schema=schema(client, dim, False), index_params=hnsw))
+    index = hnsw if result["hnsw"] == "yes" else client.prepare_index_params()
+    if result["hnsw"] != "yes":
+        index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+    client.create_collection("bench", schema=schema(client, dim, False), index_params=index)
+    result["alias"] = try_feature(lambda: client.create_alias("bench", "bench_alias"))
+    start = time.perf_counter()
+    for offset in range(0, len(vectors), 1000):
+        rows = [{"id": str(i), "vector": vectors[i].tolist()} for i in range(offset, min(offset + 1000, len(vectors)))]
+        client.insert("bench", rows)
+    result["insert_rows_per_s"] = len(vectors) / (time.perf_counter() - start)
+    params = {"metric_type": "COSINE", "params": {"ef": 64}} if result["hnsw"] == "yes" else {"metric_type": "COSINE"}
+    client.search("bench", data=[queries[0].tolist()], limit=10, search_params=params)  # warm-up
+    latencies, found = [], []
+    for query in queries:
+        t = time.perf_counter()
+        hits = client.search("bench", data=[query.tolist()], limit=10, search_params=params, consistency_level="Bounded")[0]
+        latencies.append((time.perf_counter() - t) * 1000)
+        found.append({int(h["id"]) for h in hits})
+    result["search_p50_ms"] = statistics.median(latencies)
+    result["search_p95_ms"] = float(np.percentile(latencies, 95))
+    result["recall_at_10"] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth)]))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=20_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((args.size, args.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.choice(args.size, args.queries, replace=False)] + 0.1 * rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    work = Path(tempfile.mkdtemp(prefix="t2i-bench-store-"))
+    results = []
+    try:
+        t = time.perf_counter()
+        server, ports = start_milvus(work / "server")
+        startup = time.perf_counter() - t
+        try:
+            client = MilvusClient(uri=f"http://127.0.0.1:{ports.proxy}")
+            results.append({**measure("milvus-server 2.3.5", client, vectors, queries, truth), "startup_s": startup})
+            client.close()
+        finally:
+            server.stop(timeout_s=5)
+        t = time.perf_counter()
+        lite = MilvusClient(str(work / "lite.db"))
+        startup = time.perf_counter() - t
+        results.append({**measure("milvus-lite", lite, vectors, queries, truth), "startup_s": startup})
+        lite.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    server_result, lite_result = results
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "size": args.size, "dim": args.dim, "queries": args.queries, "results": results,
+        "ratios_server_over_lite": {
+            "insert_rows_per_s": server_result["insert_rows_per_s"] / lite_result["insert_rows_per_s"],
+            "search_p50_speedup": lite_result["search_p50_ms"] / server_result["search_p50_ms"],
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"vector-store-{report['date']}-{report['host']}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""``t2i up`` starts every component, prints where each listens, and SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from inference.process import free_port
+from t2i.client import GatewayClient
+from t2i.stack import gateway_serving
+from tests.integration.conftest import PROJECT_ROOT, wait_for
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path) -> None:
+    gateway = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "T2I_LISTEN": gateway, "T2I_TRITON_URL": f"127.0.0.1:{free_port()}", "T2I_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
+           "T2I_METRICS_PORT": str(free_port()), "T2I_COLLECTION_ALIAS": "t2i_up_test"}
+    data = tmp_path / "updata"
+    proc = subprocess.Popen([sys.executable, "-m", "t2i.cli", "up", "--model", "tiny", "--model-repository", str(tiny_repo), "--data-dir", str(data)],
+                            env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
+        assert processes_mentioning(str(data))  # Milvus, Triton and the gateway run from the data dir
+        client = GatewayClient(gateway)
+        assert client.search_text("red car", top_k=1).model_id == "random:tiny"
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert f"gateway  grpc://{gateway}" in output and "triton   grpc://" in output and "milvus   http://127.0.0.1:" in output
+    assert "stopping" in output
+    assert processes_mentioning(str(data)) == []  # every child is gone
