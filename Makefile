@@ -9,7 +9,7 @@ PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
-.PHONY: install protos demo up test test-unit test-integration export clean
+.PHONY: install protos demo up test test-unit test-integration export bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
@@ -55,6 +55,11 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+# Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
+bench-store: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python bench/vector_store.py
 
 clean:
 	rm -rf data .pytest_cache

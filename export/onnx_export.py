@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
+import torch
 from optimum.exporters.onnx import export as onnx_export
 from optimum.exporters.onnx.model_configs import CLIPTextWithProjectionOnnxConfig, CLIPVisionModelOnnxConfig
 
@@ -51,8 +53,11 @@ def export_fp32(towers: Towers, work: Path) -> dict[str, Path]:
     paths = {TEXT_MODEL: work / f"{TEXT_MODEL}.onnx", VISION_MODEL: work / f"{VISION_MODEL}.onnx"}
     text_config = TextEmbedsOnnxConfig(towers.text.config, task="feature-extraction")
     vision_config = ImageEmbedsOnnxConfig(towers.vision.config, task="feature-extraction")
-    onnx_export(towers.text, text_config, paths[TEXT_MODEL], opset=OPSET)
-    onnx_export(towers.vision, vision_config, paths[VISION_MODEL], opset=OPSET)
+    with warnings.catch_warnings():  # the tracer's notes on CLIP's shape checks are expected and harmless
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index")
+        onnx_export(towers.text, text_config, paths[TEXT_MODEL], opset=OPSET)
+        onnx_export(towers.vision, vision_config, paths[VISION_MODEL], opset=OPSET)
     return paths
 
 

@@ -92,7 +92,7 @@ class ManagedProcess:
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within %.0f s; killing pid %d", self.name, timeout_s, pgid)
+            logger.info("%s did not stop within %.0f s; killing pid %d", self.name, timeout_s, pgid)
             self._signal(pgid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self._signal(pgid, signal.SIGKILL)  # stray children of the group, if any
