@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from gateway.cache import CachedText, EmbeddingCache
 from gateway.filters import SearchFilter, build_expression
 from gateway.index import Hit, ImageIndex, IndexInfo, item_hash, make_row
 from gateway.metrics import downstream
@@ -60,10 +61,11 @@ class ItemOutcome:
 class SearchEngine:
     """Search, embeddings and index changes over one Triton and one Milvus alias."""
 
-    def __init__(self, encoder: TritonEncoder, index: ImageIndex, max_top_k: int, max_batch: int, limits: ImageLimits):
-        """Wire the adapters and limits together."""
+    def __init__(self, encoder: TritonEncoder, index: ImageIndex, max_top_k: int, max_batch: int, limits: ImageLimits, cache: EmbeddingCache | None = None):
+        """Wire the adapters, limits and the query-embedding cache together."""
         self.encoder = encoder
         self.index = index
+        self.cache = cache if cache is not None else EmbeddingCache(0)
         self.max_top_k = max_top_k
         self.max_batch = max_batch
         self.limits = limits
@@ -91,10 +93,14 @@ class SearchEngine:
         require_min_score(min_score)
         expression = build_expression(search_filter)
         collection = await self._collection()
-        with downstream("triton", "encode_text"):
-            vectors, tokens = await self.encoder.encode_texts([text], deadline)
-        hits = await self._milvus("search", self.index.search, collection, vectors[0], top_k, expression, min_score)
-        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, tokens.lengths[0], tokens.truncated[0])
+        embedded = self.cache.get(self.model_id, text)
+        if embedded is None:
+            with downstream("triton", "encode_text"):
+                vectors, tokens = await self.encoder.encode_texts([text], deadline)
+            embedded = CachedText(vectors[0], tokens.lengths[0], tokens.truncated[0])
+            self.cache.put(self.model_id, text, embedded)
+        hits = await self._milvus("search", self.index.search, collection, embedded.vector, top_k, expression, min_score)
+        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, embedded.tokens, embedded.truncated)
 
     async def search_image(
         self, image: bytes | None, image_id: str | None, top_k: int, search_filter: SearchFilter,

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.cache import EmbeddingCache
 from gateway.engine import SearchEngine
 from gateway.health import ReadinessMonitor
 from gateway.index import HnswParams, ImageIndex, ModelStamp
@@ -38,7 +39,7 @@ def build_engine(settings: Settings) -> SearchEngine:
         hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
     )
     limits = ImageLimits(max_pixels=settings.max_image_pixels, min_side=settings.min_image_side, max_bytes=settings.max_message_mb * 2**20)
-    return SearchEngine(encoder, index, settings.max_top_k, settings.max_batch, limits)
+    return SearchEngine(encoder, index, settings.max_top_k, settings.max_batch, limits, EmbeddingCache(settings.embedding_cache_size))
 
 
 async def serve(settings: Settings) -> None:

@@ -129,7 +129,10 @@ def test_reflection_lists_services(stack: LocalStack) -> None:
 def test_metrics_count_requests_by_code(stack: LocalStack, client: GatewayClient, photos: list[Path]) -> None:
     import urllib.request
 
-    client.search_text("metrics probe", top_k=1)
+    first = client.search_text("metrics probe", top_k=3)
+    second = client.search_text("  Metrics   PROBE ", top_k=3)  # same tokens: served from the embedding cache
+    assert [(h.id, h.score) for h in first.hits] == [(h.id, h.score) for h in second.hits]
+    assert second.query_tokens == first.query_tokens
     with pytest.raises(grpc.RpcError):
         client.search_text("", top_k=1)
     text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
@@ -137,3 +140,5 @@ def test_metrics_count_requests_by_code(stack: LocalStack, client: GatewayClient
     assert 't2i_requests_total{code="INVALID_ARGUMENT",method="SearchText"}' in text
     assert 't2i_downstream_seconds_count{operation="encode_text",outcome="ok",target="triton"}' in text
     assert 't2i_downstream_seconds_count{operation="search",outcome="ok",target="milvus"}' in text
+    hits = [line for line in text.splitlines() if line.startswith('t2i_embedding_cache_total{result="hit"}')]
+    assert hits and float(hits[0].split()[-1]) >= 1
