@@ -9,7 +9,7 @@ PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
-.PHONY: install protos demo up test test-unit test-integration export bench-store clean
+.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
@@ -56,10 +56,19 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# The product against the hand-written baseline in one run (bench/results/*.json, plots, docs/benchmarks.md).
+bench: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.run --quick
+
 # Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
 bench-store: install
 	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python bench/vector_store.py
+	$(BIN)/python -m bench.vector_store
 
 clean:
 	rm -rf data .pytest_cache

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 
-def clustered_vectors(count: int, dim: int, seed: int = 0, clusters: int = 1000, spread: float = 0.35) -> np.ndarray:
+def clustered_vectors(count: int, dim: int, seed: int = 0, clusters: int = 1000, spread: float = 0.6) -> np.ndarray:
     """Unit vectors drawn around ``clusters`` random centres, like embeddings of a photo collection.
 
     Uniform random vectors have no neighbourhood structure (every point is about equally far from
@@ -20,16 +20,16 @@ def clustered_vectors(count: int, dim: int, seed: int = 0, clusters: int = 1000,
     out = np.empty((count, dim), dtype=np.float32)
     for start in range(0, count, 50_000):
         size = min(50_000, count - start)
-        chunk = centres[rng.integers(0, clusters, size)] + spread * rng.standard_normal((size, dim)).astype(np.float32) / np.sqrt(dim) * 4
+        chunk = centres[rng.integers(0, clusters, size)] + spread * rng.standard_normal((size, dim)).astype(np.float32) / np.sqrt(dim)
         out[start : start + size] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     return out
 
 
-def query_vectors(base: np.ndarray, count: int, seed: int = 1, noise: float = 0.5) -> np.ndarray:
+def query_vectors(base: np.ndarray, count: int, seed: int = 1, noise: float = 0.4) -> np.ndarray:
     """Queries near stored vectors (a stored vector plus noise), normalized."""
     rng = np.random.default_rng(seed)
     picked = base[rng.choice(len(base), count, replace=False)]
-    queries = picked + noise * rng.standard_normal(picked.shape).astype(np.float32) / np.sqrt(base.shape[1]) * 4
+    queries = picked + noise * rng.standard_normal(picked.shape).astype(np.float32) / np.sqrt(base.shape[1])
     return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
 

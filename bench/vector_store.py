@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
+from bench.data import clustered_vectors, exact_top_k, query_vectors
 from gateway.milvus_server import start_milvus
 
 
@@ -66,6 +67,9 @@ def measure(name: str, client: MilvusClient, vectors: np.ndarray, queries: np.nd
         if int(described.get("pending_index_rows", 0)) == 0 and int(described.get("indexed_rows", len(vectors))) >= len(vectors):
             break
         time.sleep(1)
+    if hasattr(client, "release_collection"):
+        client.release_collection("bench")  # reload so sealed HNSW segments serve, not the interim index
+        client.load_collection("bench")
     result["flush_and_index_s"] = time.perf_counter() - start
     params = {"metric_type": "COSINE", "params": {"ef": 64}} if result["hnsw"] == "yes" else {"metric_type": "COSINE"}
     client.search("bench", data=[queries[0].tolist()], limit=10, search_params=params, consistency_level="Strong")  # all rows visible
@@ -89,10 +93,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((args.size, args.dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = vectors[rng.choice(args.size, args.queries, replace=False)] + 0.1 * rng.standard_normal((args.queries, args.dim)).astype(np.float32)
-    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    vectors = clustered_vectors(args.size, args.dim)
+    queries = query_vectors(vectors, args.queries)
+    truth = exact_top_k(vectors, queries, 10)
     work = Path(tempfile.mkdtemp(prefix="t2i-bench-store-"))
     results = []
     try:

@@ -244,6 +244,24 @@ class ImageIndex:
 
     # -- data -----------------------------------------------------------------------------------
 
+    def seal(self, collection: str, wait_s: float = 600.0) -> bool:
+        """Flush, then wait until the HNSW index covers every row; True when it does within ``wait_s``.
+
+        Until then Milvus 2.3 serves new rows from growing segments through an interim index whose
+        recall does not follow ``ef``; a reindex seals at its end.
+        """
+        def flush_and_wait(client: MilvusClient) -> bool:
+            client.flush(collection, timeout=ADMIN_TIMEOUT_S)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                described = client.describe_index(collection, client.list_indexes(collection)[0], timeout=self.timeout_s)
+                if int(described.get("pending_index_rows", 0)) == 0:
+                    return True
+                time.sleep(1.0)
+            return False
+
+        return self._call("flush", flush_and_wait)
+
     def upsert(self, collection: str, rows: list[dict[str, Any]]) -> None:
         """Insert or replace rows by id."""
         if rows:

@@ -57,6 +57,7 @@ def build_backend_dir(site: Path, work_dir: Path) -> Path:
 
 def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: Path = DEFAULT_TRITON_ENV, config_name: str = "cpu") -> ManagedProcess:
     """A not-yet-started Triton server serving ``clip_text`` and ``clip_vision`` from ``repo``."""
+    work_dir = Path(work_dir).resolve()  # Triton runs with work_dir as its cwd
     site = pytriton_root(triton_env)
     backends = build_backend_dir(site, work_dir)
     argv = [

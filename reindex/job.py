@@ -138,6 +138,8 @@ class Reindexer:
         stale = [item_id for item_id in stored if item_id not in usable]  # gone, or now unreadable
         if stale:
             report.deleted = await asyncio.to_thread(self.index.delete, report.collection, stale)
+        if report.indexed or report.deleted:
+            await asyncio.to_thread(self.index.seal, report.collection)  # serve the new rows from HNSW
         if full:
             previous = await asyncio.to_thread(self.index.swap_alias, report.collection)
             if previous and previous != report.collection:

@@ -22,11 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per Triton request")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--batch-timeout", type=float, default=120.0, help="seconds one batch may take in Triton (CPU encoding of 32 images takes seconds)")
 
 
-async def reindex(settings: Settings, path: Path, full: bool, batch_size: int, workers: int, progress: bool) -> ReindexReport:
+async def reindex(settings: Settings, path: Path, full: bool, batch_size: int, workers: int, progress: bool, batch_timeout_s: float = 120.0) -> ReindexReport:
     """Run one reindex pass with the Triton and Milvus of ``settings``."""
-    engine = build_engine(settings)
+    engine = build_engine(settings.model_copy(update={"triton_timeout_s": max(settings.triton_timeout_s, batch_timeout_s)}))
     try:
         return await Reindexer(engine.encoder, engine.index, engine.limits, batch_size, workers).run(path, full, progress)
     finally:
@@ -44,5 +45,5 @@ def report_exit_code(report: ReindexReport, strict: bool) -> int:
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``t2i reindex``."""
-    report = asyncio.run(reindex(settings, args.path, args.full, args.batch_size, args.workers, not args.no_progress and sys.stderr.isatty()))
+    report = asyncio.run(reindex(settings, args.path, args.full, args.batch_size, args.workers, not args.no_progress and sys.stderr.isatty(), args.batch_timeout))
     return report_exit_code(report, args.strict)

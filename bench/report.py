@@ -1,0 +1,128 @@
+"""Ratios, plots and the docs table for a ``bench.run`` report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _at(levels: list[dict[str, float]], concurrency: int) -> dict[str, float]:
+    return next(level for level in levels if level["concurrency"] == concurrency)
+
+
+def add_ratios(report: dict[str, Any]) -> None:
+    """``ratios``: baseline divided by ours for latency, ours divided by baseline for throughput."""
+    ratios: dict[str, Any] = {}
+    for size, runs in report["search"].items():
+        base = runs.get("baseline")
+        if not base:
+            continue
+        for name, ours in runs.items():
+            if name == "baseline":
+                continue
+            for level in ours["unique"]:
+                c = level["concurrency"]
+                theirs = _at(base["unique"], c)
+                ratios[f"{size}/{name}/c{c}/p50_speedup"] = theirs["p50_ms"] / level["p50_ms"]
+                ratios[f"{size}/{name}/c{c}/qps_ratio"] = level["qps"] / theirs["qps"] if theirs["qps"] else float("inf")
+    reindex = report.get("reindex", {})
+    for precision in ("fp32", "int8"):
+        if f"ours_{precision}_img_per_s" in reindex and reindex.get("baseline_img_per_s"):
+            ratios[f"reindex/{precision}_over_baseline"] = reindex[f"ours_{precision}_img_per_s"] / reindex["baseline_img_per_s"]
+    report["ratios"] = ratios
+
+
+def write_plots(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
+    """Latency against concurrency, encoder throughput against batch, p50 against index size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    sizes = list(report["search"])
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for name, runs in report["search"][size].items():
+            levels = runs["unique"]
+            xs = [level["concurrency"] for level in levels]
+            ax.plot(xs, [level["p50_ms"] for level in levels], marker="o", label=f"{name} p50")
+            ax.plot(xs, [level["p99_ms"] for level in levels], linestyle="--", label=f"{name} p99")
+        ax.set(xscale="log", yscale="log", xlabel="client concurrency", ylabel="SearchText latency (ms)", title=f"{int(size):,} vectors")
+        ax.legend(fontsize=7)
+    paths.append(out / f"{stem}-latency.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind, unit in ((axes[0], "text", "texts/s"), (axes[1], "image", "images/s")):
+        for precision, result in report["encoder"].items():
+            for c in sorted({r["concurrency"] for r in result[kind]}):
+                rows = [r for r in result[kind] if r["concurrency"] == c]
+                ax.plot([r["batch"] for r in rows], [r["per_s"] for r in rows], marker="o", label=f"{precision}, {c} in flight")
+        ax.set(xscale="log", xlabel="batch size", ylabel=unit, title=f"{kind} tower through Triton")
+        ax.legend(fontsize=7)
+    paths.append(out / f"{stem}-encoder.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    names = {name for runs in report["search"].values() for name in runs}
+    for name in sorted(names):
+        xs = [int(s) for s in sizes if name in report["search"][s]]
+        ax.plot(xs, [_at(report["search"][str(x)][name]["unique"], 1)["p50_ms"] for x in xs], marker="o", label=name)
+    ax.set(xscale="log", xlabel="indexed vectors", ylabel="p50 at concurrency 1 (ms)", title="scaling with index size")
+    ax.legend(fontsize=7)
+    paths.append(out / f"{stem}-scaling.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close("all")
+    return paths
+
+
+def markdown(report: dict[str, Any], source: Path) -> str:
+    """The generated section of ``docs/benchmarks.md``."""
+    lines = [
+        f"Latest run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report['commit']}`, "
+        f"mode `{report['mode']}`, model: {report['model']}. Raw data: `{source}`.",
+        "",
+        "SearchText end to end (gRPC client → gateway → Triton → Milvus, unique queries; baseline: FastAPI + PyTorch + one Milvus query):",
+        "",
+        "| vectors | stack | c | p50 ms | p95 ms | p99 ms | qps | p50 speed-up vs baseline |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, runs in report["search"].items():
+        for name, result in runs.items():
+            for level in result["unique"]:
+                ratio = report["ratios"].get(f"{size}/{name}/c{level['concurrency']}/p50_speedup")
+                lines.append(f"| {int(size):,} | {name} | {level['concurrency']} | {level['p50_ms']:.1f} | {level['p95_ms']:.1f} | {level['p99_ms']:.1f} | "
+                             f"{level['qps']:.1f} | {f'{ratio:.1f}×' if ratio else '-'} |")
+    lines += ["", "Repeated query (embedding cache hit), concurrency 1, and gateway memory:", "", "| vectors | stack | p50 ms | gateway RSS MB |", "| --- | --- | --- | --- |"]
+    for size, runs in report["search"].items():
+        for name, result in runs.items():
+            if "cached_c1" in result:
+                lines.append(f"| {int(size):,} | {name} | {result['cached_c1']['p50_ms']:.1f} | {result['gateway_rss_mb']:.0f} |")
+    lines += ["", "Recall@10 of the Milvus HNSW index (M=16, efConstruction=200) against exact search, by `ef`:", "", "| vectors | " + " | ".join(f"ef={ef}" for ef in next(iter(report["recall_at_10"].values()))) + " |",
+              "| --- |" + " --- |" * len(next(iter(report["recall_at_10"].values())))]
+    for size, by_ef in report["recall_at_10"].items():
+        lines.append(f"| {int(size):,} | " + " | ".join(f"{value:.3f}" for value in by_ef.values()) + " |")
+    reindex = report["reindex"]
+    lines += ["", "Reindex, photo-like 640×480 JPEG files to vectors in Milvus:", "", "| path | img/s | vs baseline |", "| --- | --- | --- |"]
+    for key in ("ours_fp32_img_per_s", "ours_int8_img_per_s", "baseline_img_per_s"):
+        if key in reindex:
+            ratio = report["ratios"].get(f"reindex/{key.split('_')[1]}_over_baseline") if key != "baseline_img_per_s" else 1.0
+            lines.append(f"| {key.removesuffix('_img_per_s')} | {reindex[key]:.1f} | {ratio:.2f}× |")
+    lines += ["", "Encoder throughput through Triton (per second):", "", "| precision | tower | batch | in flight | per s |", "| --- | --- | --- | --- | --- |"]
+    for precision, result in report["encoder"].items():
+        for kind in ("text", "image"):
+            for row in result[kind]:
+                lines.append(f"| {precision} | {kind} | {row['batch']} | {row['concurrency']} | {row['per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def update_docs(report: dict[str, Any], doc: Path, source: Path) -> None:
+    """Replace the generated section between the markers of ``doc``."""
+    text = doc.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(f"{head}{START}\n{markdown(report, source)}\n{END}{tail}")

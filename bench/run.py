@@ -1,0 +1,285 @@
+"""``make bench``: the product against the hand-written baseline, on the same machine, in one run.
+
+Runs the real stack (gateway, Triton, Milvus on loopback) with the full ViT-B/32 architecture and
+random weights (real speed, meaningless rankings), and the baseline (FastAPI + in-process PyTorch
+CLIP + one Milvus query per request; a one-image-at-a-time indexer) against the same Milvus
+collection. Writes ``bench/results/<date>-<host>.json``, PNG plots beside it, and the table in
+``docs/benchmarks.md``. ``--quick`` sizes it to a few minutes. Nothing here is a test assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
+from bench.load import HttpJsonClient, run_load
+from export.main import run_export
+from gateway.index import HnswParams, ImageIndex, ModelStamp
+from gateway.milvus_server import start_milvus
+from inference.manifest import Manifest
+from inference.process import ManagedProcess, free_port
+from inference.triton_client import RetryPolicy, TritonEncoder
+from inference.triton_server import start_triton
+from reindex.job import Reindexer
+from t2i.client import GatewayClient
+from t2i.stack import gateway_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+ADJECTIVES = ("red", "black", "small", "old", "shiny", "wet", "happy", "blue", "wooden", "tall", "striped", "green")
+NOUNS = ("dog", "car", "cat", "house", "bicycle", "tree", "boat", "horse", "cup of coffee", "astronaut", "rocket", "bird", "train", "flower")
+PLACES = ("on grass", "in the city", "at night", "on a beach", "in the snow", "near a lake", "under the sun", "in a kitchen", "on a table", "in the rain")
+
+
+def sentences() -> list[str]:
+    """Distinct realistic queries (12 × 14 × 10), shuffled deterministically."""
+    items = [f"a photo of a {a} {n} {p}" for a in ADJECTIVES for n in NOUNS for p in PLACES]
+    np.random.default_rng(0).shuffle(items)
+    return items
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_repo(path: Path, precision: str) -> Path:
+    try:
+        if Manifest.read(path).precision == precision:
+            return path
+    except FileNotFoundError:
+        pass
+    log(f"exporting random ViT-B/32 ({precision}) to {path}")
+    run_export("random", path, precision)
+    return path
+
+
+def fill_collection(index: ImageIndex, vectors: np.ndarray) -> str:
+    """A new collection holding ``vectors`` (ids v0..), indexed, loaded, behind the alias."""
+    collection = index.new_collection()
+    client = index._connect()  # noqa: SLF001 - bulk load for the benchmark only
+    for start in range(0, len(vectors), 5000):
+        rows = [{"id": f"v{i}", "vector": vectors[i].tolist(), "uri": f"synthetic://{i}", "labels": [], "content_hash": ""} for i in range(start, min(start + 5000, len(vectors)))]
+        client.insert(collection, rows, timeout=120)
+    index.seal(collection, wait_s=3600)
+    client.release_collection(collection, timeout=600)  # reload: serve the sealed HNSW segments, not the
+    client.load_collection(collection, timeout=600)     # growing segments' interim index
+    previous = index.swap_alias(collection)
+    if previous:
+        index.drop(previous)
+    return collection
+
+
+def measure_recall(index: ImageIndex, collection: str, base: np.ndarray, queries: np.ndarray, efs: tuple[int, ...]) -> dict[str, float]:
+    truth = exact_top_k(base, queries, 10)
+    result = {}
+    for ef in efs:
+        index.hnsw = HnswParams(index.hnsw.m, index.hnsw.ef_construction, ef)
+        found = [{int(h.id[1:]) for h in index.search(collection, q, 10)} for q in queries]
+        result[str(ef)] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth)]))
+    return result
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Gateway:
+    """A gateway process for the benchmark."""
+
+    def __init__(self, repo: Path, triton_url: str, milvus_uri: str, alias: str, ef: int, log_path: Path):
+        self.address = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "T2I_LISTEN": self.address, "T2I_TRITON_URL": triton_url, "T2I_MILVUS_URI": milvus_uri,
+               "T2I_MODEL_REPOSITORY": str(repo), "T2I_COLLECTION_ALIAS": alias, "T2I_METRICS_PORT": "0", "T2I_HNSW_EF": str(ef)}
+        self.process = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server", "--log-level", "WARNING"], log_path, env=env).start()
+        self.process.wait_until(lambda: gateway_serving(self.address), 120, "SERVING")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def search_sweep(call: Any, levels: tuple[int, ...], per_level: int, seconds: float) -> list[dict[str, float]]:
+    return [run_load(call, c, per_level * max(1, c // 4 + 1), seconds).as_dict() for c in levels]
+
+
+def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
+    client = GatewayClient(gateway.address, timeout_s=60)
+    offset = [0]
+
+    def unique(i: int) -> None:
+        client.search_text(queries[(offset[0] + i) % len(queries)], top_k=10)
+
+    for i in range(5):  # warm-up, different queries
+        client.search_text(f"warm up query number {i}", top_k=10)
+    sweep = []
+    for c in levels:
+        sweep.append(run_load(unique, c, per_level * max(1, c // 4 + 1), seconds).as_dict())
+        offset[0] += per_level * max(1, c // 4 + 1)  # never repeat a query across levels
+    client.search_text("a photo of a repeated query", top_k=10)
+    cached = run_load(lambda i: client.search_text("a photo of a repeated query", top_k=10), 1, per_level, seconds).as_dict()
+    rss = rss_mb(gateway.process.pid or 0)
+    client.close()
+    return {"unique": sweep, "cached_c1": cached, "gateway_rss_mb": rss}
+
+
+def measure_baseline(port: int, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
+    client = HttpJsonClient("127.0.0.1", port)
+    for i in range(5):
+        client.post("/search", {"query": f"warm up query number {i}", "top_k": 10})
+    start = len(queries) // 2
+    return {"unique": search_sweep(lambda i: client.post("/search", {"query": queries[(start + i) % len(queries)], "top_k": 10}), levels, per_level, seconds)}
+
+
+def start_baseline(repo: Path, milvus_uri: str, alias: str, log_path: Path) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    env = {**os.environ, "BASELINE_SERVE": "1", "BASELINE_MODEL": "random", "BASELINE_MILVUS_URI": milvus_uri, "BASELINE_COLLECTION": alias,
+           "BASELINE_TOKENIZER": str(repo / "clip_text" / "1" / "tokenizer.json")}
+    process = ManagedProcess("baseline", [sys.executable, "-m", "uvicorn", "bench.baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                             log_path, env=env, cwd=ROOT).start()
+    client = HttpJsonClient("127.0.0.1", port)
+    process.wait_until(lambda: bool(client.post("/search", {"query": "ready?", "top_k": 1})), 300, "answering")
+    return process, port
+
+
+async def encoder_throughput(url: str, repo: Path, batches: tuple[int, ...], concurrency: tuple[int, ...], seconds: float) -> dict[str, Any]:
+    encoder = TritonEncoder(url, repo, RetryPolicy(timeout_s=300))
+    texts = sentences()
+    tokens = {b: encoder.tokenizer.encode(texts[:b]) for b in batches}
+    rng = np.random.default_rng(0)
+    pixels = {b: rng.standard_normal((b, 3, 224, 224)).astype(np.float32) for b in batches}
+    result: dict[str, Any] = {"text": [], "image": []}
+    for kind in ("text", "image"):
+        for b in batches:
+            for c in concurrency:
+                async def one() -> None:
+                    if kind == "text":
+                        await encoder.encode_tokens(tokens[b])
+                    else:
+                        await encoder.encode_pixels(pixels[b])
+                await one()
+                done, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    await asyncio.gather(*(one() for _ in range(c)))
+                    done += b * c
+                result[kind].append({"batch": b, "concurrency": c, "per_s": done / (time.perf_counter() - start)})
+    await encoder.close()
+    return result
+
+
+async def reindex_ours(repo: Path, triton_url: str, milvus_uri: str, folder: Path, stamp: ModelStamp) -> float:
+    encoder = TritonEncoder(triton_url, repo, RetryPolicy(timeout_s=300))
+    index = ImageIndex(milvus_uri, "bench_reindex", stamp, timeout_s=30)
+    try:
+        report = await Reindexer(encoder, index, batch_size=32, workers=2).run(folder, full=True, progress=False)
+    finally:
+        await encoder.close()
+        index.close()
+    return report.images_per_second
+
+
+def reindex_baseline(files: list[Path], milvus_uri: str, stamp: ModelStamp) -> float:
+    from bench.baseline import baseline_model, index_one_at_a_time
+
+    index = ImageIndex(milvus_uri, "bench_reindex_baseline", stamp, timeout_s=30)
+    collection = index.ensure_active()
+    rate = index_one_at_a_time(baseline_model("random"), files, index._connect(), collection)  # noqa: SLF001
+    index.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few minutes: 10k and 100k vectors, short load levels, 300 images")
+    parser.add_argument("--sizes", default=None, help="comma-separated index sizes (default 10000,100000,1000000; quick 10000,100000)")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench", help="work folder (exports and JPEGs are cached here)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = [int(s) for s in (args.sizes or ("10000,100000" if quick else "10000,100000,1000000")).split(",")]
+    levels = (1, 4, 16, 64)
+    per_level, seconds = (40, 20.0) if quick else (200, 90.0)
+    images = 300 if quick else 2000
+    baseline_images = 60 if quick else 300
+    args.data.mkdir(parents=True, exist_ok=True)
+    repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
+    manifest = Manifest.read(repos["fp32"])
+    stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
+    shutil.rmtree(args.data / "milvus", ignore_errors=True)
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "mode": "quick" if quick else "full", "model": "random ViT-B/32 (exact architecture, random weights)", "sizes": sizes,
+        "search": {}, "recall_at_10": {}, "encoder": {}, "reindex": {},
+    }
+    queries = sentences()
+    log(f"sizes {sizes}; generating {max(sizes)} clustered vectors")
+    base = clustered_vectors(max(sizes), manifest.dimension)
+    milvus, ports = start_milvus(args.data / "milvus")
+    milvus_uri = f"http://127.0.0.1:{ports.proxy}"
+    index = ImageIndex(milvus_uri, "bench", stamp, timeout_s=60, hnsw=HnswParams(16, 200, 64))
+    try:
+        for size in sizes:
+            log(f"index size {size}: inserting and building HNSW")
+            start = time.perf_counter()
+            collection = fill_collection(index, base[:size])
+            report.setdefault("index_build_s", {})[str(size)] = time.perf_counter() - start
+            report["recall_at_10"][str(size)] = measure_recall(index, collection, base[:size], query_vectors(base[:size], 200), (32, 64, 128, 256))
+            log(f"recall@10 {report['recall_at_10'][str(size)]}")
+            report["search"][str(size)] = {}
+            for precision, repo in repos.items():
+                triton, tports = start_triton(repo, args.data / f"triton-{precision}")
+                try:
+                    triton_url = f"127.0.0.1:{tports.grpc}"
+                    if size == sizes[0]:
+                        log(f"encoder throughput {precision}")
+                        report["encoder"][precision] = asyncio.run(encoder_throughput(triton_url, repo, (1, 8, 32), (1, 4), 4.0 if quick else 15.0))
+                        folder = args.data / "jpegs"
+                        photo_like_jpegs(folder, images)
+                        log(f"reindex {images} JPEGs ({precision})")
+                        report["reindex"][f"ours_{precision}_img_per_s"] = asyncio.run(reindex_ours(repo, triton_url, milvus_uri, folder, stamp))
+                    gateway = Gateway(repo, triton_url, milvus_uri, "bench", 64, args.data / f"gateway-{precision}.log")
+                    try:
+                        log(f"SearchText load, {precision}, {size} vectors")
+                        report["search"][str(size)][f"ours_{precision}"] = measure_ours(gateway, queries, levels, per_level, seconds)
+                    finally:
+                        gateway.stop()
+                finally:
+                    triton.stop()
+            log(f"baseline load, {size} vectors")
+            baseline, port = start_baseline(repos["fp32"], milvus_uri, "bench", args.data / "baseline.log")
+            try:
+                report["search"][str(size)]["baseline"] = measure_baseline(port, queries, levels, per_level, seconds)
+            finally:
+                baseline.stop()
+        log(f"baseline reindex, {baseline_images} JPEGs one at a time")
+        report["reindex"]["baseline_img_per_s"] = reindex_baseline(photo_like_jpegs(args.data / "jpegs", images)[:baseline_images], milvus_uri, stamp)
+    finally:
+        index.close()
+        milvus.stop(timeout_s=5)
+    from bench.report import add_ratios, update_docs, write_plots
+
+    add_ratios(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{report['date']}-{report['host']}"
+    path = args.out / f"{stem}.json"
+    path.write_text(json.dumps(report, indent=2))
+    write_plots(report, args.out, stem)
+    update_docs(report, ROOT / "docs" / "benchmarks.md", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    log(f"wrote {path} and plots; updated docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
