@@ -15,9 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
 from export.checkpoint import load_towers
+
+
+class SearchBody(BaseModel):
+    """The baseline's request body."""
+
+    query: str
+    top_k: int = 10
 
 
 def baseline_model(model: str) -> CLIPModel:
@@ -34,7 +42,6 @@ def baseline_model(model: str) -> CLIPModel:
 def create_app() -> Any:
     """The FastAPI app: ``POST /search {"query", "top_k"}`` → hits (config from ``BASELINE_*`` variables)."""
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from pymilvus import MilvusClient
 
     model = baseline_model(os.environ.get("BASELINE_MODEL", "random"))
@@ -43,12 +50,8 @@ def create_app() -> Any:
     collection = os.environ["BASELINE_COLLECTION"]
     app = FastAPI()
 
-    class Query(BaseModel):
-        query: str
-        top_k: int = 10
-
     @app.post("/search")
-    def search(body: Query) -> dict[str, Any]:
+    def search(body: SearchBody) -> dict[str, Any]:
         with torch.inference_mode():
             inputs = tokenizer([body.query], padding=True, truncation=True, max_length=77, return_tensors="pt")
             features = model.get_text_features(**inputs)

@@ -76,9 +76,14 @@ class HttpJsonClient:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        payload = response.read()
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            payload = response.read()
+        except Exception:
+            conn.close()  # a failed request leaves http.client unable to send again
+            self.local.conn = None
+            raise
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
         return json.loads(payload)
