@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 
 import grpc
 import pytest
@@ -20,25 +21,32 @@ from text2image.v1 import text2image_pb2 as pb
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def fresh_query() -> str:
+    """A query the gateway has never embedded, so its cache cannot answer without Triton."""
+    return f"red car number {uuid.uuid4().hex}"
+
+
 def expect_unavailable(client: GatewayClient, what: str) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        client.search.SearchText(pb.SearchTextRequest(query="red car", top_k=3), timeout=10)
+        client.search.SearchText(pb.SearchTextRequest(query=fresh_query(), top_k=3), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
     assert what in caught.value.details()
 
 
 def recovered(client: GatewayClient) -> bool:
-    return len(client.search_text("red car", top_k=3).hits) >= 0
+    return len(client.search_text(fresh_query(), top_k=3).hits) >= 0
 
 
 def test_triton_down_and_back(stack: LocalStack, client: GatewayClient) -> None:
     gateway_pid = stack.gateway.pid if stack.gateway else None
     assert stack.triton is not None and stack.triton_ports is not None
     stack.triton.stop()
-    expect_unavailable(client, "Triton")
-    wait_for(lambda: health_status(stack) == NOT_SERVING, 10, "NOT_SERVING while Triton is down")
-    assert health_status(stack, "liveness") == health_pb2.HealthCheckResponse.SERVING
-    stack.triton, _ = start_triton(stack.repo, stack.data_dir / "triton", stack.triton_ports)
+    try:
+        expect_unavailable(client, "Triton")
+        wait_for(lambda: health_status(stack) == NOT_SERVING, 10, "NOT_SERVING while Triton is down")
+        assert health_status(stack, "liveness") == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stack.triton, _ = start_triton(stack.repo, stack.data_dir / "triton", stack.triton_ports)
     wait_for(lambda: recovered(client), 30, "search to work again")
     assert_serving(stack)
     assert stack.gateway is not None and stack.gateway.pid == gateway_pid  # no gateway restart
