@@ -106,6 +106,10 @@ def markdown(report: dict[str, Any], source: Path) -> str:
               "| --- |" + " --- |" * len(next(iter(report["recall_at_10"].values())))]
     for size, by_ef in report["recall_at_10"].items():
         lines.append(f"| {int(size):,} | " + " | ".join(f"{value:.3f}" for value in by_ef.values()) + " |")
+    if "soak" in report:
+        soak = report["soak"]
+        lines += ["", f"Soak: {soak['seconds']:.0f} s of SearchText at concurrency {soak['concurrency']} ({soak['qps']:.1f} queries/s): gateway RSS "
+                  f"{soak['rss_mb'][0]:.0f} MB at start, {soak['rss_mb'][-1]:.0f} MB at the end, growth after warm-up {soak['rss_growth_mb']:+.1f} MB."]
     reindex = report["reindex"]
     lines += ["", "Reindex, photo-like 640×480 JPEG files to vectors in Milvus:", "", "| path | img/s | vs baseline |", "| --- | --- | --- |"]
     for key in ("ours_fp32_img_per_s", "ours_int8_img_per_s", "baseline_img_per_s"):

@@ -135,6 +135,23 @@ def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], 
     return {"unique": sweep, "cached_c1": cached, "gateway_rss_mb": rss}
 
 
+def soak(address: str, pid: int, queries: list[str], seconds: float, concurrency: int = 4, step_s: float = 10.0) -> dict[str, Any]:
+    """Steady load below saturation for ``seconds``, sampling the gateway's RSS every ``step_s``."""
+    client = GatewayClient(address, timeout_s=60)
+    samples, served, offset = [rss_mb(pid)], 0, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        base = offset
+        level = run_load(lambda i: client.search_text(queries[(base + i) % len(queries)], top_k=10), concurrency, 10**6, min(step_s, seconds))
+        served += level.requests
+        offset += level.requests
+        samples.append(rss_mb(pid))
+    client.close()
+    elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "concurrency": concurrency, "qps": served / elapsed, "rss_mb": samples,
+            "rss_growth_mb": samples[-1] - samples[1] if len(samples) > 2 else 0.0}
+
+
 def measure_baseline(port: int, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
     client = HttpJsonClient("127.0.0.1", port)
     for i in range(5):
@@ -212,6 +229,7 @@ def main() -> None:
     levels = (1, 4, 16, 64)
     per_level, seconds = (40, 20.0) if quick else (200, 90.0)
     images = 300 if quick else 2000
+    soak_s = 30.0 if quick else 600.0
     baseline_images = 60 if quick else 300
     args.data.mkdir(parents=True, exist_ok=True)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
@@ -254,6 +272,9 @@ def main() -> None:
                     try:
                         log(f"SearchText load, {precision}, {size} vectors")
                         report["search"][str(size)][f"ours_{precision}"] = measure_ours(gateway, queries, levels, per_level, seconds)
+                        if size == sizes[-1] and precision == "fp32":
+                            log(f"soak {soak_s:.0f} s at concurrency 4")
+                            report["soak"] = soak(gateway.address, gateway.process.pid or 0, queries[::-1], soak_s)
                     finally:
                         gateway.stop()
                 finally:
