@@ -230,6 +230,7 @@ def main() -> None:
     per_level, seconds = (40, 20.0) if quick else (200, 90.0)
     images = 300 if quick else 2000
     soak_s = 30.0 if quick else 600.0
+    settle_s = 60.0 if quick else 180.0
     baseline_images = 60 if quick else 300
     args.data.mkdir(parents=True, exist_ok=True)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
@@ -254,6 +255,8 @@ def main() -> None:
             start = time.perf_counter()
             collection = fill_collection(index, base[:size])
             report.setdefault("index_build_s", {})[str(size)] = time.perf_counter() - start
+            log(f"letting Milvus settle for {settle_s:.0f} s after the bulk load (compaction, segment handoff)")
+            time.sleep(settle_s)
             report["recall_at_10"][str(size)] = measure_recall(index, collection, base[:size], query_vectors(base[:size], 200), (32, 64, 128, 256))
             log(f"recall@10 {report['recall_at_10'][str(size)]}")
             report["search"][str(size)] = {}
