@@ -56,9 +56,10 @@ class EmbeddingCache:
         """Store an entry, evicting the least recently used beyond capacity."""
         if self.capacity <= 0:
             return
+        key = (model_id, normalize(text))
         with self._lock:
-            self._entries[(model_id, normalize(text))] = entry
-            self._entries.move_to_end((model_id, normalize(text)))
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
             CACHE_SIZE.set(len(self._entries))
