@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
 from export.checkpoint import load_towers
+from gateway.index import make_row
 
 
 class SearchBody(BaseModel):
@@ -63,7 +64,7 @@ def create_app() -> Any:
     return app
 
 
-def index_one_at_a_time(model: CLIPModel, files: list[Path], client: Any, collection: str) -> float:
+def index_one_at_a_time(model: CLIPModel, files: list[Path], write: Callable[[list[dict[str, Any]]], None]) -> float:
     """Encode and insert each image on its own, as simple start-up indexers do; returns img/s."""
     processor = CLIPImageProcessor()
     start = time.perf_counter()
@@ -71,8 +72,7 @@ def index_one_at_a_time(model: CLIPModel, files: list[Path], client: Any, collec
         with torch.inference_mode():
             pixels = processor(images=Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
             vector = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels), dim=-1)[0].numpy()
-        client.insert(collection, [{"id": f"baseline/{path.name}", "vector": vector.astype(np.float32).tolist(), "uri": str(path),
-                                    "labels": [], "content_hash": ""}])
+        write([make_row(f"baseline/{path.name}", vector, str(path), [], "")])
     return len(files) / (time.perf_counter() - start)
 
 

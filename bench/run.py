@@ -26,7 +26,7 @@ import numpy as np
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
 from export.main import run_export
-from gateway.index import HnswParams, ImageIndex, ModelStamp
+from gateway.index import HnswParams, ImageIndex, ModelStamp, make_row
 from gateway.milvus_server import start_milvus
 from inference.manifest import Manifest
 from inference.process import ManagedProcess, free_port
@@ -67,13 +67,12 @@ def ensure_repo(path: Path, precision: str) -> Path:
 def fill_collection(index: ImageIndex, vectors: np.ndarray) -> str:
     """A new collection holding ``vectors`` (ids v0..), indexed, loaded, behind the alias."""
     collection = index.new_collection()
-    client = index._connect()  # noqa: SLF001 - bulk load for the benchmark only
     for start in range(0, len(vectors), 5000):
-        rows = [{"id": f"v{i}", "vector": vectors[i].tolist(), "uri": f"synthetic://{i}", "labels": [], "content_hash": ""} for i in range(start, min(start + 5000, len(vectors)))]
-        client.insert(collection, rows, timeout=120)
+        index.upsert(collection, [make_row(f"v{i}", vectors[i], f"synthetic://{i}", [], "") for i in range(start, min(start + 5000, len(vectors)))])
     index.seal(collection, wait_s=3600)
-    client.release_collection(collection, timeout=600)  # reload: serve the sealed HNSW segments, not the
-    client.load_collection(collection, timeout=600)     # growing segments' interim index
+    client = index._connect()  # noqa: SLF001 - reload (benchmark only): serve the sealed HNSW segments,
+    client.release_collection(collection, timeout=600)  # not the growing segments' interim index
+    client.load_collection(collection, timeout=600)
     previous = index.swap_alias(collection)
     if previous:
         index.drop(previous)
@@ -212,7 +211,7 @@ def reindex_baseline(files: list[Path], milvus_uri: str, stamp: ModelStamp) -> f
 
     index = ImageIndex(milvus_uri, "bench_reindex_baseline", stamp, timeout_s=30)
     collection = index.ensure_active()
-    rate = index_one_at_a_time(baseline_model("random"), files, index._connect(), collection)  # noqa: SLF001
+    rate = index_one_at_a_time(baseline_model("random"), files, lambda rows: index.upsert(collection, rows))
     index.close()
     return rate
 

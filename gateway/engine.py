@@ -20,7 +20,7 @@ from gateway.index import Hit, ImageIndex, IndexInfo, item_hash, make_row
 from gateway.metrics import downstream
 from gateway.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
 from inference.errors import InvalidArgument, T2IError
-from inference.images import ImageLimits, decode_image, preprocess_one
+from inference.images import ImageLimits, load_pixels
 from inference.triton_client import TritonEncoder
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class SearchEngine:
         return await self._milvus("ensure_active", self.index.ensure_active)
 
     async def _pixels(self, data: bytes) -> np.ndarray:
-        return await asyncio.to_thread(lambda: preprocess_one(decode_image(data, self.limits), self.encoder.preprocess_config))
+        return await asyncio.to_thread(load_pixels, data, self.encoder.preprocess_config, self.limits)
 
     async def search_text(self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None) -> SearchResult:
         """Images ranked by similarity to ``query``."""
