@@ -16,7 +16,7 @@ import numpy as np
 
 from gateway.cache import CachedText, EmbeddingCache
 from gateway.filters import SearchFilter, build_expression
-from gateway.index import Hit, ImageIndex, IndexInfo, item_hash, make_row
+from gateway.index import CollectionMissing, Hit, ImageIndex, IndexInfo, item_hash, make_row
 from gateway.metrics import downstream
 from gateway.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
 from inference.errors import InvalidArgument, T2IError
@@ -61,9 +61,17 @@ class ItemOutcome:
 class SearchEngine:
     """Search, embeddings and index changes over one Triton and one Milvus alias."""
 
-    def __init__(self, encoder: TritonEncoder, index: ImageIndex, max_top_k: int, max_batch: int, limits: ImageLimits, cache: EmbeddingCache | None = None):
-        """Wire the adapters, limits and the query-embedding cache together."""
+    def __init__(
+        self, encoder: TritonEncoder, index: ImageIndex, max_top_k: int, max_batch: int, limits: ImageLimits,
+        cache: EmbeddingCache | None = None, alias_refresh_s: float = 1.0,
+    ):
+        """Wire the adapters, limits and the query-embedding cache together.
+
+        Reads reuse the alias's collection for ``alias_refresh_s`` (0 resolves it on every request);
+        writes always resolve it afresh, so an upsert never lands in a collection being replaced.
+        """
         self.encoder = encoder
+        self.alias_refresh_s = alias_refresh_s
         self.index = index
         self.cache = cache if cache is not None else EmbeddingCache(0)
         self.max_top_k = max_top_k
@@ -82,6 +90,15 @@ class SearchEngine:
     async def _collection(self) -> str:
         return await self._milvus("ensure_active", self.index.ensure_active)
 
+    async def _read(self, operation: str, fn: Callable[..., T], *args: object) -> tuple[str, T]:
+        """Run ``fn(collection, *args)`` on the recently resolved collection; re-resolve once if it is gone."""
+        collection = self.index.recent_active(self.alias_refresh_s) or await self._collection()
+        try:
+            return collection, await self._milvus(operation, fn, collection, *args)
+        except CollectionMissing:
+            collection = await self._collection()
+            return collection, await self._milvus(operation, fn, collection, *args)
+
     async def _pixels(self, data: bytes) -> np.ndarray:
         return await asyncio.to_thread(load_pixels, data, self.encoder.preprocess_config, self.limits)
 
@@ -92,14 +109,13 @@ class SearchEngine:
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
-        collection = await self._collection()
         embedded = self.cache.get(self.model_id, text)
         if embedded is None:
             with downstream("triton", "encode_text"):
                 vectors, tokens = await self.encoder.encode_texts([text], deadline)
             embedded = CachedText(vectors[0], tokens.lengths[0], tokens.truncated[0])
             self.cache.put(self.model_id, text, embedded)
-        hits = await self._milvus("search", self.index.search, collection, embedded.vector, top_k, expression, min_score)
+        collection, hits = await self._read("search", self.index.search, embedded.vector, top_k, expression, min_score)
         return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, embedded.tokens, embedded.truncated)
 
     async def search_image(
@@ -110,10 +126,9 @@ class SearchEngine:
         start = time.perf_counter()
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
-        collection = await self._collection()
         if image_id is not None:
             require_id(image_id)
-            vector = await self._milvus("get", self.index.vector_of, collection, image_id)
+            _, vector = await self._read("get", self.index.vector_of, image_id)
             expression = build_expression(search_filter, exclude_id=image_id if exclude_self else None)
         elif image is not None:
             expression = build_expression(search_filter)
@@ -122,7 +137,7 @@ class SearchEngine:
                 vector = (await self.encoder.encode_pixels(pixels[None], deadline))[0]
         else:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
-        hits = await self._milvus("search", self.index.search, collection, vector, top_k, expression, min_score)
+        collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score)
         return SearchResult(hits, collection, (time.perf_counter() - start) * 1000)
 
     async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> tuple[np.ndarray, list[bool]]:

@@ -35,6 +35,10 @@ _QUERY_PAGE = 1000
 ADMIN_TIMEOUT_S = 60.0  # creating and loading a collection is rare and slower than a query
 
 
+class CollectionMissing(Unavailable):
+    """The collection named in a call no longer exists (a full reindex swapped the alias and dropped it)."""
+
+
 @dataclass(frozen=True)
 class ModelStamp:
     """The model recorded on a collection: vectors from different models are not comparable."""
@@ -113,6 +117,7 @@ class ImageIndex:
         self._lock = threading.Lock()
         self._ensure_lock = threading.Lock()
         self._checked: str | None = None
+        self._recent: tuple[str, float] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -121,6 +126,8 @@ class ImageIndex:
             return fn(self._connect())
         except MilvusException as exc:
             text = str(exc).lower()
+            if "collection not found" in text or "can't find collection" in text:
+                raise CollectionMissing(f"Milvus collection gone ({what}); the alias {self.alias} was moved: retry") from exc
             if any(word in text for word in ("unavailable", "connect", "timeout", "deadline", "closed", "not ready")):
                 raise Unavailable(f"Milvus at {self.uri} is unavailable ({what}): {exc.message}") from exc
             raise
@@ -187,7 +194,20 @@ class ImageIndex:
             FailedPrecondition: the collection was filled by another model.
         """
         with self._ensure_lock:
-            return self._ensure_active()
+            name = self._ensure_active()
+            self._recent = (name, time.monotonic())
+            return name
+
+    def recent_active(self, max_age_s: float) -> str | None:
+        """The collection ``ensure_active`` returned less than ``max_age_s`` ago, or None.
+
+        Read paths use it to skip a Milvus round trip per request; a caller that then gets
+        ``CollectionMissing`` calls ``ensure_active`` and retries.
+        """
+        recent = self._recent
+        if recent is not None and time.monotonic() - recent[1] < max_age_s:
+            return recent[0]
+        return None
 
     def _ensure_active(self) -> str:
         name = self.active_collection()
@@ -228,6 +248,7 @@ class ImageIndex:
         else:
             self._call("alter alias", lambda c: c.alter_alias(collection, self.alias, timeout=self.timeout_s))
         self._checked = None
+        self._recent = None
         logger.info("alias %s now points at %s (was %s)", self.alias, collection, previous)
         return previous
 

@@ -39,7 +39,7 @@ def build_engine(settings: Settings) -> SearchEngine:
         hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
     )
     limits = ImageLimits(max_pixels=settings.max_image_pixels, min_side=settings.min_image_side, max_bytes=settings.max_message_mb * 2**20)
-    return SearchEngine(encoder, index, settings.max_top_k, settings.max_batch, limits, EmbeddingCache(settings.embedding_cache_size))
+    return SearchEngine(encoder, index, settings.max_top_k, settings.max_batch, limits, EmbeddingCache(settings.embedding_cache_size), settings.alias_refresh_s)
 
 
 async def serve(settings: Settings) -> None:

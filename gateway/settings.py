@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(16, ge=4, description="HNSW M for new collections")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW efConstruction for new collections")
     hnsw_ef: int = Field(64, ge=1, description="HNSW ef at search time (raised to top_k when smaller)")
+    alias_refresh_s: float = Field(1.0, ge=0, description="how long searches reuse the alias's collection before asking Milvus again (0: every request)")
     embedding_cache_size: int = Field(10000, ge=0, description="query embeddings kept in the LRU cache (0 disables it)")
     health_interval_s: float = Field(2.0, gt=0, description="how often readiness is re-checked")
     grace_s: float = Field(5.0, ge=0, description="time in-flight RPCs get on shutdown")

@@ -1,9 +1,12 @@
 """CLIP tokenization, identical to ``transformers.CLIPTokenizer`` with truncation to the context.
 
-Queries are not padded to 77 tokens (3x slower on CPU); instead a batch is padded to the smallest
-of a few length buckets, so Triton's dynamic batcher, which only merges equal shapes, can still
-merge concurrent queries. Padding does not change CLIP's text embedding (causal attention and
-pooling at the end-of-text token).
+Queries are not padded to 77 tokens (3x slower on CPU); a batch is padded to the smallest of a
+few length buckets, a multiple of 4 up to 24 tokens (most queries are 8 to 16 tokens, and on CPU
+each padded token costs time: 12 instead of 16 tokens saves about 20% of the text tower).
+Triton's native dynamic batcher only merges equal shapes, so buckets keep merges likely on GPU;
+the CPU model (``triton_onnx_model.py``) pads a dynamic batch to its longest member itself.
+Padding does not change CLIP's text embedding (causal attention and pooling at the end-of-text
+token).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-DEFAULT_BUCKETS = (16, 32, 77)
+DEFAULT_BUCKETS = (8, 12, 16, 20, 24, 32, 48, 64, 77)
 EOT = "<|endoftext|>"
 
 

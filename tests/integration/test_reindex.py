@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.index import ImageIndex, item_hash
+from gateway.index import CollectionMissing, ImageIndex, item_hash
 from inference.samples import sample_photos
 from reindex.job import scan_folder
 from t2i.client import GatewayClient
@@ -126,8 +126,19 @@ def test_full_reindex_swaps_alias_while_queries_keep_working(stack: LocalStack, 
     assert errors == [] and answered > 0
     after = client.info()
     assert after.collection != before.collection and after.count == 80
+    assert client.search_text("noise", top_k=5).collection == after.collection
     assert before.collection not in index.orphans() and not index.orphans()  # the old one is dropped
     assert stored(index) == expected_rows(folder)
+
+
+def test_reading_a_dropped_collection_raises_collection_missing(index: ImageIndex) -> None:
+    """The gateway's reads retry on exactly this error after a swap, so it must match Milvus's own text."""
+    name = index.new_collection()
+    index.drop(name)
+    with pytest.raises(CollectionMissing):
+        index.search(name, np.ones(index.stamp.dimension, dtype=np.float32), 3)
+    with pytest.raises(CollectionMissing):
+        index.vector_of(name, "any")
 
 
 def test_killed_reindex_converges_on_rerun(stack: LocalStack, index: ImageIndex, tmp_path: Path) -> None:

@@ -54,8 +54,10 @@ def test_truncation_is_reported_and_ends_with_eot(tokenizer: ClipTokenizer) -> N
 
 def test_pads_to_smallest_bucket_with_mask(tokenizer: ClipTokenizer) -> None:
     batch = tokenizer.encode(["red car", "a photo of a black dog"])
-    assert batch.input_ids.shape == (2, 16)
+    assert batch.lengths == [4, 8] and batch.input_ids.shape == (2, 8)
     assert batch.attention_mask.sum(axis=1).tolist() == batch.lengths
     assert np.all(batch.input_ids[0, batch.lengths[0] :] == tokenizer.pad_id)
-    assert tokenizer.encode(["word " * 20]).input_ids.shape[1] == 32
-    assert tokenizer.encode(["word " * 40]).input_ids.shape[1] == 77
+    assert tokenizer.encode(["a photo of a black dog on grass"]).input_ids.shape[1] == 12
+    assert tokenizer.encode(["word " * 20]).input_ids.shape[1] == 24
+    assert tokenizer.encode(["word " * 40]).input_ids.shape[1] == 48
+    assert tokenizer.encode(["word " * 70]).input_ids.shape[1] == 77
