@@ -9,7 +9,7 @@ PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
-.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-store clean
+.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-levers bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
@@ -64,6 +64,11 @@ bench: install
 bench-quick: install
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.run --quick
+
+# Each speed lever changed on its own against the shipped config (bench/results/*-levers.json, docs/benchmarks.md).
+bench-levers: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.levers
 
 # Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
 bench-store: install

@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
-from export.main import run_export
+from export.main import refresh_layout, run_export
 from gateway.index import HnswParams, ImageIndex, ModelStamp, make_row
 from gateway.milvus_server import start_milvus
 from inference.manifest import Manifest
@@ -55,7 +55,9 @@ def log(message: str) -> None:
 
 def ensure_repo(path: Path, precision: str) -> Path:
     try:
-        if Manifest.read(path).precision == precision:
+        manifest = Manifest.read(path)
+        if manifest.precision == precision:
+            refresh_layout(path, manifest)  # configs and model.py from this checkout
             return path
     except FileNotFoundError:
         pass
@@ -99,9 +101,9 @@ def rss_mb(pid: int) -> float:
 class Gateway:
     """A gateway process for the benchmark."""
 
-    def __init__(self, repo: Path, triton_url: str, milvus_uri: str, alias: str, ef: int, log_path: Path):
+    def __init__(self, repo: Path, triton_url: str, milvus_uri: str, alias: str, ef: int, log_path: Path, extra_env: dict[str, str] | None = None):
         self.address = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, "T2I_LISTEN": self.address, "T2I_TRITON_URL": triton_url, "T2I_MILVUS_URI": milvus_uri,
+        env = {**os.environ, **(extra_env or {}), "T2I_LISTEN": self.address, "T2I_TRITON_URL": triton_url, "T2I_MILVUS_URI": milvus_uri,
                "T2I_MODEL_REPOSITORY": str(repo), "T2I_COLLECTION_ALIAS": alias, "T2I_METRICS_PORT": "0", "T2I_HNSW_EF": str(ef)}
         self.process = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server", "--log-level", "WARNING"], log_path, env=env).start()
         self.process.wait_until(lambda: gateway_serving(self.address), 120, "SERVING")

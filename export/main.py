@@ -49,6 +49,12 @@ def write_preprocessor(towers: Towers, target: Path) -> Path:
     return path
 
 
+def refresh_layout(repo: Path, manifest: Manifest, template: Path = TEMPLATE_REPO) -> Manifest:
+    """Bring a cached export's configs and python wrapper up to date with this checkout; returns ``manifest``."""
+    layout_repository(repo, template, manifest.version)
+    return manifest
+
+
 def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1, template: Path = TEMPLATE_REPO) -> Manifest:
     """Export ``model`` into the Triton repository ``out`` and verify parity.
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from export.checkpoint import DEFAULT_MODEL, HubUnreachable, model_key
-from export.main import run_export
+from export.main import refresh_layout, run_export
 from gateway.settings import Settings
 from inference.manifest import Manifest
 from inference.process import free_port
@@ -40,7 +40,7 @@ def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = 
     existing = _existing(repo)
     if existing and existing.model_id == model_key(model):
         print(f"using the model already exported in {repo}: {existing.model_id} ({existing.precision})")
-        return existing
+        return refresh_layout(repo, existing)
     try:
         print(f"exporting {model} to ONNX in {repo} ...")
         return run_export(model, repo, precision)
@@ -50,7 +50,7 @@ def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = 
         print(f"OFFLINE: {exc}; falling back to '{fallback}' (exact ViT-B/32 architecture, random weights)")
     if existing and existing.model_id == model_key(fallback):
         print(f"using the fallback model already exported in {repo}: {existing.model_id}")
-        return existing
+        return refresh_layout(repo, existing)
     return run_export(fallback, repo, precision)
 
 

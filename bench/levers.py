@@ -1,0 +1,252 @@
+"""``make bench-levers``: what each speed lever is worth, measured one change at a time in one run.
+
+The reference is the shipped configuration with the int8 towers. Each variant changes one thing
+(a Triton config line, a gateway setting, the precision) and runs the same SearchText load through
+the real stack (gateway, Triton, Milvus on loopback, random ViT-B/32). The reference runs first and
+last, so drift on the shared cores shows. Two levers are measured below the gateway, where they
+act: the text tower's sequence length (through Triton) and the reindex pipeline (Reindexer
+settings). Writes ``bench/results/<date>-<host>-levers.json`` and the table between the
+``levers`` markers in ``docs/benchmarks.md``. Nothing here is a test assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data import clustered_vectors, photo_like_jpegs
+from bench.load import run_load
+from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
+from gateway.index import HnswParams, ImageIndex, ModelStamp
+from gateway.milvus_server import start_milvus
+from inference.manifest import TEXT_MODEL, VISION_MODEL, Manifest
+from inference.tokenizer import TokenBatch
+from inference.triton_client import RetryPolicy, TritonEncoder
+from inference.triton_server import start_triton
+from reindex.job import Reindexer
+from t2i.client import GatewayClient
+
+START, END = "<!-- levers:start -->", "<!-- levers:end -->"
+Edit = Callable[[str], str]
+
+
+def no_dynamic_batching(config: str) -> str:
+    start = config.index("dynamic_batching {")
+    return config[:start] + config[config.index("}", start) + 1 :]
+
+
+def parameter(key: str, value: str) -> Edit:
+    return lambda config: config + f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
+
+
+def queue_delay(microseconds: int) -> Edit:
+    return lambda config: config.replace("max_queue_delay_microseconds: 500", f"max_queue_delay_microseconds: {microseconds}")
+
+
+def instances(count: int, threads: int) -> Edit:
+    return lambda config: config.replace("count: 1", f"count: {count}").replace('"intra_op_threads" value { string_value: "2" }', f'"intra_op_threads" value {{ string_value: "{threads}" }}')
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One change against the reference: a text-model config edit, gateway settings or the precision."""
+
+    name: str
+    precision: str = "int8"
+    text_config: Edit | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+VARIANTS = (
+    Variant("reference: shipped config, int8"),
+    Variant("fp32 towers instead of int8", precision="fp32"),
+    Variant("alias resolved on every request (T2I_ALIAS_REFRESH_S=0)", env={"T2I_ALIAS_REFRESH_S": "0"}),
+    Variant("Triton dynamic batching off", text_config=no_dynamic_batching),
+    Variant("dynamic batching queue delay 2 ms (shipped 0.5 ms)", text_config=queue_delay(2000)),
+    Variant("idle onnxruntime threads do not spin", text_config=parameter("allow_spinning", "0")),
+    Variant("2 model instances x 1 thread (shipped 1 x 2)", text_config=instances(2, 1)),
+    Variant("reference again (drift check)"),
+)
+
+
+def variant_repo(source: Path, target: Path, text_config: Edit | None) -> Path:
+    """A copy of ``source`` (ONNX files linked, not copied) with the text model's CPU config edited."""
+    shutil.rmtree(target, ignore_errors=True)
+    for model in (TEXT_MODEL, VISION_MODEL):
+        shutil.copytree(source / model, target / model, ignore=shutil.ignore_patterns("*.onnx", "__pycache__"))
+        for onnx_file in (source / model).glob("*/*.onnx"):
+            (target / model / onnx_file.parent.name / onnx_file.name).symlink_to(onnx_file.resolve())
+    shutil.copyfile(source / "manifest.json", target / "manifest.json")
+    if text_config is not None:
+        config = target / TEXT_MODEL / "configs" / "cpu.pbtxt"
+        config.write_text(text_config(config.read_text()))
+    return target
+
+
+def measure_search(address: str, queries: list[str], requests: int) -> dict[str, Any]:
+    """c=1 unique, c=1 repeated (cache hit) and c=16 unique SearchText load."""
+    client = GatewayClient(address, timeout_s=60)
+    try:
+        for i in range(5):
+            client.search_text(f"warm up query number {i}", top_k=10)
+        unique = run_load(lambda i: client.search_text(queries[i % len(queries)], top_k=10), 1, requests, 60).as_dict()
+        client.search_text("a photo of a repeated query", top_k=10)
+        cached = run_load(lambda i: client.search_text("a photo of a repeated query", top_k=10), 1, requests, 60).as_dict()
+        offset = requests
+        loaded = run_load(lambda i: client.search_text(queries[(offset + i) % len(queries)], top_k=10), 16, requests * 3, 60).as_dict()
+    finally:
+        client.close()
+    return {"c1_unique": unique, "c1_cached": cached, "c16_unique": loaded}
+
+
+async def sequence_length(url: str, repo: Path, queries: list[str], calls: int) -> dict[str, float]:
+    """Batch-1 text-tower latency through Triton: padded to 77, to 16 (the old bucket), to the shipped buckets."""
+    encoder = TritonEncoder(url, repo, RetryPolicy(timeout_s=60))
+    result: dict[str, float] = {}
+    try:
+        batches = [encoder.tokenizer.encode([q]) for q in queries[:calls]]
+        result["mean_query_tokens"] = float(np.mean([b.lengths[0] for b in batches]))
+        for name, width in (("padded_to_77", 77), ("padded_to_16", 16), ("shipped_buckets", 0)):
+            timings = []
+            for tokens in batches:
+                if width:
+                    ids = np.full((1, width), encoder.tokenizer.pad_id, np.int64)
+                    mask = np.zeros((1, width), np.int64)
+                    ids[0, : tokens.lengths[0]], mask[0, : tokens.lengths[0]] = tokens.input_ids[0, : tokens.lengths[0]], 1
+                    tokens = TokenBatch(ids, mask, tokens.lengths, tokens.truncated)
+                start = time.perf_counter()
+                await encoder.encode_tokens(tokens)
+                timings.append((time.perf_counter() - start) * 1000)
+            result[f"{name}_p50_ms"] = float(np.median(timings[3:]))
+    finally:
+        await encoder.close()
+    return result
+
+
+async def reindex_pipeline(url: str, repo: Path, milvus_uri: str, folder: Path, stamp: ModelStamp) -> dict[str, float]:
+    """img/s of a full reindex with the shipped pipeline, without the decode pool, and one image per batch."""
+    settings = {"shipped (batch 32, 2 decode processes)": (32, 2), "1 decode process": (32, 1), "one image per Triton call (batch 1)": (1, 2)}
+    result = {}
+    for name, (batch, workers) in settings.items():
+        encoder = TritonEncoder(url, repo, RetryPolicy(timeout_s=300))
+        index = ImageIndex(milvus_uri, "levers_reindex", stamp, timeout_s=30)
+        try:
+            report = await Reindexer(encoder, index, batch_size=batch, workers=workers).run(folder, full=True, progress=False)
+            result[name] = report.images_per_second
+        finally:
+            await encoder.close()
+            index.close()
+    return result
+
+
+def render(report: dict[str, Any]) -> str:
+    reference = report["search"][VARIANTS[0].name]
+    lines = [
+        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report['commit']}`, "
+        f"{report['size']:,} vectors, random ViT-B/32. Raw data: `{report['path']}`.",
+        "",
+        "SearchText end to end, one change at a time (ratio: the reference's figure over the variant's for latency, "
+        "the variant's over the reference's for queries/s; below 1.0× means the change is worse):",
+        "",
+        "| variant | c=1 p50 ms | cache-hit p50 ms | c=16 qps | c=16 p99 ms | c=1 p50 vs reference | c=16 qps vs reference |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, run in report["search"].items():
+        one, hit, sixteen = run["c1_unique"], run["c1_cached"], run["c16_unique"]
+        lines.append(
+            f"| {name} | {one['p50_ms']:.1f} | {hit['p50_ms']:.1f} | {sixteen['qps']:.1f} | {sixteen['p99_ms']:.1f} | "
+            f"{reference['c1_unique']['p50_ms'] / one['p50_ms']:.2f}× | {sixteen['qps'] / reference['c16_unique']['qps']:.2f}× |"
+        )
+    seq = report["sequence_length"]
+    lines += [
+        "",
+        f"Text tower through Triton, batch 1, int8, the benchmark's queries (mean {seq['mean_query_tokens']:.1f} tokens): "
+        f"padded to 77: {seq['padded_to_77_p50_ms']:.1f} ms; padded to 16: {seq['padded_to_16_p50_ms']:.1f} ms; "
+        f"shipped buckets (multiples of 4): {seq['shipped_buckets_p50_ms']:.1f} ms.",
+        "",
+        f"Reindex pipeline, {report['reindex_images']} photo-like JPEGs, int8: "
+        + "; ".join(f"{name}: {rate:.1f} img/s" for name, rate in report["reindex"].items())
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
+def update_docs(report: dict[str, Any], docs: Path) -> None:
+    text = docs.read_text()
+    head, rest = text.split(START, 1)
+    docs.write_text(f"{head}{START}\n{render(report)}\n{END}{rest.split(END, 1)[1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=100_000, help="vectors in the index (default 100000)")
+    parser.add_argument("--requests", type=int, default=150, help="requests per load level (c=16 sends three times as many)")
+    parser.add_argument("--images", type=int, default=150, help="JPEGs for the reindex pipeline comparison")
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds to let Milvus settle after the bulk load")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
+    manifest = Manifest.read(repos["int8"])
+    stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "size": args.size, "search": {}, "reindex_images": args.images,
+    }
+    queries = sentences()
+    shutil.rmtree(args.data / "milvus-levers", ignore_errors=True)
+    milvus, ports = start_milvus(args.data / "milvus-levers")
+    milvus_uri = f"http://127.0.0.1:{ports.proxy}"
+    index = ImageIndex(milvus_uri, "levers", stamp, timeout_s=60, hnsw=HnswParams(16, 200, 64))
+    try:
+        log(f"filling {args.size} vectors")
+        fill_collection(index, clustered_vectors(args.size, manifest.dimension))
+        log(f"letting Milvus settle for {args.settle:.0f} s after the bulk load")
+        time.sleep(args.settle)
+        for number, variant in enumerate(VARIANTS):
+            repo = variant_repo(repos[variant.precision], args.data / "repo-variant", variant.text_config)
+            triton, tports = start_triton(repo, args.data / "triton-variant")
+            try:
+                url = f"127.0.0.1:{tports.grpc}"
+                if number == 0:
+                    log("sequence length through Triton")
+                    report["sequence_length"] = asyncio.run(sequence_length(url, repo, queries, 60))
+                    log("reindex pipeline settings")
+                    folder = args.data / f"jpegs-{args.images}"
+                    photo_like_jpegs(folder, args.images)
+                    report["reindex"] = asyncio.run(reindex_pipeline(url, repo, milvus_uri, folder, stamp))
+                gateway = Gateway(repo, url, milvus_uri, "levers", 64, args.data / "gateway-variant.log", variant.env)  # fresh cache each time
+                try:
+                    log(f"SearchText load: {variant.name}")
+                    report["search"][variant.name] = measure_search(gateway.address, queries, args.requests)
+                finally:
+                    gateway.stop()
+            finally:
+                triton.stop()
+    finally:
+        index.close()
+        milvus.stop(timeout_s=5)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{report['date']}-{report['host']}-levers.json"
+    report["path"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    path.write_text(json.dumps(report, indent=2))
+    update_docs(report, ROOT / "docs" / "benchmarks.md")
+    print(render(report))
+    log(f"wrote {path}; updated docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
