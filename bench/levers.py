@@ -28,9 +28,11 @@ import numpy as np
 
 from bench.data import clustered_vectors, photo_like_jpegs
 from bench.load import run_load
+from bench.report import replace_between
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
 from gateway.index import HnswParams, ImageIndex, ModelStamp
 from gateway.milvus_server import start_milvus
+from inference.logs import configure_logging
 from inference.manifest import TEXT_MODEL, VISION_MODEL, Manifest
 from inference.tokenizer import TokenBatch
 from inference.triton_client import RetryPolicy, TritonEncoder
@@ -95,8 +97,27 @@ def variant_repo(source: Path, target: Path, text_config: Edit | None) -> Path:
     return target
 
 
-def measure_search(address: str, queries: list[str], requests: int) -> dict[str, Any]:
-    """c=1 unique, c=1 repeated (cache hit) and c=16 unique SearchText load."""
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User plus system CPU seconds of ``pid`` and, by default, its live descendants (Triton's python stubs are children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family, total = {pid}, 0.0
+    for _ in range(4 if descendants else 0):  # children, grandchildren, ...
+        family |= {child for child, (parent, _) in stats.items() if parent in family}
+    for member in family:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
+def measure_search(address: str, queries: list[str], requests: int, pids: dict[str, int]) -> dict[str, Any]:
+    """c=1 unique, c=1 repeated (cache hit) and c=16 unique SearchText load; CPU ms per query by process at c=16."""
     client = GatewayClient(address, timeout_s=60)
     try:
         for i in range(5):
@@ -105,10 +126,13 @@ def measure_search(address: str, queries: list[str], requests: int) -> dict[str,
         client.search_text("a photo of a repeated query", top_k=10)
         cached = run_load(lambda i: client.search_text("a photo of a repeated query", top_k=10), 1, requests, 60).as_dict()
         offset = requests
+        own = os.getpid()  # the servers are this process's children: count the load client alone
+        before = {name: cpu_seconds(pid, pid != own) for name, pid in pids.items()}
         loaded = run_load(lambda i: client.search_text(queries[(offset + i) % len(queries)], top_k=10), 16, requests * 3, 60).as_dict()
+        cpu = {name: (cpu_seconds(pid, pid != own) - before[name]) * 1000 / max(1, loaded["requests"]) for name, pid in pids.items()}
     finally:
         client.close()
-    return {"c1_unique": unique, "c1_cached": cached, "c16_unique": loaded}
+    return {"c1_unique": unique, "c1_cached": cached, "c16_unique": loaded, "c16_cpu_ms_per_query": cpu}
 
 
 async def sequence_length(url: str, repo: Path, queries: list[str], calls: int) -> dict[str, float]:
@@ -160,15 +184,23 @@ def render(report: dict[str, Any]) -> str:
         "SearchText end to end, one change at a time (ratio: the reference's figure over the variant's for latency, "
         "the variant's over the reference's for queries/s; below 1.0× means the change is worse):",
         "",
-        "| variant | c=1 p50 ms | cache-hit p50 ms | c=16 qps | c=16 p99 ms | c=1 p50 vs reference | c=16 qps vs reference |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | c=1 p50 ms | cache-hit p50 ms | c=16 qps | c=16 p99 ms | c=16 CPU ms/query (Triton, all) | c=1 p50 vs reference | c=16 qps vs reference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, run in report["search"].items():
         one, hit, sixteen = run["c1_unique"], run["c1_cached"], run["c16_unique"]
         lines.append(
             f"| {name} | {one['p50_ms']:.1f} | {hit['p50_ms']:.1f} | {sixteen['qps']:.1f} | {sixteen['p99_ms']:.1f} | "
+            f"{run['c16_cpu_ms_per_query']['triton']:.1f}, {sum(run['c16_cpu_ms_per_query'].values()):.1f} | "
             f"{reference['c1_unique']['p50_ms'] / one['p50_ms']:.2f}× | {sixteen['qps'] / reference['c16_unique']['qps']:.2f}× |"
         )
+    cpu = reference["c16_cpu_ms_per_query"]
+    lines += [
+        "",
+        "CPU time per query at c=16 (reference, first run), by process: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in cpu.items())
+        + f"; total {sum(cpu.values()):.1f} ms, so 2 cores cap this stack at about {2000 / sum(cpu.values()):.0f} queries/s.",
+    ]
     seq = report["sequence_length"]
     lines += [
         "",
@@ -183,12 +215,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_docs(report: dict[str, Any], docs: Path) -> None:
-    text = docs.read_text()
-    head, rest = text.split(START, 1)
-    docs.write_text(f"{head}{START}\n{render(report)}\n{END}{rest.split(END, 1)[1]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="vectors in the index (default 100000)")
@@ -198,6 +224,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    configure_logging("WARNING")  # quiet pymilvus's tracebacks for expected misses (no alias yet)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
     manifest = Manifest.read(repos["int8"])
     stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
@@ -231,7 +258,8 @@ def main() -> None:
                 gateway = Gateway(repo, url, milvus_uri, "levers", 64, args.data / "gateway-variant.log", variant.env)  # fresh cache each time
                 try:
                     log(f"SearchText load: {variant.name}")
-                    report["search"][variant.name] = measure_search(gateway.address, queries, args.requests)
+                    pids = {"triton": triton.pid or 0, "gateway": gateway.process.pid or 0, "milvus": milvus.pid or 0, "load client": os.getpid()}
+                    report["search"][variant.name] = measure_search(gateway.address, queries, args.requests, pids)
                 finally:
                     gateway.stop()
             finally:
@@ -243,7 +271,7 @@ def main() -> None:
     path = args.out / f"{report['date']}-{report['host']}-levers.json"
     report["path"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     path.write_text(json.dumps(report, indent=2))
-    update_docs(report, ROOT / "docs" / "benchmarks.md")
+    replace_between(ROOT / "docs" / "benchmarks.md", START, END, render(report))
     print(render(report))
     log(f"wrote {path}; updated docs/benchmarks.md")
 
