@@ -9,7 +9,7 @@ PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
-.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-levers bench-store clean
+.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-levers bench-floor bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
@@ -69,6 +69,11 @@ bench-quick: install
 bench-levers: install
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.levers
+
+# The models alone with onnxruntime on this CPU: the floors the targets meet (docs/benchmarks.md).
+bench-floor: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.floor
 
 # Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
 bench-store: install

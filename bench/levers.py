@@ -28,6 +28,7 @@ import numpy as np
 
 from bench.data import clustered_vectors, photo_like_jpegs
 from bench.load import run_load
+from bench.procs import cpu_seconds, wait_for_quiet
 from bench.report import replace_between
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
 from gateway.index import HnswParams, ImageIndex, ModelStamp
@@ -49,8 +50,8 @@ def no_dynamic_batching(config: str) -> str:
     return config[:start] + config[config.index("}", start) + 1 :]
 
 
-def parameter(key: str, value: str) -> Edit:
-    return lambda config: config + f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
+def spinning(config: str) -> str:
+    return config.replace('"allow_spinning" value { string_value: "0" }', '"allow_spinning" value { string_value: "1" }')
 
 
 def queue_delay(microseconds: int) -> Edit:
@@ -77,7 +78,7 @@ VARIANTS = (
     Variant("alias resolved on every request (T2I_ALIAS_REFRESH_S=0)", env={"T2I_ALIAS_REFRESH_S": "0"}),
     Variant("Triton dynamic batching off", text_config=no_dynamic_batching),
     Variant("dynamic batching queue delay 2 ms (shipped 0.5 ms)", text_config=queue_delay(2000)),
-    Variant("idle onnxruntime threads do not spin", text_config=parameter("allow_spinning", "0")),
+    Variant("idle onnxruntime threads spin (onnxruntime's default; shipped: off)", text_config=spinning),
     Variant("2 model instances x 1 thread (shipped 1 x 2)", text_config=instances(2, 1)),
     Variant("reference again (drift check)"),
 )
@@ -95,25 +96,6 @@ def variant_repo(source: Path, target: Path, text_config: Edit | None) -> Path:
         config = target / TEXT_MODEL / "configs" / "cpu.pbtxt"
         config.write_text(text_config(config.read_text()))
     return target
-
-
-def cpu_seconds(pid: int, descendants: bool = True) -> float:
-    """User plus system CPU seconds of ``pid`` and, by default, its live descendants (Triton's python stubs are children)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    family, total = {pid}, 0.0
-    for _ in range(4 if descendants else 0):  # children, grandchildren, ...
-        family |= {child for child, (parent, _) in stats.items() if parent in family}
-    for member in family:
-        total += stats.get(member, (0, 0.0))[1]
-    return total
 
 
 def measure_search(address: str, queries: list[str], requests: int, pids: dict[str, int]) -> dict[str, Any]:
@@ -159,16 +141,17 @@ async def sequence_length(url: str, repo: Path, queries: list[str], calls: int) 
     return result
 
 
-async def reindex_pipeline(url: str, repo: Path, milvus_uri: str, folder: Path, stamp: ModelStamp) -> dict[str, float]:
-    """img/s of a full reindex with the shipped pipeline, without the decode pool, and one image per batch."""
+async def reindex_pipeline(url: str, repo: Path, milvus_uri: str, milvus_pid: int, folder: Path, stamp: ModelStamp) -> dict[str, float]:
+    """Pipeline img/s of a full reindex: shipped settings, one decode process, one image per Triton call."""
     settings = {"shipped (batch 32, 2 decode processes)": (32, 2), "1 decode process": (32, 1), "one image per Triton call (batch 1)": (1, 2)}
     result = {}
     for name, (batch, workers) in settings.items():
+        wait_for_quiet(milvus_pid, 120)
         encoder = TritonEncoder(url, repo, RetryPolicy(timeout_s=300))
         index = ImageIndex(milvus_uri, "levers_reindex", stamp, timeout_s=30)
         try:
             report = await Reindexer(encoder, index, batch_size=batch, workers=workers).run(folder, full=True, progress=False)
-            result[name] = report.images_per_second
+            result[name] = report.pipeline_images_per_second
         finally:
             await encoder.close()
             index.close()
@@ -220,7 +203,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000, help="vectors in the index (default 100000)")
     parser.add_argument("--requests", type=int, default=150, help="requests per load level (c=16 sends three times as many)")
     parser.add_argument("--images", type=int, default=150, help="JPEGs for the reindex pipeline comparison")
-    parser.add_argument("--settle", type=float, default=60.0, help="seconds to let Milvus settle after the bulk load")
+    parser.add_argument("--settle", type=float, default=600.0, help="the most seconds to wait for Milvus to go quiet after the bulk load")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -241,20 +224,20 @@ def main() -> None:
     try:
         log(f"filling {args.size} vectors")
         fill_collection(index, clustered_vectors(args.size, manifest.dimension))
-        log(f"letting Milvus settle for {args.settle:.0f} s after the bulk load")
-        time.sleep(args.settle)
+        log(f"Milvus quiet after {wait_for_quiet(milvus.pid or 0, args.settle):.0f} s")
         for number, variant in enumerate(VARIANTS):
             repo = variant_repo(repos[variant.precision], args.data / "repo-variant", variant.text_config)
             triton, tports = start_triton(repo, args.data / "triton-variant")
             try:
                 url = f"127.0.0.1:{tports.grpc}"
-                if number == 0:
+                if number == len(VARIANTS) - 1:  # below the gateway, last: the reindex leaves Milvus busy
                     log("sequence length through Triton")
                     report["sequence_length"] = asyncio.run(sequence_length(url, repo, queries, 60))
-                    log("reindex pipeline settings")
                     folder = args.data / f"jpegs-{args.images}"
                     photo_like_jpegs(folder, args.images)
-                    report["reindex"] = asyncio.run(reindex_pipeline(url, repo, milvus_uri, folder, stamp))
+                    log("reindex pipeline settings")
+                    report["reindex"] = asyncio.run(reindex_pipeline(url, repo, milvus_uri, milvus.pid or 0, folder, stamp))
+                wait_for_quiet(milvus.pid or 0, 120)
                 gateway = Gateway(repo, url, milvus_uri, "levers", 64, args.data / "gateway-variant.log", variant.env)  # fresh cache each time
                 try:
                     log(f"SearchText load: {variant.name}")

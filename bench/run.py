@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
+from bench.procs import rss_mb, wait_for_quiet
 from export.main import refresh_layout, run_export
 from gateway.index import HnswParams, ImageIndex, ModelStamp, make_row
 from gateway.milvus_server import start_milvus
@@ -90,13 +91,6 @@ def measure_recall(index: ImageIndex, collection: str, base: np.ndarray, queries
         found = [{int(h.id[1:]) for h in index.search(collection, q, 10)} for q in queries]
         result[str(ef)] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth)]))
     return result
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Gateway:
@@ -239,7 +233,7 @@ def main() -> None:
     per_level, seconds = (40, 20.0) if quick else (200, 90.0)
     images = 300 if quick else 2000
     soak_s = args.soak_seconds or (30.0 if quick else 600.0)
-    settle_s = 60.0 if quick else 180.0
+    settle_s = 600.0 if quick else 1800.0  # the most to wait for Milvus to go quiet after a bulk load
     baseline_images = 60 if quick else 300
     args.data.mkdir(parents=True, exist_ok=True)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
@@ -264,8 +258,9 @@ def main() -> None:
             start = time.perf_counter()
             collection = fill_collection(index, base[:size])
             report.setdefault("index_build_s", {})[str(size)] = time.perf_counter() - start
-            log(f"letting Milvus settle for {settle_s:.0f} s after the bulk load (compaction, segment handoff)")
-            time.sleep(settle_s)
+            log("waiting for Milvus to go quiet after the bulk load (compaction, index rebuilds)")
+            report.setdefault("settle_s", {})[str(size)] = waited = wait_for_quiet(milvus.pid or 0, settle_s)
+            log(f"Milvus quiet after {waited:.0f} s")
             report["recall_at_10"][str(size)] = measure_recall(index, collection, base[:size], query_vectors(base[:size], 200), (32, 64, 128, 256))
             log(f"recall@10 {report['recall_at_10'][str(size)]}")
             report["search"][str(size)] = {}
@@ -282,6 +277,7 @@ def main() -> None:
                         job, pipeline = asyncio.run(reindex_ours(repo, triton_url, milvus_uri, folder, stamp))
                         report["reindex"][f"ours_{precision}_img_per_s"] = job
                         report["reindex"][f"ours_{precision}_pipeline_img_per_s"] = pipeline
+                    wait_for_quiet(milvus.pid or 0, 120)  # after the reindex's sealing, too
                     gateway = Gateway(repo, triton_url, milvus_uri, "bench", 64, args.data / f"gateway-{precision}.log")
                     try:
                         log(f"SearchText load, {precision}, {size} vectors")
@@ -294,6 +290,7 @@ def main() -> None:
                 finally:
                     triton.stop()
             log(f"baseline load, {size} vectors")
+            wait_for_quiet(milvus.pid or 0, 120)
             baseline, port = start_baseline(repos["fp32"], milvus_uri, "bench", args.data / "baseline.log")
             try:
                 report["search"][str(size)]["baseline"] = measure_baseline(port, queries, levels, per_level, seconds)
