@@ -98,6 +98,11 @@ def _read(image: ImageFile, max_bytes: int) -> bytes:
     return image.path.read_bytes()
 
 
+def _ready() -> bool:
+    """Worker: nothing; submitted first so the pool's processes start (and import) early."""
+    return True
+
+
 def _load(path: str, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
     """Worker: read, decode and preprocess one file (runs in the process pool)."""
     return load_pixels(Path(path).read_bytes(), config, limits)
@@ -123,6 +128,16 @@ class Reindexer:
         start = time.perf_counter()
         report = ReindexReport(full=full)
         files = scan_folder(root)
+        # Spawned decode processes take about a second to start: start them now, not at the first batch.
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for _ in range(self.workers):
+                pool.submit(_ready)
+            return await self._run(files, full, progress, report, pool, start)
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    async def _run(self, files: list[ImageFile], full: bool, progress: bool, report: ReindexReport, pool: ProcessPoolExecutor, start: float) -> ReindexReport:
         report.scanned = len(files)
         creating: asyncio.Task[str] | None = None
         if full:
@@ -143,7 +158,7 @@ class Reindexer:
         todo = [f for f in files if f.id in hashes and stored.get(f.id) != hashes[f.id]]
         report.unchanged = sum(1 for f in files if f.id in hashes and stored.get(f.id) == hashes[f.id])
         pipeline_start = time.perf_counter()
-        await self._index(todo, hashes, report, progress, creating)
+        await self._index(todo, hashes, report, progress, creating, pool)
         report.pipeline_seconds = time.perf_counter() - pipeline_start
         if creating is not None and not report.collection:
             report.collection = await creating
@@ -160,13 +175,15 @@ class Reindexer:
         report.seconds = time.perf_counter() - start
         return report
 
-    async def _index(self, todo: list[ImageFile], hashes: dict[str, str], report: ReindexReport, progress: bool, creating: asyncio.Task[str] | None) -> None:
+    async def _index(
+        self, todo: list[ImageFile], hashes: dict[str, str], report: ReindexReport, progress: bool,
+        creating: asyncio.Task[str] | None, pool: ProcessPoolExecutor,
+    ) -> None:
         if not todo:
             return
         loop = asyncio.get_running_loop()
         config = self.encoder.preprocess_config
         bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         try:
             def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
                 return [(f, pool.submit(_load, str(f.path), config, self.limits)) for f in batch]
@@ -195,4 +212,3 @@ class Reindexer:
                 pending = following
         finally:
             bar.close()
-            pool.shutdown(cancel_futures=True)
