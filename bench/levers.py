@@ -30,7 +30,7 @@ from bench.data import clustered_vectors, photo_like_jpegs
 from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
 from bench.report import replace_between
-from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
+from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline, sentences
 from gateway.index import HnswParams, ImageIndex, ModelStamp
 from gateway.milvus_server import start_milvus
 from inference.logs import configure_logging
@@ -141,21 +141,32 @@ async def sequence_length(url: str, repo: Path, queries: list[str], calls: int) 
     return result
 
 
-async def reindex_pipeline(url: str, repo: Path, milvus_uri: str, milvus_pid: int, folder: Path, stamp: ModelStamp) -> dict[str, float]:
-    """Pipeline img/s of a full reindex: shipped settings, one decode process, one image per Triton call."""
-    settings = {"shipped (batch 32, 2 decode processes)": (32, 2), "1 decode process": (32, 1), "one image per Triton call (batch 1)": (1, 2)}
+async def reindex_pipeline(url: str, repo: Path, milvus_uri: str, milvus_pid: int, folder: Path, stamp: ModelStamp) -> dict[str, dict[str, float]]:
+    """Whole-job and pipeline img/s of a full reindex under several pipeline settings."""
+    settings = {
+        "shipped (batch 32, 2 decode processes, 2 batches in flight)": (32, 2, 2),
+        "1 batch in flight": (32, 2, 1),
+        "1 decode process": (32, 1, 2),
+        "one image per Triton call (batch 1)": (1, 2, 2),
+    }
     result = {}
-    for name, (batch, workers) in settings.items():
+    for name, (batch, workers, in_flight) in settings.items():
         wait_for_quiet(milvus_pid, 120)
         encoder = TritonEncoder(url, repo, RetryPolicy(timeout_s=300))
         index = ImageIndex(milvus_uri, "levers_reindex", stamp, timeout_s=30)
         try:
-            report = await Reindexer(encoder, index, batch_size=batch, workers=workers).run(folder, full=True, progress=False)
-            result[name] = report.pipeline_images_per_second
+            report = await Reindexer(encoder, index, batch_size=batch, workers=workers, in_flight=in_flight).run(folder, full=True, progress=False)
+            result[name] = {"job": report.images_per_second, "pipeline": report.pipeline_images_per_second}
         finally:
             await encoder.close()
             index.close()
     return result
+
+
+def reindex_one_at_a_time(milvus_uri: str, milvus_pid: int, files: list[Path], stamp: ModelStamp) -> float:
+    """The hand-written baseline's indexer (PyTorch, one image per step) on the same files, img/s."""
+    wait_for_quiet(milvus_pid, 120)
+    return reindex_baseline(files, milvus_uri, stamp)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -190,11 +201,11 @@ def render(report: dict[str, Any]) -> str:
         f"Text tower through Triton, batch 1, int8, the benchmark's queries (mean {seq['mean_query_tokens']:.1f} tokens): "
         f"padded to 77: {seq['padded_to_77_p50_ms']:.1f} ms; padded to 16: {seq['padded_to_16_p50_ms']:.1f} ms; "
         f"shipped buckets (multiples of 4): {seq['shipped_buckets_p50_ms']:.1f} ms.",
-        "",
-        f"Reindex pipeline, {report['reindex_images']} photo-like JPEGs, int8: "
-        + "; ".join(f"{name}: {rate:.1f} img/s" for name, rate in report["reindex"].items())
-        + ".",
     ]
+    baseline = report["reindex_baseline_img_per_s"]
+    lines += ["", f"| reindex setting ({report['reindex_images']} JPEGs, int8) | whole job img/s | pipeline img/s | pipeline vs baseline |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {rate['job']:.1f} | {rate['pipeline']:.1f} | {rate['pipeline'] / baseline:.2f}× |" for name, rate in report["reindex"].items()]
+    lines.append(f"| baseline: PyTorch, one image at a time (first {report['reindex_baseline_images']} files) | - | {baseline:.1f} | 1.00× |")
     return "\n".join(lines)
 
 
@@ -202,7 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="vectors in the index (default 100000)")
     parser.add_argument("--requests", type=int, default=150, help="requests per load level (c=16 sends three times as many)")
-    parser.add_argument("--images", type=int, default=150, help="JPEGs for the reindex pipeline comparison")
+    parser.add_argument("--images", type=int, default=300, help="JPEGs for the reindex pipeline comparison")
     parser.add_argument("--settle", type=float, default=600.0, help="the most seconds to wait for Milvus to go quiet after the bulk load")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -234,9 +245,12 @@ def main() -> None:
                     log("sequence length through Triton")
                     report["sequence_length"] = asyncio.run(sequence_length(url, repo, queries, 60))
                     folder = args.data / f"jpegs-{args.images}"
-                    photo_like_jpegs(folder, args.images)
+                    files = photo_like_jpegs(folder, args.images)
                     log("reindex pipeline settings")
                     report["reindex"] = asyncio.run(reindex_pipeline(url, repo, milvus_uri, milvus.pid or 0, folder, stamp))
+                    log("baseline indexer, one image at a time")
+                    report["reindex_baseline_images"] = min(len(files), 100)
+                    report["reindex_baseline_img_per_s"] = reindex_one_at_a_time(milvus_uri, milvus.pid or 0, files[:100], stamp)
                 wait_for_quiet(milvus.pid or 0, 120)
                 gateway = Gateway(repo, url, milvus_uri, "levers", 64, args.data / "gateway-variant.log", variant.env)  # fresh cache each time
                 try:

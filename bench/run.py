@@ -274,6 +274,7 @@ def main() -> None:
                         folder = args.data / "jpegs"
                         photo_like_jpegs(folder, images)
                         log(f"reindex {images} JPEGs ({precision})")
+                        wait_for_quiet(milvus.pid or 0, 120)
                         job, pipeline = asyncio.run(reindex_ours(repo, triton_url, milvus_uri, folder, stamp))
                         report["reindex"][f"ours_{precision}_img_per_s"] = job
                         report["reindex"][f"ours_{precision}_pipeline_img_per_s"] = pipeline

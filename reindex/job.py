@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -116,8 +117,12 @@ def _batches(items: list[ImageFile], size: int) -> Iterator[list[ImageFile]]:
 class Reindexer:
     """Runs reindex passes with one encoder and one index."""
 
-    def __init__(self, encoder: TritonEncoder, index: ImageIndex, limits: ImageLimits = ImageLimits(), batch_size: int = 32, workers: int = 2):
+    def __init__(
+        self, encoder: TritonEncoder, index: ImageIndex, limits: ImageLimits = ImageLimits(), batch_size: int = 32, workers: int = 2, in_flight: int = 2,
+    ):
+        """``in_flight``: batches sent to Triton before waiting for the oldest (1: one at a time)."""
         self.encoder = encoder
+        self.in_flight = max(1, in_flight)
         self.index = index
         self.limits = limits
         self.batch_size = batch_size
@@ -184,14 +189,18 @@ class Reindexer:
         loop = asyncio.get_running_loop()
         config = self.encoder.preprocess_config
         bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
+        in_flight: deque[asyncio.Task[None]] = deque()
         try:
             def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
                 return [(f, pool.submit(_load, str(f.path), config, self.limits)) for f in batch]
 
-            batches = _batches(todo, self.batch_size)
-            pending = submit(next(batches))
-            for upcoming in [*batches, None]:
-                following = submit(upcoming) if upcoming else []  # decode the next batch meanwhile
+            batches = list(_batches(todo, self.batch_size))
+            decoding = deque(submit(batch) for batch in batches[: self.in_flight])  # decode ahead of the encoder
+            queued = iter(batches[self.in_flight :])
+            while decoding:
+                pending = decoding.popleft()
+                if upcoming := next(queued, None):
+                    decoding.append(submit(upcoming))
                 pixels, good = [], []
                 for image, future in pending:
                     try:
@@ -202,13 +211,24 @@ class Reindexer:
                     except Exception as exc:  # noqa: BLE001 - a worker failure skips that file only
                         report.skipped.append((image.id, f"could not read: {exc}"))
                 if good:
-                    vectors = await self.encoder.encode_pixels(np.stack(pixels))
-                    rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id]) for f, v in zip(good, vectors)]
-                    if not report.collection and creating is not None:
-                        report.collection = await creating
-                    await asyncio.to_thread(self.index.upsert, report.collection, rows)
-                    report.indexed += len(good)
+                    # Several batches in flight keep Triton busy while the last one's rows are inserted.
+                    in_flight.append(asyncio.create_task(self._encode_and_insert(good, np.stack(pixels), hashes, report, creating)))
+                    if len(in_flight) >= self.in_flight:
+                        await in_flight.popleft()
                 bar.update(len(pending))
-                pending = following
+            while in_flight:
+                await in_flight.popleft()
         finally:
+            for task in in_flight:
+                task.cancel()
             bar.close()
+
+    async def _encode_and_insert(
+        self, images: list[ImageFile], pixels: np.ndarray, hashes: dict[str, str], report: ReindexReport, creating: asyncio.Task[str] | None,
+    ) -> None:
+        vectors = await self.encoder.encode_pixels(pixels)
+        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id]) for f, v in zip(images, vectors)]
+        if not report.collection and creating is not None:
+            report.collection = await creating
+        await asyncio.to_thread(self.index.upsert, report.collection, rows)
+        report.indexed += len(images)
