@@ -32,16 +32,17 @@ def cpu_seconds(pid: int, descendants: bool = True) -> float:
     return sum(stats.get(member, (0, 0.0))[1] for member in family)
 
 
-def wait_for_quiet(pid: int, max_wait_s: float, cores: float = 0.15, window_s: float = 5.0) -> float:
-    """Wait until ``pid`` uses under ``cores`` of CPU over ``window_s`` (or ``max_wait_s`` passed); returns seconds waited.
+def wait_for_quiet(pid: int, max_wait_s: float, cores: float = 0.15, window_s: float = 5.0, windows: int = 3) -> float:
+    """Wait until ``pid`` uses under ``cores`` of CPU in ``windows`` windows of ``window_s`` in a row (or ``max_wait_s`` passed).
+
+    Returns the seconds waited.
 
     After a bulk load Milvus compacts segments and rebuilds their indexes for minutes; a fixed pause
     either wastes time or measures that work instead of search.
     """
-    start = time.monotonic()
-    while time.monotonic() - start < max_wait_s:
+    start, quiet = time.monotonic(), 0
+    while time.monotonic() - start < max_wait_s and quiet < windows:
         before = cpu_seconds(pid)
         time.sleep(window_s)
-        if (cpu_seconds(pid) - before) / window_s < cores:
-            break
+        quiet = quiet + 1 if (cpu_seconds(pid) - before) / window_s < cores else 0
     return time.monotonic() - start
