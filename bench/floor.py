@@ -10,7 +10,6 @@ thread count (2). Writes ``bench/results/<date>-<host>-floor.json`` and the tabl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -24,7 +23,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from bench.report import replace_between
+from bench.report import publish
 from bench.run import ROOT, ensure_repo
 from inference.logs import configure_logging
 from inference.manifest import TEXT_MODEL, VISION_MODEL, Manifest
@@ -140,12 +139,7 @@ def main() -> None:
         manifest = Manifest.read(repo)
         report["towers"][precision] = {"text": text_tower(manifest.version_dir(repo, TEXT_MODEL) / "model.onnx"),
                                        "vision": vision_tower(manifest.version_dir(repo, VISION_MODEL) / "model.onnx")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{report['date']}-{report['host']}-floor.json"
-    report["path"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
-    path.write_text(json.dumps(report, indent=2))
-    replace_between(ROOT / "docs" / "benchmarks.md", START, END, render(report))
-    print(render(report))
+    publish(report, args.out, "-floor", START, END, render, ROOT)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shutil
@@ -29,7 +28,7 @@ import numpy as np
 from bench.data import clustered_vectors, photo_like_jpegs
 from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
-from bench.report import replace_between
+from bench.report import publish
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline, sentences
 from gateway.index import HnswParams, ImageIndex, ModelStamp
 from gateway.milvus_server import start_milvus
@@ -266,12 +265,7 @@ def main() -> None:
     finally:
         index.close()
         milvus.stop(timeout_s=5)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{report['date']}-{report['host']}-levers.json"
-    report["path"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
-    path.write_text(json.dumps(report, indent=2))
-    replace_between(ROOT / "docs" / "benchmarks.md", START, END, render(report))
-    print(render(report))
+    path = publish(report, args.out, "-levers", START, END, render, ROOT)
     log(f"wrote {path}; updated docs/benchmarks.md")
 
 

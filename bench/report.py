@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +145,18 @@ def replace_between(doc: Path, start: str, end: str, body: str) -> None:
     if not found or end not in rest:
         raise ValueError(f"{doc} lacks the markers {start} ... {end}")
     doc.write_text(f"{head}{start}\n{body}\n{end}{rest.partition(end)[2]}")
+
+
+def publish(report: dict[str, Any], out: Path, suffix: str, start: str, end: str, render: Callable[[dict[str, Any]], str], root: Path) -> Path:
+    """Write ``report`` as ``<out>/<date>-<host><suffix>.json`` and its rendering between the markers of docs/benchmarks.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{report['date']}-{report['host']}{suffix}.json"
+    report["path"] = str(path.relative_to(root) if path.is_relative_to(root) else path)
+    path.write_text(json.dumps(report, indent=2))
+    text = render(report)
+    replace_between(root / "docs" / "benchmarks.md", start, end, text)
+    print(text)
+    return path
 
 
 def update_docs(report: dict[str, Any], doc: Path, source: Path) -> None:
