@@ -7,6 +7,7 @@ exactly (shortest-edge bicubic resize, center crop, rescale, normalize) for an R
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import warnings
@@ -132,8 +133,12 @@ def resize_shape(width: int, height: int, shortest_edge: int) -> tuple[int, int]
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
-def preprocess_one(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
-    """One RGB image to a float32 ``[3, crop, crop]`` array, as ``CLIPImageProcessor`` does."""
+def crop_pixels(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """CLIP's shortest-edge resize and center crop of one RGB image: ``uint8 [crop, crop, 3]``.
+
+    A quarter of the bytes of the float32 result, so process pools send this and ``normalize``
+    runs where the batch is assembled.
+    """
     resized = image.resize(resize_shape(*image.size, config.shortest_edge), resample=config.resample)
     pixels = np.asarray(resized)
     height, width = pixels.shape[:2]
@@ -144,11 +149,34 @@ def preprocess_one(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
         padded[top : top + height, left : left + width] = pixels
         pixels, height, width = padded, padded.shape[0], padded.shape[1]
     top, left = (height - crop) // 2, (width - crop) // 2
-    pixels = pixels[top : top + crop, left : left + crop]
-    scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
-    mean = np.asarray(config.mean, dtype=np.float32)
-    std = np.asarray(config.std, dtype=np.float32)
-    return ((scaled - mean) / std).transpose(2, 0, 1)
+    return np.ascontiguousarray(pixels[top : top + crop, left : left + crop])
+
+
+@functools.lru_cache(maxsize=8)
+def _normalize_table(config: PreprocessConfig) -> np.ndarray:
+    """float32 ``[3, 256]``: what each uint8 value becomes in each channel (same arithmetic as per pixel)."""
+    scaled = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(config.mean, dtype=np.float32)[:, None]
+    std = np.asarray(config.std, dtype=np.float32)[:, None]
+    return (scaled[None, :] - mean) / std
+
+
+def normalize(crops: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """``uint8 [..., crop, crop, 3]`` crops to contiguous float32 ``[..., 3, crop, crop]`` (rescale, normalize).
+
+    A table lookup per channel: bit-identical to rescaling and normalizing each pixel, and several
+    times cheaper for a batch.
+    """
+    table = _normalize_table(config)
+    out = np.empty((*crops.shape[:-3], 3, *crops.shape[-3:-1]), dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], crops[..., channel], out=out[..., channel, :, :])
+    return out
+
+
+def preprocess_one(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """One RGB image to a float32 ``[3, crop, crop]`` array, as ``CLIPImageProcessor`` does."""
+    return normalize(crop_pixels(image, config), config)
 
 
 def preprocess(images: list[Image.Image], config: PreprocessConfig) -> np.ndarray:
@@ -157,5 +185,10 @@ def preprocess(images: list[Image.Image], config: PreprocessConfig) -> np.ndarra
 
 
 def load_pixels(data: bytes, config: PreprocessConfig, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Decode and preprocess one encoded image (picklable, for process pools)."""
+    """Decode and preprocess one encoded image to float32 ``[3, crop, crop]``."""
     return preprocess_one(decode_image(data, limits), config)
+
+
+def load_crop(data: bytes, config: PreprocessConfig, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode, resize and crop one encoded image to ``uint8 [crop, crop, 3]`` (for process pools; ``normalize`` after)."""
+    return crop_pixels(decode_image(data, limits), config)

@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor
 
 from inference.errors import InvalidArgument
-from inference.images import ImageLimits, PreprocessConfig, decode_image, preprocess, resize_shape
+from inference.images import ImageLimits, PreprocessConfig, decode_image, load_crop, load_pixels, normalize, preprocess, resize_shape
 from inference.samples import sample_photos
 
 REFERENCE = CLIPImageProcessor()
@@ -42,6 +42,26 @@ def test_preprocess_matches_on_real_photos() -> None:
     photos = [decode_image(p.read_bytes()) for p in sample_photos(8)]
     assert len(photos) == 8
     np.testing.assert_allclose(preprocess(photos, PreprocessConfig()), REFERENCE(images=photos, return_tensors="np")["pixel_values"], atol=1e-6)
+
+
+def test_normalize_is_bit_identical_to_per_pixel_arithmetic() -> None:
+    config = PreprocessConfig()
+    crops = np.random.default_rng(3).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    scaled = (crops.astype(np.float64) * (1 / 255)).astype(np.float32)
+    expected = ((scaled - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)).transpose(0, 3, 1, 2)
+    batch = normalize(crops, config)
+    assert batch.dtype == np.float32 and batch.shape == (5, 3, 224, 224) and batch.flags.c_contiguous
+    np.testing.assert_array_equal(batch, expected)
+    np.testing.assert_array_equal(normalize(crops[2], config), expected[2])
+
+
+def test_uint8_crop_then_normalize_equals_float_pixels() -> None:
+    """What the reindex pool sends (uint8 crops, normalized by the parent) is what SearchImage encodes."""
+    config = PreprocessConfig()
+    for path in sample_photos(3):
+        crop = load_crop(path.read_bytes(), config)
+        assert crop.dtype == np.uint8 and crop.shape == (224, 224, 3)
+        np.testing.assert_array_equal(normalize(crop, config), load_pixels(path.read_bytes(), config))
 
 
 def test_resize_shape_keeps_aspect_on_shortest_edge() -> None:
