@@ -10,8 +10,6 @@ thread count (2). Writes ``bench/results/<date>-<host>-floor.json`` and the tabl
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +21,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from bench.report import publish
+from bench.report import publish, run_header
 from bench.run import ROOT, ensure_repo
 from inference.logs import configure_logging
 from inference.manifest import TEXT_MODEL, VISION_MODEL, Manifest
@@ -131,8 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-                              "onnxruntime": ort.__version__, "simd": simd_flags(), "towers": {}}
+    report: dict[str, Any] = {**run_header(), "onnxruntime": ort.__version__, "simd": simd_flags(), "towers": {}}
     with tempfile.TemporaryDirectory() as work:
         report["gemm"] = gemm_rate(Path(work))
     for precision, repo in repos.items():

@@ -25,7 +25,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,11 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import photo_like_jpegs
-from bench.report import publish, replace_between
+from bench.report import ROOT, publish, replace_between, run_header
 from export.checkpoint import random_configs
 from inference.images import PreprocessConfig, load_crop, load_pixels, normalize
 
-ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- gpu:start -->", "<!-- gpu:end -->"
 TEXT_LENGTHS = (8, 16, 77)
 TEXT_BATCHES = (16, 64, 256)
@@ -250,13 +248,11 @@ def gpu_decode(jpegs: list[bytes], vision: torch.nn.Module, device: torch.device
 
 
 def describe(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "torch": torch.__version__,
-                            "cpu_cores": os.cpu_count()}
+    info: dict[str, Any] = {"torch": torch.__version__}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info |= {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30), "cuda": torch.version.cuda}
-    info["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (info.get("gpu") or "no GPU")
-    return info
+    return run_header(info.get("gpu", "no GPU")) | info
 
 
 def measure(device: torch.device, tiny: bool, repeats: int, images: int, work: Path) -> dict[str, Any]:
@@ -277,7 +273,7 @@ def measure(device: torch.device, tiny: bool, repeats: int, images: int, work: P
 def render(report: dict[str, Any]) -> str:
     text, vision, cpu = report["text"], report["vision"], report["cpu_decode"]
     lines = [
-        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), PyTorch {report['torch']}, {report['dtype']}, "
+        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report.get('commit', 'unknown')}`, PyTorch {report['torch']}, {report['dtype']}, "
         f"model `{report['model']}`. Raw data: `{report['path']}`.",
         "",
         "| part | measure | result |",

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ import numpy as np
 from bench.data import clustered_vectors, photo_like_jpegs
 from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
-from bench.report import publish
+from bench.report import publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline, sentences
 from gateway.index import HnswParams, ImageIndex, ModelStamp
 from gateway.milvus_server import start_milvus
@@ -222,8 +220,7 @@ def main() -> None:
     manifest = Manifest.read(repos["int8"])
     stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        **run_header(),
         "size": args.size, "search": {}, "reindex_images": args.images,
     }
     queries = sentences()

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_header(accelerator: str = "no GPU") -> dict[str, str]:
+    """What every benchmark report starts with: the date, the host, the machine and the commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {accelerator}",
+            "commit": commit or "unknown"}
 
 
 def _at(levels: list[dict[str, float]], concurrency: int) -> dict[str, float]:

@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
+from bench.report import run_header
 from export.main import refresh_layout, run_export
 from gateway.index import HnswParams, ImageIndex, ModelStamp, make_row
 from gateway.milvus_server import start_milvus
@@ -241,8 +240,7 @@ def main() -> None:
     stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
     shutil.rmtree(args.data / "milvus", ignore_errors=True)
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        **run_header(),
         "mode": "quick" if quick else "full", "model": "random ViT-B/32 (exact architecture, random weights)", "sizes": sizes,
         "search": {}, "recall_at_10": {}, "encoder": {}, "reindex": {},
     }

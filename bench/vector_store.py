@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from bench.data import clustered_vectors, exact_top_k, query_vectors
+from bench.report import run_header
 from gateway.milvus_server import start_milvus
 
 
@@ -118,7 +118,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     server_result, lite_result = results
     report = {
-        "date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        **run_header(),
         "size": args.size, "dim": args.dim, "queries": args.queries, "results": results,
         "ratios_server_over_lite": {
             "insert_rows_per_s": server_result["insert_rows_per_s"] / lite_result["insert_rows_per_s"],
