@@ -90,9 +90,13 @@ class SearchEngine:
     async def _collection(self) -> str:
         return await self._milvus("ensure_active", self.index.ensure_active)
 
-    async def _read(self, operation: str, fn: Callable[..., T], *args: object) -> tuple[str, T]:
-        """Run ``fn(collection, *args)`` on the recently resolved collection; re-resolve once if it is gone."""
-        collection = self.index.recent_active(self.alias_refresh_s) or await self._collection()
+    async def _resolve(self) -> str:
+        """The collection reads go to: the recently resolved one, or the alias resolved (and model-checked) afresh."""
+        return self.index.recent_active(self.alias_refresh_s) or await self._collection()
+
+    async def _read(self, operation: str, fn: Callable[..., T], *args: object, collection: str | None = None) -> tuple[str, T]:
+        """Run ``fn(collection, *args)`` on ``collection`` or the resolved one; re-resolve once if it is gone."""
+        collection = collection or await self._resolve()
         try:
             return collection, await self._milvus(operation, fn, collection, *args)
         except CollectionMissing:
@@ -109,13 +113,14 @@ class SearchEngine:
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
+        collection = await self._resolve()  # the model guard fails before any encoding
         embedded = self.cache.get(self.model_id, text)
         if embedded is None:
             with downstream("triton", "encode_text"):
                 vectors, tokens = await self.encoder.encode_texts([text], deadline)
             embedded = CachedText(vectors[0], tokens.lengths[0], tokens.truncated[0])
             self.cache.put(self.model_id, text, embedded)
-        collection, hits = await self._read("search", self.index.search, embedded.vector, top_k, expression, min_score)
+        collection, hits = await self._read("search", self.index.search, embedded.vector, top_k, expression, min_score, collection=collection)
         return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, embedded.tokens, embedded.truncated)
 
     async def search_image(
@@ -126,6 +131,7 @@ class SearchEngine:
         start = time.perf_counter()
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
+        collection: str | None = None
         if image_id is not None:
             require_id(image_id)
             _, vector = await self._read("get", self.index.vector_of, image_id)
@@ -133,11 +139,12 @@ class SearchEngine:
         elif image is not None:
             expression = build_expression(search_filter)
             pixels = await self._pixels(image)
+            collection = await self._resolve()  # the model guard fails before any encoding
             with downstream("triton", "encode_image"):
                 vector = (await self.encoder.encode_pixels(pixels[None], deadline))[0]
         else:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
-        collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score)
+        collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, collection=collection)
         return SearchResult(hits, collection, (time.perf_counter() - start) * 1000)
 
     async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> tuple[np.ndarray, list[bool]]:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from gateway.engine import SearchEngine
+from gateway.filters import SearchFilter
 from gateway.index import CollectionMissing, Hit, ImageIndex, ModelStamp
+from inference.errors import FailedPrecondition
 from inference.images import ImageLimits
 
 
@@ -92,3 +94,35 @@ def test_recent_active_expires() -> None:
     index.ensure_active()
     time.sleep(0.02)
     assert index.recent_active(0.01) is None and index.recent_active(60) == "old"
+
+
+class CountingEncoder:
+    """Counts encodes; the model guard must refuse before any of them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.preprocess_config = None
+
+    async def encode_texts(self, texts: list[str], deadline: float | None = None) -> Any:
+        self.calls += 1
+        raise AssertionError("encoded although the collection belongs to another model")
+
+    async def encode_pixels(self, pixels: np.ndarray, deadline: float | None = None) -> Any:
+        self.calls += 1
+        raise AssertionError("encoded although the collection belongs to another model")
+
+
+class ForeignIndex(FakeIndex):
+    def _ensure_active(self) -> str:
+        raise FailedPrecondition("collection was indexed by someone/else-clip; run reindex --full")
+
+
+def test_model_guard_refuses_before_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = CountingEncoder()
+    search = SearchEngine(encoder=encoder, index=ForeignIndex(), max_top_k=10, max_batch=4, limits=ImageLimits(), alias_refresh_s=60)  # type: ignore[arg-type]
+    with pytest.raises(FailedPrecondition):
+        asyncio.run(search.search_text("a dog", 5, SearchFilter(), None, None))
+    monkeypatch.setattr(search, "_pixels", lambda data: asyncio.sleep(0, np.zeros((3, 224, 224), np.float32)))
+    with pytest.raises(FailedPrecondition):
+        asyncio.run(search.search_image(b"jpeg bytes", None, 5, SearchFilter(), None, False, None))
+    assert encoder.calls == 0
