@@ -9,7 +9,7 @@ PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
-.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-levers bench-floor bench-gpu bench-store clean
+.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
@@ -74,6 +74,11 @@ bench-levers: install
 bench-floor: install
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.floor
+
+# HNSW ef against recall and SearchText latency at 100k and 1M vectors (about 45 minutes; docs/benchmarks.md).
+bench-ef: install
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.ef_sweep
 
 # The GPU path (towers in fp16, CUDA graphs, nvJPEG) on a host with a CUDA GPU; GPU_PYTHON must have CUDA torch and torchvision.
 GPU_PYTHON ?= python3
