@@ -8,8 +8,9 @@ GPU machines, so this measures the parts with PyTorch fp16 on the same ViT-B/32 
 - the text tower at batch 1 by query length, launched op by op (eager) and replayed as one CUDA
   graph (what TensorRT or onnxruntime's CUDA graphs do for a served model), and batched;
 - the vision tower by batch size (img/s);
-- JPEG decoding with the product's own CPU path (``inference.images.load_pixels``) on one core and
-  on every core, against nvJPEG on the GPU (``torchvision.io.decode_jpeg``) with the same CLIP
+- JPEG decoding with the product's own CPU code (``inference.images``) on one core and on every
+  core (a process pool sending float32 pixels, uint8 crops as the reindex job does, or nothing),
+  against nvJPEG on the GPU (``torchvision.io.decode_jpeg``) with the same CLIP
   preprocessing done on the GPU, and the whole GPU reindex path (JPEG bytes → embeddings);
 - parity: fp16 against fp32 embeddings, CUDA graph against eager, GPU against CPU preprocessing.
 
