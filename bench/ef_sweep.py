@@ -46,6 +46,7 @@ def sweep_size(size: int, efs: list[int], rounds: int, requests: int, repo: Path
         result["recall_at_10"] = measure_recall(index, collection, base, query_vectors(base, 200), tuple(efs))
         log(f"recall@10 by ef: {result['recall_at_10']}")
         triton, tports = start_triton(repo, data / "triton-ef")
+        queries = sentences()
         try:
             order = [efs[0]] + [ef for _ in range(rounds) for ef in efs]  # the first pass is discarded
             for number, ef in enumerate(order):
@@ -53,7 +54,7 @@ def sweep_size(size: int, efs: list[int], rounds: int, requests: int, repo: Path
                 gateway = Gateway(repo, f"127.0.0.1:{tports.grpc}", uri, ALIAS, ef, data / "gateway-ef.log")
                 try:
                     pids = {"triton": triton.pid or 0, "gateway": gateway.process.pid or 0, "milvus": milvus.pid or 0}
-                    measured = measure_search(gateway.address, sentences(), requests, pids)
+                    measured = measure_search(gateway.address, queries, requests, pids)
                 finally:
                     gateway.stop()
                 if number:
@@ -108,7 +109,7 @@ def main() -> None:
     report: dict[str, Any] = {**run_header(), "efs": efs, "rounds": args.rounds, "requests": args.requests, "sizes": {}}
     for size in (int(s) for s in args.sizes.split(",")):
         report["sizes"][str(size)] = sweep_size(size, efs, args.rounds, args.requests, repo, args.data, stamp, manifest.dimension)
-    path = publish(report, args.out, "-ef", START, END, render, ROOT)
+    path = publish(report, args.out, "-ef", START, END, render)
     log(f"wrote {path}; updated docs/benchmarks.md")
 
 

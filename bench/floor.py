@@ -136,7 +136,7 @@ def main() -> None:
         manifest = Manifest.read(repo)
         report["towers"][precision] = {"text": text_tower(manifest.version_dir(repo, TEXT_MODEL) / "model.onnx"),
                                        "vision": vision_tower(manifest.version_dir(repo, VISION_MODEL) / "model.onnx")}
-    publish(report, args.out, "-floor", START, END, render, ROOT)
+    publish(report, args.out, "-floor", START, END, render)
 
 
 if __name__ == "__main__":

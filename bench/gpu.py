@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import photo_like_jpegs
-from bench.report import ROOT, publish, replace_between, run_header
+from bench.report import ROOT, publish, publish_docs, run_header
 from export.checkpoint import random_configs
-from inference.images import PreprocessConfig, load_crop, load_pixels, normalize
+from inference.images import PreprocessConfig, load_crop, load_pixels, normalize, resize_shape
 
 START, END = "<!-- gpu:start -->", "<!-- gpu:end -->"
 TEXT_LENGTHS = (8, 16, 77)
@@ -166,9 +166,8 @@ def gpu_preprocess(images: torch.Tensor, config: PreprocessConfig, dtype: torch.
     The same steps as ``inference.images.preprocess_one``: shortest-edge bicubic resize, center
     crop, rescale, normalize; done with torch ops so they run next to the decoder.
     """
-    height, width = images.shape[-2:]
-    scale = config.shortest_edge / min(height, width)
-    size = (config.shortest_edge, int(width * scale)) if height <= width else (int(height * scale), config.shortest_edge)
+    new_width, new_height = resize_shape(images.shape[-1], images.shape[-2], config.shortest_edge)
+    size = (new_height, new_width)
     resized = F.interpolate(images.float(), size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255).round_()
     top, left = (size[0] - config.crop_size) // 2, (size[1] - config.crop_size) // 2
     crop = resized[..., top : top + config.crop_size, left : left + config.crop_size] / 255
@@ -324,16 +323,14 @@ def main() -> None:
     parser.add_argument("--render", type=Path, help="rewrite the docs section from this JSON instead of measuring")
     args = parser.parse_args()
     if args.render:
-        report = json.loads(args.render.read_text())
-        replace_between(ROOT / "docs" / "benchmarks.md", START, END, render(report))
-        print(render(report))
+        publish_docs(json.loads(args.render.read_text()), START, END, render)
         return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA GPU is visible to PyTorch here; run this on a GPU host, or pass --device cpu --tiny for a smoke run")
     with tempfile.TemporaryDirectory() as work:
         report = measure(device, args.tiny, args.repeats, args.images, Path(work))
-    publish(report, args.out, "-gpu", START, END, render, ROOT)
+    publish(report, args.out, "-gpu", START, END, render)
 
 
 if __name__ == "__main__":

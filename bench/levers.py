@@ -262,7 +262,7 @@ def main() -> None:
     finally:
         index.close()
         milvus.stop(timeout_s=5)
-    path = publish(report, args.out, "-levers", START, END, render, ROOT)
+    path = publish(report, args.out, "-levers", START, END, render)
     log(f"wrote {path}; updated docs/benchmarks.md")
 
 

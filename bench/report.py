@@ -96,11 +96,11 @@ def write_plots(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def markdown(report: dict[str, Any], source: Path) -> str:
+def markdown(report: dict[str, Any]) -> str:
     """The generated section of ``docs/benchmarks.md``."""
     lines = [
         f"Latest run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report['commit']}`, "
-        f"mode `{report['mode']}`, model: {report['model']}. Raw data: `{source}`.",
+        f"mode `{report['mode']}`, model: {report['model']}. Raw data: `{report['path']}`.",
         "",
         "SearchText end to end (gRPC client → gateway → Triton → Milvus, unique queries; baseline: FastAPI + PyTorch + one Milvus query):",
         "",
@@ -159,18 +159,19 @@ def replace_between(doc: Path, start: str, end: str, body: str) -> None:
     doc.write_text(f"{head}{start}\n{body}\n{end}{rest.partition(end)[2]}")
 
 
-def publish(report: dict[str, Any], out: Path, suffix: str, start: str, end: str, render: Callable[[dict[str, Any]], str], root: Path) -> Path:
-    """Write ``report`` as ``<out>/<date>-<host><suffix>.json`` and its rendering between the markers of docs/benchmarks.md."""
+def publish_docs(report: dict[str, Any], start: str, end: str, render: Callable[[dict[str, Any]], str]) -> str:
+    """Write ``render(report)`` between the markers of docs/benchmarks.md and print it."""
+    text = render(report)
+    replace_between(ROOT / "docs" / "benchmarks.md", start, end, text)
+    print(text)
+    return text
+
+
+def publish(report: dict[str, Any], out: Path, suffix: str, start: str, end: str, render: Callable[[dict[str, Any]], str]) -> Path:
+    """Write ``report`` as ``<out>/<date>-<host><suffix>.json``, then its rendering into docs/benchmarks.md."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{report['date']}-{report['host']}{suffix}.json"
-    report["path"] = str(path.relative_to(root) if path.is_relative_to(root) else path)
+    report["path"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     path.write_text(json.dumps(report, indent=2))
-    text = render(report)
-    replace_between(root / "docs" / "benchmarks.md", start, end, text)
-    print(text)
+    publish_docs(report, start, end, render)
     return path
-
-
-def update_docs(report: dict[str, Any], doc: Path, source: Path) -> None:
-    """Replace the generated section between the markers of ``doc``."""
-    replace_between(doc, START, END, markdown(report, source))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
-from bench.report import run_header
+from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
 from export.main import refresh_layout, run_export
 from gateway.index import HnswParams, ImageIndex, ModelStamp, make_row
 from gateway.milvus_server import start_milvus
@@ -37,7 +36,6 @@ from reindex.job import Reindexer
 from t2i.client import GatewayClient
 from t2i.stack import gateway_serving
 
-ROOT = Path(__file__).resolve().parent.parent
 ADJECTIVES = ("red", "black", "small", "old", "shiny", "wet", "happy", "blue", "wooden", "tall", "striped", "green")
 NOUNS = ("dog", "car", "cat", "house", "bicycle", "tree", "boat", "horse", "cup of coffee", "astronaut", "rocket", "bird", "train", "flower")
 PLACES = ("on grass", "in the city", "at night", "on a beach", "in the snow", "near a lake", "under the sun", "in a kitchen", "on a table", "in the rain")
@@ -300,15 +298,9 @@ def main() -> None:
     finally:
         index.close()
         milvus.stop(timeout_s=5)
-    from bench.report import add_ratios, update_docs, write_plots
-
     add_ratios(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['date']}-{report['host']}"
-    path = args.out / f"{stem}.json"
-    path.write_text(json.dumps(report, indent=2))
-    write_plots(report, args.out, stem)
-    update_docs(report, ROOT / "docs" / "benchmarks.md", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    path = publish(report, args.out, "", START, END, markdown)
+    write_plots(report, args.out, path.stem)
     log(f"wrote {path} and plots; updated docs/benchmarks.md")
 
 

@@ -205,10 +205,10 @@ class Reindexer:
                 pending = decoding.popleft()
                 if upcoming := next(queued, None):
                     decoding.append(submit(upcoming))
-                pixels, good = [], []
+                crops, good = [], []
                 for image, future in pending:
                     try:
-                        pixels.append(await asyncio.wrap_future(future, loop=loop))
+                        crops.append(await asyncio.wrap_future(future, loop=loop))
                         good.append(image)
                     except InvalidArgument as exc:
                         report.skipped.append((image.id, str(exc)))
@@ -216,8 +216,8 @@ class Reindexer:
                         report.skipped.append((image.id, f"could not read: {exc}"))
                 if good:
                     # Several batches in flight keep Triton busy while the last one's rows are inserted.
-                    batch_pixels = normalize(np.stack(pixels), config)
-                    in_flight.append(asyncio.create_task(self._encode_and_insert(good, batch_pixels, hashes, report, creating)))
+                    pixels = normalize(np.stack(crops), config)
+                    in_flight.append(asyncio.create_task(self._encode_and_insert(good, pixels, hashes, report, creating)))
                     if len(in_flight) >= self.in_flight:
                         await in_flight.popleft()
                 bar.update(len(pending))
