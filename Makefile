@@ -9,17 +9,20 @@ PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
-.PHONY: install protos demo up test test-unit test-integration export bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store clean
+# The extras of pyproject.toml that the development environment holds (all of them).
+EXTRAS := gateway,reindex,export,devstack,dev
+
+.PHONY: install protos demo up test lint test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+# Every extra, with the exact versions of constraints.txt; the project itself is editable.
+$(VENV)/.installed: constraints.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (the Triton python-backend stub embeds 3.11); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
-	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 $(TRITON_VENV)/.installed: requirements-triton.txt requirements-triton-nodeps.txt
@@ -45,10 +48,27 @@ up: install
 export: install
 	$(BIN)/t2i export --model $(or $(MODEL),openai/clip-vit-base-patch32)
 
-# Unit tests, then integration tests against real Triton, Milvus and gRPC servers that the
-# test session starts on free loopback ports and stops by process id.
-test: install
+# Lint, format, types and the import-layer contract, then unit tests, then integration tests
+# against real Triton, Milvus and gRPC servers that the test session starts on free loopback
+# ports and stops by process id.
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# A gateway-only environment (no torch, transformers or optimum) in $(GATEWAY_ENV), built the way a
+# runtime image installs the project; prints its size next to the full development environment's.
+GATEWAY_ENV ?= /tmp/t2i-gateway-env
+gateway-env: $(PROTO_OUT)
+	rm -rf $(GATEWAY_ENV) && $(PYTHON) -m venv $(GATEWAY_ENV)
+	$(GATEWAY_ENV)/bin/pip install --quiet -c constraints.txt ".[gateway,reindex]"
+	$(GATEWAY_ENV)/bin/python -c 'import sys, gateway.server, reindex.main; heavy = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]; sys.exit(f"loaded {heavy}" if heavy else 0)'
+	cd /tmp && $(GATEWAY_ENV)/bin/python -m gateway.server --help > /dev/null
+	@du -sh $(GATEWAY_ENV) $(VENV)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

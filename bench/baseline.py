@@ -18,8 +18,8 @@ from PIL import Image
 from pydantic import BaseModel
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
+from core.index import make_row
 from export.checkpoint import load_towers
-from gateway.index import make_row
 
 
 class SearchBody(BaseModel):
@@ -32,8 +32,7 @@ class SearchBody(BaseModel):
 def baseline_model(model: str) -> CLIPModel:
     """A ``CLIPModel`` holding exactly the weights of ``load_towers(model)``."""
     towers = load_towers(model)
-    clip = CLIPModel(CLIPConfig(text_config=towers.text.config.to_dict(), vision_config=towers.vision.config.to_dict(),
-                                projection_dim=towers.dimension))
+    clip = CLIPModel(CLIPConfig(text_config=towers.text.config.to_dict(), vision_config=towers.vision.config.to_dict(), projection_dim=towers.dimension))
     state = {**towers.text.state_dict(), **{k: v for k, v in towers.vision.state_dict().items()}}
     missing, unexpected = clip.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"logit_scale"}, (missing, unexpected)
@@ -57,8 +56,9 @@ def create_app() -> Any:
             inputs = tokenizer([body.query], padding=True, truncation=True, max_length=77, return_tensors="pt")
             features = model.get_text_features(**inputs)
             vector = torch.nn.functional.normalize(features, dim=-1)[0].tolist()
-        result = client.search(collection, data=[vector], limit=body.top_k, output_fields=["uri"],
-                               search_params={"metric_type": "COSINE", "params": {"ef": max(64, body.top_k)}})
+        result = client.search(
+            collection, data=[vector], limit=body.top_k, output_fields=["uri"], search_params={"metric_type": "COSINE", "params": {"ef": max(64, body.top_k)}}
+        )
         return {"hits": [{"id": h["id"], "score": h["distance"], "uri": h["entity"].get("uri", "")} for h in result[0]]}
 
     return app

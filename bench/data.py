@@ -52,7 +52,7 @@ def photo_like_jpegs(folder: Path, count: int, size: tuple[int, int] = (640, 480
         return existing[:count]
     rng = np.random.default_rng(seed)
     width, height = size
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys = np.mgrid[0:height, 0:width][0].astype(np.float32)
     for i in range(count):
         path = folder / f"photo_{i:05d}.jpg"
         if path.exists():

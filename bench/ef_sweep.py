@@ -21,11 +21,11 @@ from bench.levers import measure_search
 from bench.procs import wait_for_quiet
 from bench.report import publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, measure_recall, sentences
-from gateway.index import HnswParams, ImageIndex, ModelStamp
-from gateway.milvus_server import start_milvus
-from inference.logs import configure_logging
-from inference.manifest import Manifest
-from inference.triton_server import start_triton
+from core.index import HnswParams, ImageIndex, ModelStamp
+from core.logs import configure_logging
+from core.manifest import Manifest
+from devstack.milvus import start_milvus
+from devstack.triton import start_triton
 
 START, END = "<!-- ef:start -->", "<!-- ef:end -->"
 ALIAS = "ef_sweep"
@@ -58,9 +58,16 @@ def sweep_size(size: int, efs: list[int], rounds: int, requests: int, repo: Path
                 finally:
                     gateway.stop()
                 if number:
-                    result["runs"][str(ef)].append({"c1_unique_p50_ms": measured["c1_unique"]["p50_ms"], "c1_unique_p95_ms": measured["c1_unique"]["p95_ms"],
-                                                    "c1_cached_p50_ms": measured["c1_cached"]["p50_ms"], "c16_qps": measured["c16_unique"]["qps"],
-                                                    "c16_p99_ms": measured["c16_unique"]["p99_ms"], "milvus_cpu_ms_per_query": measured["c16_cpu_ms_per_query"]["milvus"]})
+                    result["runs"][str(ef)].append(
+                        {
+                            "c1_unique_p50_ms": measured["c1_unique"]["p50_ms"],
+                            "c1_unique_p95_ms": measured["c1_unique"]["p95_ms"],
+                            "c1_cached_p50_ms": measured["c1_cached"]["p50_ms"],
+                            "c16_qps": measured["c16_unique"]["qps"],
+                            "c16_p99_ms": measured["c16_unique"]["p99_ms"],
+                            "milvus_cpu_ms_per_query": measured["c16_cpu_ms_per_query"]["milvus"],
+                        }
+                    )
                     log(f"{size:,} ef={ef}: {result['runs'][str(ef)][-1]}")
         finally:
             triton.stop()
@@ -86,9 +93,11 @@ def render(report: dict[str, Any]) -> str:
     ]
     for size, result in report["sizes"].items():
         for ef, runs in result["runs"].items():
-            lines.append(f"| {int(size):,} | {ef} | {result['recall_at_10'][ef]:.3f} | {_span([r['c1_unique_p50_ms'] for r in runs], '.1f')} ms | "
-                         f"{_span([r['c1_cached_p50_ms'] for r in runs], '.1f')} ms | {_span([r['c16_qps'] for r in runs], '.0f')} | "
-                         f"{_span([r['milvus_cpu_ms_per_query'] for r in runs], '.1f')} ms |")
+            lines.append(
+                f"| {int(size):,} | {ef} | {result['recall_at_10'][ef]:.3f} | {_span([r['c1_unique_p50_ms'] for r in runs], '.1f')} ms | "
+                f"{_span([r['c1_cached_p50_ms'] for r in runs], '.1f')} ms | {_span([r['c16_qps'] for r in runs], '.0f')} | "
+                f"{_span([r['milvus_cpu_ms_per_query'] for r in runs], '.1f')} ms |"
+            )
     return "\n".join(lines)
 
 
@@ -104,7 +113,7 @@ def main() -> None:
     configure_logging("WARNING")
     repo = ensure_repo(args.data / "repo-int8", "int8")
     manifest = Manifest.read(repo)
-    stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
+    stamp = ModelStamp.of(manifest)
     efs = [int(ef) for ef in args.efs.split(",")]
     report: dict[str, Any] = {**run_header(), "efs": efs, "rounds": args.rounds, "requests": args.requests, "sizes": {}}
     for size in (int(s) for s in args.sizes.split(",")):

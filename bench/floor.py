@@ -23,8 +23,8 @@ from onnx import TensorProto, helper
 
 from bench.report import publish, run_header
 from bench.run import ROOT, ensure_repo
-from inference.logs import configure_logging
-from inference.manifest import TEXT_MODEL, VISION_MODEL, Manifest
+from core.logs import configure_logging
+from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
 
 START, END = "<!-- floor:start -->", "<!-- floor:end -->"
 THREADS = 2
@@ -53,8 +53,13 @@ def gemm_rate(work: Path, m: int = 400, k: int = 768, n: int = 3072) -> dict[str
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [k, n], np.random.default_rng(0).standard_normal((k, n)).astype(np.float32).flatten())
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, work / "gemm.onnx")
@@ -116,9 +121,13 @@ def render(report: dict[str, Any]) -> str:
     ]
     for precision, tower in towers.items():
         text, vision = tower["text"], tower["vision"]
-        lines.append(f"| text | {precision} | {text['b1_len8_ms']:.1f} / {text['b1_len12_ms']:.1f} / {text['b1_len16_ms']:.1f} / {text['b1_len77_ms']:.1f} ms "
-                     f"(8 / 12 / 16 / 77 tokens) | {text['b16_len12_ms']:.0f} ms for 16 × 12 tokens | {text['queries_per_s_ceiling']:.0f} queries/s |")
-        lines.append(f"| vision | {precision} | {vision['b1_ms']:.0f} ms | {vision['b8_ms']:.0f} ms for 8 images | {vision['images_per_s_ceiling']:.1f} img/s |")
+        lines.append(
+            f"| text | {precision} | {text['b1_len8_ms']:.1f} / {text['b1_len12_ms']:.1f} / {text['b1_len16_ms']:.1f} / {text['b1_len77_ms']:.1f} ms "
+            f"(8 / 12 / 16 / 77 tokens) | {text['b16_len12_ms']:.0f} ms for 16 × 12 tokens | {text['queries_per_s_ceiling']:.0f} queries/s |"
+        )
+        lines.append(
+            f"| vision | {precision} | {vision['b1_ms']:.0f} ms | {vision['b8_ms']:.0f} ms for 8 images | {vision['images_per_s_ceiling']:.1f} img/s |"
+        )
     return "\n".join(lines)
 
 
@@ -134,8 +143,10 @@ def main() -> None:
         report["gemm"] = gemm_rate(Path(work))
     for precision, repo in repos.items():
         manifest = Manifest.read(repo)
-        report["towers"][precision] = {"text": text_tower(manifest.version_dir(repo, TEXT_MODEL) / "model.onnx"),
-                                       "vision": vision_tower(manifest.version_dir(repo, VISION_MODEL) / "model.onnx")}
+        report["towers"][precision] = {
+            "text": text_tower(manifest.version_dir(repo, TEXT_MODEL) / "model.onnx"),
+            "vision": vision_tower(manifest.version_dir(repo, VISION_MODEL) / "model.onnx"),
+        }
     publish(report, args.out, "-floor", START, END, render)
 
 

@@ -147,7 +147,9 @@ def vision_tower(vision: torch.nn.Module, device: torch.device, dtype: torch.dty
     return result
 
 
-def precision_parity(towers32: tuple[torch.nn.Module, torch.nn.Module], towers16: tuple[torch.nn.Module, torch.nn.Module], device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+def precision_parity(
+    towers32: tuple[torch.nn.Module, torch.nn.Module], towers16: tuple[torch.nn.Module, torch.nn.Module], device: torch.device, dtype: torch.dtype
+) -> dict[str, float]:
     """Smallest cosine between fp32 and ``dtype`` embeddings of the same inputs (same weights)."""
     text32, vision32 = towers32
     text16, vision16 = towers16
@@ -156,8 +158,10 @@ def precision_parity(towers32: tuple[torch.nn.Module, torch.nn.Module], towers16
     size = int(vision32.config.image_size)
     pixels = torch.randn(16, 3, size, size, generator=rng).to(device)
     with torch.inference_mode():
-        return {"text_min_cos": cosine_min(text_embeds(text32)(ids), text_embeds(text16)(ids)),
-                "vision_min_cos": cosine_min(image_embeds(vision32)(pixels), image_embeds(vision16)(pixels.to(dtype)))}
+        return {
+            "text_min_cos": cosine_min(text_embeds(text32)(ids), text_embeds(text16)(ids)),
+            "vision_min_cos": cosine_min(image_embeds(vision32)(pixels), image_embeds(vision16)(pixels.to(dtype))),
+        }
 
 
 def gpu_preprocess(images: torch.Tensor, config: PreprocessConfig, dtype: torch.dtype) -> torch.Tensor:
@@ -205,9 +209,11 @@ def cpu_decode(jpegs: list[bytes], workers: int) -> dict[str, float]:
     work = jpegs * max(1, workers)
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pool.map(_cpu_pixels, jpegs[:workers])
-        for name, run in (("float32", lambda: pool.map(_cpu_pixels, work, chunksize=8)),
-                          ("uint8", lambda: [normalize(np.stack(chunk), config) for chunk in _chunks(pool.map(_cpu_crop, work, chunksize=8), 32)]),
-                          ("kept", lambda: pool.map(_cpu_crop_kept, work, chunksize=8))):
+        for name, run in (
+            ("float32", lambda: pool.map(_cpu_pixels, work, chunksize=8)),
+            ("uint8", lambda: [normalize(np.stack(chunk), config) for chunk in _chunks(pool.map(_cpu_crop, work, chunksize=8), 32)]),
+            ("kept", lambda: pool.map(_cpu_crop_kept, work, chunksize=8)),
+        ):
             start = time.perf_counter()
             run()
             result[f"{name}_images_per_s"] = len(work) / (time.perf_counter() - start)
@@ -281,19 +287,26 @@ def render(report: dict[str, Any]) -> str:
     ]
     for length in TEXT_LENGTHS:
         graph = text.get(f"b1_len{length}_graph_ms")
-        lines.append(f"| text tower, batch 1, {length} tokens | latency, eager / CUDA graph | {text[f'b1_len{length}_eager_ms']:.2f} ms"
-                     + (f" / {graph:.2f} ms |" if graph is not None else " / – |"))
+        lines.append(
+            f"| text tower, batch 1, {length} tokens | latency, eager / CUDA graph | {text[f'b1_len{length}_eager_ms']:.2f} ms"
+            + (f" / {graph:.2f} ms |" if graph is not None else " / – |")
+        )
     for batch in TEXT_BATCHES:
-        lines.append(f"| text tower, batch {batch}, 16 tokens | throughput | {text[f'b{batch}_len16_queries_per_s']:,.0f} queries/s "
-                     f"({text[f'b{batch}_len16_ms']:.2f} ms a batch) |")
+        lines.append(
+            f"| text tower, batch {batch}, 16 tokens | throughput | {text[f'b{batch}_len16_queries_per_s']:,.0f} queries/s "
+            f"({text[f'b{batch}_len16_ms']:.2f} ms a batch) |"
+        )
     for key in sorted((k for k in vision if k.endswith("_images_per_s")), key=lambda k: int(k[1:].split("_")[0])):
         batch = key[1:].split("_")[0]
         lines.append(f"| vision tower, batch {batch} | throughput | {vision[key]:,.0f} img/s ({vision[f'b{batch}_ms']:.2f} ms a batch) |")
     if "b1_graph_ms" in vision:
         lines.append(f"| vision tower, batch 1 | latency, CUDA graph | {vision['b1_graph_ms']:.2f} ms |")
     lines.append(f"| JPEG decode + CLIP preprocessing, CPU (the product's code), one core | latency | {cpu['one_core_ms_per_image']:.1f} ms an image |")
-    for key, what in (("float32", "float32 pixels sent back (the reindex pool before)"), ("uint8", "uint8 crops sent back, the parent normalizes (the reindex pool now)"),
-                      ("kept", "nothing sent back (the pipe left out)")):
+    for key, what in (
+        ("float32", "float32 pixels sent back (the reindex pool before)"),
+        ("uint8", "uint8 crops sent back, the parent normalizes (the reindex pool now)"),
+        ("kept", "nothing sent back (the pipe left out)"),
+    ):
         lines.append(f"| the same on {cpu['workers']} processes, {what} | throughput | {cpu[f'{key}_images_per_s']:,.0f} img/s |")
     if "gpu_decode" in report:
         gpu = report["gpu_decode"]
@@ -307,8 +320,10 @@ def render(report: dict[str, Any]) -> str:
         checks.append(f"CUDA graph against eager: min cosine {min(graph_cos):.5f}")
     if "gpu_decode" in report:
         gpu = report["gpu_decode"]
-        checks.append(f"GPU against CPU preprocessing: mean |Δpixel| {gpu['pixels_mean_abs_diff']:.4f} (normalized units), "
-                      f"embedding min cosine {gpu['embedding_min_cos']:.5f}")
+        checks.append(
+            f"GPU against CPU preprocessing: mean |Δpixel| {gpu['pixels_mean_abs_diff']:.4f} (normalized units), "
+            f"embedding min cosine {gpu['embedding_min_cos']:.5f}"
+        )
     lines += ["", "Checks in the same run: " + "; ".join(checks) + "."]
     return "\n".join(lines)
 

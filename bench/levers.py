@@ -28,13 +28,13 @@ from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
 from bench.report import publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline, sentences
-from gateway.index import HnswParams, ImageIndex, ModelStamp
-from gateway.milvus_server import start_milvus
-from inference.logs import configure_logging
-from inference.manifest import TEXT_MODEL, VISION_MODEL, Manifest
+from core.index import HnswParams, ImageIndex, ModelStamp
+from core.logs import configure_logging
+from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
+from devstack.milvus import start_milvus
+from devstack.triton import start_triton
 from inference.tokenizer import TokenBatch
 from inference.triton_client import RetryPolicy, TritonEncoder
-from inference.triton_server import start_triton
 from reindex.job import Reindexer
 from t2i.client import GatewayClient
 
@@ -56,7 +56,9 @@ def queue_delay(microseconds: int) -> Edit:
 
 
 def instances(count: int, threads: int) -> Edit:
-    return lambda config: config.replace("count: 1", f"count: {count}").replace('"intra_op_threads" value { string_value: "2" }', f'"intra_op_threads" value {{ string_value: "{threads}" }}')
+    return lambda config: config.replace("count: 1", f"count: {count}").replace(
+        '"intra_op_threads" value { string_value: "2" }', f'"intra_op_threads" value {{ string_value: "{threads}" }}'
+    )
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ async def sequence_length(url: str, repo: Path, queries: list[str], calls: int) 
         result["mean_query_tokens"] = float(np.mean([b.lengths[0] for b in batches]))
         for name, width in (("padded_to_77", 77), ("padded_to_16", 16), ("shipped_buckets", 0)):
             timings = []
-            for tokens in batches:
+            for batch in batches:
+                tokens = batch
                 if width:
                     ids = np.full((1, width), encoder.tokenizer.pad_id, np.int64)
                     mask = np.zeros((1, width), np.int64)
@@ -200,7 +203,11 @@ def render(report: dict[str, Any]) -> str:
         f"shipped buckets (multiples of 4): {seq['shipped_buckets_p50_ms']:.1f} ms.",
     ]
     baseline = report["reindex_baseline_img_per_s"]
-    lines += ["", f"| reindex setting ({report['reindex_images']} JPEGs, int8) | whole job img/s | pipeline img/s | pipeline vs baseline |", "| --- | --- | --- | --- |"]
+    lines += [
+        "",
+        f"| reindex setting ({report['reindex_images']} JPEGs, int8) | whole job img/s | pipeline img/s | pipeline vs baseline |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| {name} | {rate['job']:.1f} | {rate['pipeline']:.1f} | {rate['pipeline'] / baseline:.2f}× |" for name, rate in report["reindex"].items()]
     lines.append(f"| baseline: PyTorch, one image at a time (first {report['reindex_baseline_images']} files) | - | {baseline:.1f} | 1.00× |")
     return "\n".join(lines)
@@ -218,10 +225,12 @@ def main() -> None:
     configure_logging("WARNING")  # quiet pymilvus's tracebacks for expected misses (no alias yet)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
     manifest = Manifest.read(repos["int8"])
-    stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
+    stamp = ModelStamp.of(manifest)
     report: dict[str, Any] = {
         **run_header(),
-        "size": args.size, "search": {}, "reindex_images": args.images,
+        "size": args.size,
+        "search": {},
+        "reindex_images": args.images,
     }
     queries = sentences()
     shutil.rmtree(args.data / "milvus-levers", ignore_errors=True)

@@ -61,8 +61,15 @@ def run_load(call: Callable[[int], None], concurrency: int, requests: int, time_
         thread.join()
     wall = time.perf_counter() - wall
     values = np.asarray(latencies or [float("nan")])
-    return LoadResult(concurrency, len(latencies), errors, float(np.percentile(values, 50)), float(np.percentile(values, 95)),
-                      float(np.percentile(values, 99)), len(latencies) / wall if wall else 0.0)
+    return LoadResult(
+        concurrency,
+        len(latencies),
+        errors,
+        float(np.percentile(values, 50)),
+        float(np.percentile(values, 95)),
+        float(np.percentile(values, 99)),
+        len(latencies) / wall if wall else 0.0,
+    )
 
 
 class HttpJsonClient:

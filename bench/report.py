@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_header(accelerator: str = "no GPU") -> dict[str, str]:
     """What every benchmark report starts with: the date, the host, the machine and the commit."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
-    return {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {accelerator}",
-            "commit": commit or "unknown"}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "host": platform.node(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {accelerator}",
+        "commit": commit or "unknown",
+    }
 
 
 def _at(levels: list[dict[str, float]], concurrency: int) -> dict[str, float]:
@@ -60,7 +64,7 @@ def write_plots(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
     paths = []
     sizes = list(report["search"])
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
-    for ax, size in zip(axes[0], sizes):
+    for ax, size in zip(axes[0], sizes, strict=False):
         for name, runs in report["search"][size].items():
             levels = runs["unique"]
             xs = [level["concurrency"] for level in levels]
@@ -111,30 +115,51 @@ def markdown(report: dict[str, Any]) -> str:
         for name, result in runs.items():
             for level in result["unique"]:
                 ratio = report["ratios"].get(f"{size}/{name}/c{level['concurrency']}/p50_speedup")
-                lines.append(f"| {int(size):,} | {name} | {level['concurrency']} | {level['p50_ms']:.1f} | {level['p95_ms']:.1f} | {level['p99_ms']:.1f} | "
-                             f"{level['qps']:.1f} | {f'{ratio:.1f}×' if ratio else '-'} |")
-    lines += ["", "Repeated query (embedding cache hit), concurrency 1, and gateway memory:", "", "| vectors | stack | p50 ms | gateway RSS MB |", "| --- | --- | --- | --- |"]
+                lines.append(
+                    f"| {int(size):,} | {name} | {level['concurrency']} | {level['p50_ms']:.1f} | {level['p95_ms']:.1f} | {level['p99_ms']:.1f} | "
+                    f"{level['qps']:.1f} | {f'{ratio:.1f}×' if ratio else '-'} |"
+                )
+    lines += [
+        "",
+        "Repeated query (embedding cache hit), concurrency 1, and gateway memory:",
+        "",
+        "| vectors | stack | p50 ms | gateway RSS MB |",
+        "| --- | --- | --- | --- |",
+    ]
     for size, runs in report["search"].items():
         for name, result in runs.items():
             if "cached_c1" in result:
                 lines.append(f"| {int(size):,} | {name} | {result['cached_c1']['p50_ms']:.1f} | {result['gateway_rss_mb']:.0f} |")
-    lines += ["", "Recall@10 of the Milvus HNSW index (M=16, efConstruction=200) against exact search, by `ef`:", "", "| vectors | " + " | ".join(f"ef={ef}" for ef in next(iter(report["recall_at_10"].values()))) + " |",
-              "| --- |" + " --- |" * len(next(iter(report["recall_at_10"].values())))]
+    lines += [
+        "",
+        "Recall@10 of the Milvus HNSW index (M=16, efConstruction=200) against exact search, by `ef`:",
+        "",
+        "| vectors | " + " | ".join(f"ef={ef}" for ef in next(iter(report["recall_at_10"].values()))) + " |",
+        "| --- |" + " --- |" * len(next(iter(report["recall_at_10"].values()))),
+    ]
     for size, by_ef in report["recall_at_10"].items():
         lines.append(f"| {int(size):,} | " + " | ".join(f"{value:.3f}" for value in by_ef.values()) + " |")
     if "soak" in report:
         soak = report["soak"]
         size, stack = str(report["sizes"][-1]), "ours_fp32"
         saturation = _at(report["search"][size][stack]["unique"], 16)["qps"] if stack in report["search"].get(size, {}) else float("nan")
-        lines += ["", f"Soak: {soak['seconds']:.0f} s of SearchText at concurrency {soak['concurrency']} with {soak.get('queries', 0):,} distinct queries "
-                  f"({soak['qps']:.1f} queries/s, {100 * soak['qps'] / saturation:.0f}% of the c=16 throughput): gateway RSS "
-                  f"{soak['rss_mb'][0]:.0f} MB at start, {max(soak['rss_mb']):.0f} MB at most, {soak['rss_mb'][-1]:.0f} MB at the end; "
-                  f"growth {soak['rss_growth_mb']:+.1f} MB in all, {soak.get('rss_growth_second_half_mb', float('nan')):+.1f} MB over the second half "
-                  "(the embedding cache fills to its bound in the first)."]
+        lines += [
+            "",
+            f"Soak: {soak['seconds']:.0f} s of SearchText at concurrency {soak['concurrency']} with {soak.get('queries', 0):,} distinct queries "
+            f"({soak['qps']:.1f} queries/s, {100 * soak['qps'] / saturation:.0f}% of the c=16 throughput): gateway RSS "
+            f"{soak['rss_mb'][0]:.0f} MB at start, {max(soak['rss_mb']):.0f} MB at most, {soak['rss_mb'][-1]:.0f} MB at the end; "
+            f"growth {soak['rss_growth_mb']:+.1f} MB in all, {soak.get('rss_growth_second_half_mb', float('nan')):+.1f} MB over the second half "
+            "(the embedding cache fills to its bound in the first).",
+        ]
     reindex = report["reindex"]
-    lines += ["", "Reindex, photo-like 640×480 JPEG files to vectors in Milvus. The whole job includes creating the collection and "
-              "sealing it (flush, wait for HNSW); the pipeline is decode, encode and insert alone, which is what the baseline's loop times:", "",
-              "| path | whole job img/s | pipeline img/s | job vs baseline | pipeline vs baseline |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Reindex, photo-like 640×480 JPEG files to vectors in Milvus. The whole job includes creating the collection and "
+        "sealing it (flush, wait for HNSW); the pipeline is decode, encode and insert alone, which is what the baseline's loop times:",
+        "",
+        "| path | whole job img/s | pipeline img/s | job vs baseline | pipeline vs baseline |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for precision in ("fp32", "int8"):
         if f"ours_{precision}_img_per_s" in reindex:
             job, pipeline = reindex[f"ours_{precision}_img_per_s"], reindex.get(f"ours_{precision}_pipeline_img_per_s", float("nan"))

@@ -24,17 +24,17 @@ from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_v
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
 from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
+from core.index import HnswParams, ImageIndex, ModelStamp, make_row
+from core.logs import configure_logging
+from core.manifest import Manifest
+from devstack.milvus import start_milvus
+from devstack.process import ManagedProcess, free_port
+from devstack.stack import gateway_serving
+from devstack.triton import start_triton
 from export.main import refresh_layout, run_export
-from gateway.index import HnswParams, ImageIndex, ModelStamp, make_row
-from gateway.milvus_server import start_milvus
-from inference.logs import configure_logging
-from inference.manifest import Manifest
-from inference.process import ManagedProcess, free_port
 from inference.triton_client import RetryPolicy, TritonEncoder
-from inference.triton_server import start_triton
 from reindex.job import Reindexer
 from t2i.client import GatewayClient
-from t2i.stack import gateway_serving
 
 ADJECTIVES = ("red", "black", "small", "old", "shiny", "wet", "happy", "blue", "wooden", "tall", "striped", "green")
 NOUNS = ("dog", "car", "cat", "house", "bicycle", "tree", "boat", "horse", "cup of coffee", "astronaut", "rocket", "bird", "train", "flower")
@@ -71,7 +71,7 @@ def fill_collection(index: ImageIndex, vectors: np.ndarray) -> str:
     for start in range(0, len(vectors), 5000):
         index.upsert(collection, [make_row(f"v{i}", vectors[i], f"synthetic://{i}", [], "") for i in range(start, min(start + 5000, len(vectors)))])
     index.seal(collection, wait_s=3600)
-    client = index._connect()  # noqa: SLF001 - reload (benchmark only): serve the sealed HNSW segments,
+    client = index._connect()
     client.release_collection(collection, timeout=600)  # not the growing segments' interim index
     client.load_collection(collection, timeout=600)
     previous = index.swap_alias(collection)
@@ -86,7 +86,7 @@ def measure_recall(index: ImageIndex, collection: str, base: np.ndarray, queries
     for ef in efs:
         index.hnsw = HnswParams(index.hnsw.m, index.hnsw.ef_construction, ef)
         found = [{int(h.id[1:]) for h in index.search(collection, q, 10)} for q in queries]
-        result[str(ef)] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth)]))
+        result[str(ef)] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
     return result
 
 
@@ -95,8 +95,17 @@ class Gateway:
 
     def __init__(self, repo: Path, triton_url: str, milvus_uri: str, alias: str, ef: int, log_path: Path, extra_env: dict[str, str] | None = None):
         self.address = f"127.0.0.1:{free_port()}"
-        env = {**os.environ, **(extra_env or {}), "T2I_LISTEN": self.address, "T2I_TRITON_URL": triton_url, "T2I_MILVUS_URI": milvus_uri,
-               "T2I_MODEL_REPOSITORY": str(repo), "T2I_COLLECTION_ALIAS": alias, "T2I_METRICS_PORT": "0", "T2I_HNSW_EF": str(ef)}
+        env = {
+            **os.environ,
+            **(extra_env or {}),
+            "T2I_LISTEN": self.address,
+            "T2I_TRITON_URL": triton_url,
+            "T2I_MILVUS_URI": milvus_uri,
+            "T2I_MODEL_REPOSITORY": str(repo),
+            "T2I_COLLECTION_ALIAS": alias,
+            "T2I_METRICS_PORT": "0",
+            "T2I_HNSW_EF": str(ef),
+        }
         self.process = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server", "--log-level", "WARNING"], log_path, env=env).start()
         self.process.wait_until(lambda: gateway_serving(self.address), 120, "SERVING")
 
@@ -139,14 +148,23 @@ def soak(address: str, pid: int, queries: list[str], seconds: float, concurrency
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         base = served
-        level = run_load(lambda i: client.search_text(f"{queries[(base + i) % len(queries)]} number {base + i}", top_k=10), concurrency, 10**7, min(step_s, seconds))
+        level = run_load(
+            lambda i: client.search_text(f"{queries[(base + i) % len(queries)]} number {base + i}", top_k=10), concurrency, 10**7, min(step_s, seconds)
+        )
         served += level.requests
         samples.append(rss_mb(pid))
     client.close()
     elapsed = time.perf_counter() - start
     half = len(samples) // 2
-    return {"seconds": elapsed, "concurrency": concurrency, "qps": served / elapsed, "queries": served, "rss_mb": samples,
-            "rss_growth_mb": samples[-1] - samples[0], "rss_growth_second_half_mb": samples[-1] - samples[half]}
+    return {
+        "seconds": elapsed,
+        "concurrency": concurrency,
+        "qps": served / elapsed,
+        "queries": served,
+        "rss_mb": samples,
+        "rss_growth_mb": samples[-1] - samples[0],
+        "rss_growth_second_half_mb": samples[-1] - samples[half],
+    }
 
 
 def measure_baseline(port: int, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
@@ -159,10 +177,21 @@ def measure_baseline(port: int, queries: list[str], levels: tuple[int, ...], per
 
 def start_baseline(repo: Path, milvus_uri: str, alias: str, log_path: Path) -> tuple[ManagedProcess, int]:
     port = free_port()
-    env = {**os.environ, "BASELINE_SERVE": "1", "BASELINE_MODEL": "random", "BASELINE_MILVUS_URI": milvus_uri, "BASELINE_COLLECTION": alias,
-           "BASELINE_TOKENIZER": str(repo / "clip_text" / "1" / "tokenizer.json")}
-    process = ManagedProcess("baseline", [sys.executable, "-m", "uvicorn", "bench.baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                             log_path, env=env, cwd=ROOT).start()
+    env = {
+        **os.environ,
+        "BASELINE_SERVE": "1",
+        "BASELINE_MODEL": "random",
+        "BASELINE_MILVUS_URI": milvus_uri,
+        "BASELINE_COLLECTION": alias,
+        "BASELINE_TOKENIZER": str(repo / "clip_text" / "1" / "tokenizer.json"),
+    }
+    process = ManagedProcess(
+        "baseline",
+        [sys.executable, "-m", "uvicorn", "bench.baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        log_path,
+        env=env,
+        cwd=ROOT,
+    ).start()
     client = HttpJsonClient("127.0.0.1", port)
     process.wait_until(lambda: bool(client.post("/search", {"query": "ready?", "top_k": 1})), 300, "answering")
     return process, port
@@ -178,11 +207,13 @@ async def encoder_throughput(url: str, repo: Path, batches: tuple[int, ...], con
     for kind in ("text", "image"):
         for b in batches:
             for c in concurrency:
+
                 async def one() -> None:
                     if kind == "text":
                         await encoder.encode_tokens(tokens[b])
                     else:
                         await encoder.encode_pixels(pixels[b])
+
                 await one()
                 done, start = 0, time.perf_counter()
                 while time.perf_counter() - start < seconds:
@@ -235,12 +266,17 @@ def main() -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
     manifest = Manifest.read(repos["fp32"])
-    stamp = ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension)
+    stamp = ModelStamp.of(manifest)
     shutil.rmtree(args.data / "milvus", ignore_errors=True)
     report: dict[str, Any] = {
         **run_header(),
-        "mode": "quick" if quick else "full", "model": "random ViT-B/32 (exact architecture, random weights)", "sizes": sizes,
-        "search": {}, "recall_at_10": {}, "encoder": {}, "reindex": {},
+        "mode": "quick" if quick else "full",
+        "model": "random ViT-B/32 (exact architecture, random weights)",
+        "sizes": sizes,
+        "search": {},
+        "recall_at_10": {},
+        "encoder": {},
+        "reindex": {},
     }
     queries = sentences()
     log(f"sizes {sizes}; generating {max(sizes)} clustered vectors")

@@ -21,7 +21,7 @@ from pymilvus import DataType, MilvusClient
 
 from bench.data import clustered_vectors, exact_top_k, query_vectors
 from bench.report import run_header
-from gateway.milvus_server import start_milvus
+from devstack.milvus import start_milvus
 
 
 def schema(client: MilvusClient, dim: int, labels: bool) -> Any:
@@ -81,7 +81,7 @@ def measure(name: str, client: MilvusClient, vectors: np.ndarray, queries: np.nd
         found.append({int(h["id"]) for h in hits})
     result["search_p50_ms"] = statistics.median(latencies)
     result["search_p95_ms"] = float(np.percentile(latencies, 95))
-    result["recall_at_10"] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth)]))
+    result["recall_at_10"] = float(np.mean([len(f & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
     return result
 
 
@@ -92,7 +92,6 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
     vectors = clustered_vectors(args.size, args.dim)
     queries = query_vectors(vectors, args.queries)
     truth = exact_top_k(vectors, queries, 10)
@@ -119,7 +118,10 @@ def main() -> None:
     server_result, lite_result = results
     report = {
         **run_header(),
-        "size": args.size, "dim": args.dim, "queries": args.queries, "results": results,
+        "size": args.size,
+        "dim": args.dim,
+        "queries": args.queries,
+        "results": results,
         "ratios_server_over_lite": {
             "insert_rows_per_s": server_result["insert_rows_per_s"] / lite_result["insert_rows_per_s"],
             "search_p50_speedup": lite_result["search_p50_ms"] / server_result["search_p50_ms"],

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig
-from transformers import CLIPVisionModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 RANDOM_MODELS = {"random": "random:vit-b-32", "tiny": "random:tiny"}
 HUB_HOST = "huggingface.co"
 
 
-class HubUnreachable(RuntimeError):
+class HubUnreachable(UserError):
     """The model is not cached locally and the Hugging Face hub cannot be reached."""
 
 

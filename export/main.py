@@ -10,18 +10,16 @@ from pathlib import Path
 
 from transformers import CLIPImageProcessor, CLIPTokenizerFast
 
+from core.manifest import PRECISIONS, PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
+from core.settings import Settings
 from export.checkpoint import Towers, load_towers
-from export.onnx_export import PRECISIONS, convert_precision, export_fp32, layout_repository
+from export.onnx_export import convert_precision, export_fp32, layout_repository
 from export.parity import FP32_THRESHOLD, check_parity, onnx_embeddings, reference_inputs, torch_embeddings
 from export.vocab import write_clip_vocab
 from inference.images import PreprocessConfig
-from inference.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
 from inference.tokenizer import ClipTokenizer
 
 logger = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_REPO = PROJECT_ROOT / "model_repository"
 
 
 def write_tokenizer(towers: Towers, target: Path, work: Path) -> Path:
@@ -49,14 +47,20 @@ def write_preprocessor(towers: Towers, target: Path) -> Path:
     return path
 
 
-def refresh_layout(repo: Path, manifest: Manifest, template: Path = TEMPLATE_REPO) -> Manifest:
-    """Bring a cached export's configs and python wrapper up to date with this checkout; returns ``manifest``."""
-    layout_repository(repo, template, manifest.version)
+def refresh_layout(repo: Path, manifest: Manifest, template: Path | None = None) -> Manifest:
+    """Bring a cached export's configs and python wrapper up to date with the template; returns ``manifest``.
+
+    ``template`` defaults to ``T2I_MODEL_TEMPLATE`` (the committed ``model_repository``).
+    """
+    layout_repository(repo, template or Settings().model_template, manifest.version)
     return manifest
 
 
-def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1, template: Path = TEMPLATE_REPO) -> Manifest:
+def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1, template: Path | None = None) -> Manifest:
     """Export ``model`` into the Triton repository ``out`` and verify parity.
+
+    ``template`` holds the committed configs and the python-backend wrapper; it defaults to
+    ``T2I_MODEL_TEMPLATE`` (the committed ``model_repository``).
 
     Raises:
         export.checkpoint.HubUnreachable: the model cannot be loaded offline.
@@ -65,7 +69,7 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     towers = load_towers(model)
-    layout_repository(out, template, version)
+    layout_repository(out, template or Settings().model_template, version)
     text_dir, vision_dir = out / TEXT_MODEL / str(version), out / VISION_MODEL / str(version)
     with tempfile.TemporaryDirectory(prefix="t2i-export-") as tmp:
         work = Path(tmp)

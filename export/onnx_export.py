@@ -11,13 +11,14 @@ import torch
 from optimum.exporters.onnx import export as onnx_export
 from optimum.exporters.onnx.model_configs import CLIPTextWithProjectionOnnxConfig, CLIPVisionModelOnnxConfig
 
+from core.manifest import PRECISIONS, TEXT_MODEL, VISION_MODEL
 from export.checkpoint import Towers
-from inference.manifest import TEXT_MODEL, VISION_MODEL
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
-PRECISIONS = ("fp32", "fp16", "int8")
+# The python-backend model (CPU configs) at the root of the template repository; copied as model.py.
+PYTHON_MODEL_FILE = "python_model.py"
 
 
 class TextEmbedsOnnxConfig(CLIPTextWithProjectionOnnxConfig):
@@ -80,8 +81,16 @@ def convert_precision(src: Path, dst: Path, precision: str) -> None:
 
 
 def layout_repository(out: Path, template: Path, version: int) -> None:
-    """Copy the committed configs (``config.pbtxt``, ``configs/``) and the python wrapper into ``out``."""
-    wrapper = Path(__file__).resolve().parent.parent / "inference" / "triton_onnx_model.py"
+    """Copy the committed configs (``config.pbtxt``, ``configs/``) and the python wrapper into ``out``.
+
+    Raises:
+        FileNotFoundError: ``template`` is not a model repository with this project's configs.
+    """
+    wrapper = template / PYTHON_MODEL_FILE
+    if not wrapper.is_file():
+        raise FileNotFoundError(
+            f"{wrapper} not found: the template model repository holds the committed Triton configs; run from the project root or set T2I_MODEL_TEMPLATE"
+        )
     for model in (TEXT_MODEL, VISION_MODEL):
         target = out / model
         (target / str(version)).mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from core.errors import UserError
+from core.manifest import TEXT_MODEL, VISION_MODEL
 from export.checkpoint import Towers
+from export.samples import sample_photos
 from inference.images import PreprocessConfig, decode_image, preprocess
-from inference.manifest import TEXT_MODEL, VISION_MODEL
-from inference.samples import sample_photos
 from inference.tokenizer import ClipTokenizer
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ PARITY_TEXTS = (
 )
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError):
     """An exported tower disagrees with PyTorch beyond the allowed threshold."""
 
 

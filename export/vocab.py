@@ -23,11 +23,7 @@ _MERGE_COUNT = 49152 - 256 - 2
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible mapping of the 256 byte values to printable unicode characters."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -35,7 +31,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(code) for code in codes)))
+    return dict(zip(printable, (chr(code) for code in codes), strict=True))
 
 
 def open_clip_vocab_path() -> Path:
@@ -47,8 +43,7 @@ def open_clip_vocab_path() -> Path:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "open-clip-torch is not installed; it carries the CLIP BPE vocabulary "
-            "(run 'make install' or 'pip install --no-deps open-clip-torch')"
+            "open-clip-torch is not installed; it carries the CLIP BPE vocabulary (run 'make install' or 'pip install --no-deps open-clip-torch')"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / VOCAB_FILE_NAME
     if not path.is_file():
@@ -67,7 +62,8 @@ def write_clip_vocab(out_dir: Path, bpe_path: Path | None = None) -> tuple[Path,
         The paths of the vocabulary and merges files.
     """
     bpe_path = bpe_path or open_clip_vocab_path()
-    lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+    with gzip.open(bpe_path) as packed:
+        lines = packed.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : _MERGE_COUNT + 1]]
     byte_chars = list(bytes_to_unicode().values())
     tokens = byte_chars + [char + "</w>" for char in byte_chars]

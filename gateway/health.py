@@ -11,12 +11,15 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
-from gateway.engine import SearchEngine
+from search.engine import SearchEngine
+from text2image.v1 import text2image_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 LIVENESS = "liveness"
-SERVICES = ("", "text2image.v1.SearchService", "text2image.v1.EmbeddingService", "text2image.v1.IndexService")
+# The full names of the API's services, from the proto itself; health answers for each and for "".
+SERVICE_NAMES = tuple(service.full_name for service in pb.DESCRIPTOR.services_by_name.values())
+SERVICES = ("", *SERVICE_NAMES)
 
 
 class ReadinessMonitor:
@@ -32,7 +35,7 @@ class ReadinessMonitor:
         """Check readiness now and publish it."""
         try:
             ready = await asyncio.wait_for(self.engine.ready(), timeout=max(self.interval_s * 2, 5.0))
-        except Exception:  # noqa: BLE001 - any failure of a check means not ready
+        except Exception:
             logger.exception("readiness check failed")
             ready = False
         if ready != self.serving:

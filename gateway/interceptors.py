@@ -6,12 +6,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
+from core.errors import T2IError
 from gateway.metrics import LATENCY, REQUESTS
-from inference.errors import T2IError
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
+        # Handlers registered on a grpc.aio server are coroutine functions; the stubs type the sync kind.
+        inner = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
 
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -46,7 +47,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 code, message = status_for(exc)
                 logger.info("%s -> %s: %s", method, code.name, message)
                 await context.abort(code, message)
-            except Exception as exc:  # noqa: BLE001 - the one catch-all that turns bugs into INTERNAL
+            except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
@@ -58,6 +59,4 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 REQUESTS.labels(method, code.name).inc()
                 LATENCY.labels(method).observe(time.perf_counter() - start)
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapper, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(wrapper, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)

@@ -6,8 +6,8 @@ import time
 
 import grpc
 
-from gateway.engine import SearchEngine, SearchResult, UpsertItem
-from gateway.filters import SearchFilter
+from core.filters import SearchFilter
+from search.engine import SearchEngine, SearchResult, UpsertItem
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
@@ -52,8 +52,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         source = request.WhichOneof("source")
         min_score = request.min_score if request.HasField("min_score") else None
         result = await self.engine.search_image(
-            request.image if source == "image" else None, request.id if source == "id" else None, request.top_k,
-            to_filter(request.filter), min_score, request.exclude_self, deadline_of(context, self.default_timeout_s),
+            request.image if source == "image" else None,
+            request.id if source == "id" else None,
+            request.top_k,
+            to_filter(request.filter),
+            min_score,
+            request.exclude_self,
+            deadline_of(context, self.default_timeout_s),
         )
         return to_response(result, self.engine.model_id)
 
@@ -67,7 +72,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
 
     async def EmbedText(self, request: pb.EmbedTextRequest, context: grpc.aio.ServicerContext) -> pb.EmbedTextResponse:
         vectors, truncated = await self.engine.embed_texts(list(request.texts), deadline_of(context, self.default_timeout_s))
-        embeddings = [pb.Embedding(values=v.tolist(), truncated=t) for v, t in zip(vectors, truncated)]
+        embeddings = [pb.Embedding(values=v.tolist(), truncated=t) for v, t in zip(vectors, truncated, strict=True)]
         return pb.EmbedTextResponse(embeddings=embeddings, model_id=self.engine.model_id, dimension=vectors.shape[1])
 
     async def EmbedImage(self, request: pb.EmbedImageRequest, context: grpc.aio.ServicerContext) -> pb.EmbedImageResponse:
@@ -90,11 +95,15 @@ class IndexServicer(pb_grpc.IndexServiceServicer):
         return pb.UpsertImagesResponse(results=results, upserted=upserted, failed=sum(1 for o in outcomes if not o.ok))
 
     async def DeleteImages(self, request: pb.DeleteImagesRequest, context: grpc.aio.ServicerContext) -> pb.DeleteImagesResponse:
-        return pb.DeleteImagesResponse(deleted=await self.engine.delete(list(request.ids)))
+        return pb.DeleteImagesResponse(deleted=await self.engine.delete(list(request.ids), deadline_of(context, self.default_timeout_s)))
 
     async def GetIndexInfo(self, request: pb.GetIndexInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetIndexInfoResponse:
-        info = await self.engine.info()
+        info = await self.engine.info(deadline_of(context, self.default_timeout_s))
         return pb.GetIndexInfoResponse(
-            count=info.count, model_id=info.stamp.model_id, model_checksum=info.stamp.checksum,
-            dimension=info.stamp.dimension, collection=info.collection, alias=info.alias,
+            count=info.count,
+            model_id=info.stamp.model_id,
+            model_checksum=info.stamp.checksum,
+            dimension=info.stamp.dimension,
+            collection=info.collection,
+            alias=info.alias,
         )

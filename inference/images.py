@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from inference.errors import InvalidArgument
+from core.errors import InvalidArgument
+from core.settings import Settings
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -38,6 +39,11 @@ class ImageLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_side: int = DEFAULT_MIN_SIDE
     max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        """The limits ``settings`` set (``T2I_MAX_IMAGE_PIXELS``, ``T2I_MIN_IMAGE_SIDE``, ``T2I_MAX_MESSAGE_MB``)."""
+        return cls(max_pixels=settings.max_image_pixels, min_side=settings.min_image_side, max_bytes=settings.max_message_mb * 2**20)
 
 
 @dataclass(frozen=True)
@@ -87,23 +93,22 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         if isinstance(exc, UnidentifiedImageError):
             raise InvalidArgument("data is not a recognized image (expected JPEG, PNG, BMP, GIF, TIFF or WebP)") from exc
         raise InvalidArgument(f"image has too many pixels (decompression bomb guard): {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the client's bad data
+    except Exception as exc:
         raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidArgument(f"image format {image.format} is not supported (JPEG, PNG, BMP, GIF, TIFF, WebP)")
     width, height = image.size
     if width * height > limits.max_pixels:
         raise InvalidArgument(
-            f"image is {width}x{height} = {width * height / 1e6:.0f} MP; the limit is "
-            f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb guard)"
+            f"image is {width}x{height} = {width * height / 1e6:.0f} MP; the limit is {limits.max_pixels / 1e6:.0f} MP (decompression bomb guard)"
         )
     if min(width, height) < limits.min_side:
         raise InvalidArgument(f"image is {width}x{height} pixels; each side must be at least {limits.min_side}")
     try:
         image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image) or image
-        return to_rgb(image)
+        upright: Image.Image = ImageOps.exif_transpose(image) or image
+        return to_rgb(upright)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
 

@@ -72,7 +72,7 @@ class ClipTokenizer:
             ids = encoding.ids
             cut = len(ids) > self.context_length
             if cut:
-                ids = ids[: self.context_length - 1] + [self.eot_id]
+                ids = [*ids[: self.context_length - 1], self.eot_id]
             rows.append(ids)
             truncated.append(cut)
         width = self.bucket_for(max(len(ids) for ids in rows))

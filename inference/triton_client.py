@@ -10,22 +10,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from inference.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from core.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
+from core.settings import Settings
 from inference.images import PreprocessConfig
-from inference.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
 from inference.tokenizer import ClipTokenizer, TokenBatch
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"})
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# tritonclient carries the gRPC status of a failed call as ``str(StatusCode.X)``; this maps it back.
+_STATUS_BY_NAME = {str(code): code for code in grpc.StatusCode}
+
+
+def status_of(exc: InferenceServerException) -> grpc.StatusCode | None:
+    """The gRPC status code of a failed Triton call (None when it did not come from gRPC)."""
+    return _STATUS_BY_NAME.get(str(exc.status()))
 
 
 @dataclass(frozen=True)
@@ -54,20 +65,33 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 class TritonEncoder:
     """Encodes texts and images with the ``clip_text`` and ``clip_vision`` models of one Triton."""
 
-    def __init__(self, url: str, repo: Path, policy: RetryPolicy = RetryPolicy()):
+    def __init__(
+        self,
+        url: str,
+        repo: Path,
+        policy: RetryPolicy = RetryPolicy(),
+        client: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ):
         """Read the manifest, tokenizer and preprocessing config of ``repo`` and open a channel.
 
         Args:
             url: Triton gRPC address, ``host:port``.
             repo: The exported model repository (its manifest and tokenizer).
             policy: Timeouts and retries.
+            client: An async Triton client to use instead of opening one (tests).
+            clock: Monotonic clock that deadlines are measured on (tests).
+            sleep: Coroutine function that waits between attempts (tests).
         """
         self.url = url
         self.manifest = Manifest.read(repo)
         self.tokenizer = ClipTokenizer(self.manifest.version_dir(repo, TEXT_MODEL) / TOKENIZER_FILE, self.manifest.context_length)
         self.preprocess_config = PreprocessConfig.from_file(self.manifest.version_dir(repo, VISION_MODEL) / PREPROCESSOR_FILE)
         self.policy = policy
-        self._client = triton_aio.InferenceServerClient(url)
+        self.clock = clock
+        self.sleep = sleep
+        self._client = client if client is not None else triton_aio.InferenceServerClient(url)
 
     async def close(self) -> None:
         """Close the gRPC channel."""
@@ -103,27 +127,33 @@ class TritonEncoder:
         for attempt in range(1, policy.attempts + 1):
             timeout = policy.timeout_s
             if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
+                timeout = min(timeout, deadline - self.clock())
                 if timeout <= 0:
                     raise DeadlineExceeded(f"deadline passed before Triton answered ({model})")
             try:
                 result = await self._client.infer(model, inputs, outputs=[InferRequestedOutput(output)], client_timeout=timeout)
-                return result.as_numpy(output)
+                return np.asarray(result.as_numpy(output))
             except InferenceServerException as exc:
-                status = str(exc.status())
-                if status == "StatusCode.INVALID_ARGUMENT":
+                status = status_of(exc)
+                if status == grpc.StatusCode.INVALID_ARGUMENT:
                     raise InvalidArgument(f"Triton rejected the input for {model}: {exc.message()}") from exc
                 last_try = attempt == policy.attempts or status not in RETRYABLE
-                if deadline is not None and time.monotonic() + pause >= deadline:
+                if deadline is not None and self.clock() + pause >= deadline:
                     last_try = True
                 if last_try:
-                    if status == "StatusCode.DEADLINE_EXCEEDED" and deadline is not None and time.monotonic() >= deadline:
+                    if status == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None and self.clock() >= deadline:
                         raise DeadlineExceeded(f"deadline passed while waiting for Triton ({model})") from exc
-                    raise Unavailable(f"Triton at {self.url} failed for {model}: {status.removeprefix('StatusCode.')}: {exc.message()}") from exc
+                    name = status.name if status else str(exc.status())
+                    raise Unavailable(f"Triton at {self.url} failed for {model}: {name}: {exc.message()}") from exc
                 logger.warning("Triton %s attempt %d failed (%s); retrying in %.2f s", model, attempt, status, pause)
-                await asyncio.sleep(pause)
+                await self.sleep(pause)
                 pause = min(pause * 2, policy.max_backoff_s)
         raise AssertionError("unreachable")
+
+
+def encoder_from_settings(settings: Settings, timeout_s: float | None = None) -> TritonEncoder:
+    """The encoder that ``settings`` describe; ``timeout_s`` overrides the per-call timeout (batch jobs)."""
+    return TritonEncoder(settings.triton_url, settings.model_repository, RetryPolicy(timeout_s=timeout_s or settings.triton_timeout_s))
 
 
 def _tensor(name: str, array: np.ndarray) -> InferInput:

@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gateway.index import ImageIndex, item_hash, make_row
-from inference.errors import InvalidArgument
+from core.errors import InvalidArgument
+from core.index import ImageIndex, item_hash, make_row
 from inference.images import ImageLimits, PreprocessConfig, load_crop, normalize
 from inference.triton_client import TritonEncoder
 
@@ -74,9 +74,11 @@ class ReindexReport:
     def summary(self) -> str:
         """One line for people."""
         mode = "full rebuild" if self.full else "incremental"
-        return (f"{mode} into {self.collection}: {self.scanned} files, {self.indexed} indexed, {self.unchanged} unchanged, "
-                f"{self.deleted} deleted, {len(self.skipped)} skipped in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s; "
-                f"{self.pipeline_images_per_second:.1f} img/s while decoding, encoding and inserting)")
+        return (
+            f"{mode} into {self.collection}: {self.scanned} files, {self.indexed} indexed, {self.unchanged} unchanged, "
+            f"{self.deleted} deleted, {len(self.skipped)} skipped in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s; "
+            f"{self.pipeline_images_per_second:.1f} img/s while decoding, encoding and inserting)"
+        )
 
 
 def scan_folder(root: Path) -> list[ImageFile]:
@@ -122,9 +124,27 @@ class Reindexer:
     """Runs reindex passes with one encoder and one index."""
 
     def __init__(
-        self, encoder: TritonEncoder, index: ImageIndex, limits: ImageLimits = ImageLimits(), batch_size: int = 32, workers: int = 2, in_flight: int = 2,
+        self,
+        encoder: TritonEncoder,
+        index: ImageIndex,
+        limits: ImageLimits = ImageLimits(),
+        batch_size: int = 32,
+        workers: int = 2,
+        in_flight: int = 2,
+        on_batch: Callable[[ReindexReport], None] | None = None,
     ):
-        """``in_flight``: batches sent to Triton before waiting for the oldest (1: one at a time)."""
+        """Set up the job.
+
+        Args:
+            encoder: Triton encoder (its preprocessing config decides the crops).
+            index: The Milvus index to fill.
+            limits: What a file may be.
+            batch_size: Images per Triton request.
+            workers: Decoding processes.
+            in_flight: Batches sent to Triton before waiting for the oldest (1: one at a time).
+            on_batch: Called after each batch's rows are in Milvus, with the report so far.
+        """
+        self.on_batch = on_batch
         self.encoder = encoder
         self.in_flight = max(1, in_flight)
         self.index = index
@@ -185,8 +205,13 @@ class Reindexer:
         return report
 
     async def _index(
-        self, todo: list[ImageFile], hashes: dict[str, str], report: ReindexReport, progress: bool,
-        creating: asyncio.Task[str] | None, pool: ProcessPoolExecutor,
+        self,
+        todo: list[ImageFile],
+        hashes: dict[str, str],
+        report: ReindexReport,
+        progress: bool,
+        creating: asyncio.Task[str] | None,
+        pool: ProcessPoolExecutor,
     ) -> None:
         if not todo:
             return
@@ -195,6 +220,7 @@ class Reindexer:
         bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
         in_flight: deque[asyncio.Task[None]] = deque()
         try:
+
             def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
                 return [(f, pool.submit(_load, str(f.path), config, self.limits)) for f in batch]
 
@@ -229,11 +255,18 @@ class Reindexer:
             bar.close()
 
     async def _encode_and_insert(
-        self, images: list[ImageFile], pixels: np.ndarray, hashes: dict[str, str], report: ReindexReport, creating: asyncio.Task[str] | None,
+        self,
+        images: list[ImageFile],
+        pixels: np.ndarray,
+        hashes: dict[str, str],
+        report: ReindexReport,
+        creating: asyncio.Task[str] | None,
     ) -> None:
         vectors = await self.encoder.encode_pixels(pixels)
-        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id]) for f, v in zip(images, vectors)]
+        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id]) for f, v in zip(images, vectors, strict=True)]
         if not report.collection and creating is not None:
             report.collection = await creating
         await asyncio.to_thread(self.index.upsert, report.collection, rows)
         report.indexed += len(images)
+        if self.on_batch is not None:
+            self.on_batch(report)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from gateway.server import build_engine
-from gateway.settings import Settings
+from core.index import ModelStamp, index_from_settings
+from core.settings import Settings
+from inference.images import ImageLimits
+from inference.triton_client import encoder_from_settings
 from reindex.job import Reindexer, ReindexReport
 
-EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2
+EXIT_OK, EXIT_SKIPPED = 0, 1  # t2i exits 2 on failure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-timeout", type=float, default=120.0, help="seconds one batch may take in Triton (CPU encoding of 32 images takes seconds)")
 
 
-async def reindex(settings: Settings, path: Path, full: bool, batch_size: int, workers: int, progress: bool, batch_timeout_s: float = 120.0) -> ReindexReport:
-    """Run one reindex pass with the Triton and Milvus of ``settings``."""
-    engine = build_engine(settings.model_copy(update={"triton_timeout_s": max(settings.triton_timeout_s, batch_timeout_s)}))
+async def reindex(
+    settings: Settings,
+    path: Path,
+    full: bool,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    batch_timeout_s: float = 120.0,
+    on_batch: Callable[[ReindexReport], None] | None = None,
+) -> ReindexReport:
+    """Run one reindex pass with the Triton and Milvus of ``settings`` (``on_batch``: see ``Reindexer``)."""
+    encoder = encoder_from_settings(settings, timeout_s=max(settings.triton_timeout_s, batch_timeout_s))
+    index = index_from_settings(settings, ModelStamp.of(encoder.manifest))
+    limits = ImageLimits.from_settings(settings)
     try:
-        return await Reindexer(engine.encoder, engine.index, engine.limits, batch_size, workers).run(path, full, progress)
+        return await Reindexer(encoder, index, limits, batch_size, workers, on_batch=on_batch).run(path, full, progress)
     finally:
-        await engine.encoder.close()
-        engine.index.close()
+        await encoder.close()
+        index.close()
 
 
 def report_exit_code(report: ReindexReport, strict: bool) -> int:
@@ -45,5 +59,7 @@ def report_exit_code(report: ReindexReport, strict: bool) -> int:
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``t2i reindex``."""
-    report = asyncio.run(reindex(settings, args.path, args.full, args.batch_size, args.workers, not args.no_progress and sys.stderr.isatty(), args.batch_timeout))
+    report = asyncio.run(
+        reindex(settings, args.path, args.full, args.batch_size, args.workers, not args.no_progress and sys.stderr.isatty(), args.batch_timeout)
+    )
     return report_exit_code(report, args.strict)

@@ -1,14 +1,14 @@
 """``t2i``: the command line of text2image-search.
 
 Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``info`` and ``reindex``.
-Addresses and limits come from ``T2I_*`` environment variables (see ``gateway/settings.py``);
-flags override them.
+Addresses and limits come from ``T2I_*`` environment variables (see ``core/settings.py``);
+flags override them. Errors a person can act on print one line and exit 2; bugs keep their
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 import threading
@@ -16,33 +16,38 @@ from pathlib import Path
 
 import grpc
 
+from core.errors import UserError
+from core.logs import configure_logging
+from core.manifest import DEFAULT_MODEL, PRECISIONS
+from core.settings import GatewaySettings, Settings
 from gateway import server as gateway_server
-from gateway.settings import PROJECT_ROOT, Settings
-from inference.errors import T2IError
-from inference.logs import configure_logging
 from reindex import main as reindex_main
 from t2i.client import GatewayClient, format_hits
 
-# export/up/demo import torch and transformers (seconds); they are imported only when used.
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-
-DATA_DIR = PROJECT_ROOT / "data"
+# export, up and demo import torch and transformers (seconds): they are imported only when used.
+DEFAULT_LOG_LEVEL = "WARNING"
 
 
 def _up(args: argparse.Namespace) -> int:
-    from gateway.milvus_server import MilvusPorts
-    from inference.process import free_port
-    from inference.triton_server import TritonPorts
+    from devstack.milvus import MilvusPorts
+    from devstack.process import free_port
+    from devstack.stack import LocalStack
+    from devstack.triton import TritonPorts
     from t2i.demo import ensure_model
-    from t2i.stack import LocalStack
 
-    settings = Settings()
+    settings = GatewaySettings()
     repo = Path(args.model_repository or settings.model_repository)
     ensure_model(repo, args.model, args.fallback)
     milvus_port = int(settings.milvus_uri.rsplit(":", 1)[-1])
     triton_port = int(settings.triton_url.rsplit(":", 1)[-1])
-    stack = LocalStack(repo, Path(args.data_dir) / "stack", gateway_address=args.listen or settings.listen,
-                       metrics_port=settings.metrics_port, alias=settings.collection_alias)
+    stack = LocalStack(
+        repo,
+        Path(args.data_dir or settings.data_dir) / "stack",
+        gateway_address=args.listen or settings.listen,
+        metrics_port=settings.metrics_port,
+        alias=settings.collection_alias,
+        triton_env=settings.triton_env,
+    )
     stack.milvus_ports = MilvusPorts(proxy=milvus_port)
     stack.triton_ports = TritonPorts(grpc=triton_port, http=free_port(), metrics=free_port())
     stopped = threading.Event()
@@ -63,7 +68,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    client = GatewayClient(args.address or Settings().listen)
+    client = GatewayClient(args.address)
     try:
         if args.image:
             response = client.search_image(top_k=args.top_k, image=Path(args.image).read_bytes())
@@ -84,7 +89,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    client = GatewayClient(args.address or Settings().listen)
+    client = GatewayClient(args.address)
     try:
         print(client.info())
     finally:
@@ -92,21 +97,29 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    asyncio.run(gateway_server.serve(gateway_server.settings_from_args(args)))
-    return 0
+def _rpc_error(exc: grpc.RpcError, address: str) -> str:
+    """One line for a failed call to the gateway, with how to start it when it cannot be reached."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and "Triton" not in details and "Milvus" not in details:
+        return (
+            f"error: cannot reach the gateway at {address} ({details}); start the local stack with 'make up' "
+            "(or 't2i up'), or give the address of a running gateway with --address or T2I_LISTEN"
+        )
+    return f"error: {code.name}: {details}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``t2i`` argument parser."""
     parser = argparse.ArgumentParser(prog="t2i", description="text2image-search: CLIP text-to-image search over gRPC")
-    parser.add_argument("--log-level", default="WARNING", help="log level of the project's loggers")
+    parser.add_argument(
+        "--log-level", default=None, help=f"log level of the project's loggers (default {DEFAULT_LOG_LEVEL}; {gateway_server.DEFAULT_LOG_LEVEL} for serve)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     export = sub.add_parser("export", help="export a CLIP checkpoint to a Triton model repository")
     export.add_argument("--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny'")
-    export.add_argument("--out", type=Path, default=PROJECT_ROOT / "model_repository", help="Triton model repository to write")
-    export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="weights precision of the ONNX files")
+    export.add_argument("--out", type=Path, default=None, help="Triton model repository to write (default T2I_MODEL_REPOSITORY)")
+    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights precision of the ONNX files")
     export.add_argument("--version", type=int, default=1, help="model version folder")
 
     serve = sub.add_parser("serve", help="run the gRPC gateway (Triton and Milvus must be running)")
@@ -117,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint to export when the repository does not hold it")
         command.add_argument("--fallback", default="random", help="model to use when the hub is unreachable ('' for none)")
         command.add_argument("--model-repository", default=None, help="Triton model repository (default T2I_MODEL_REPOSITORY)")
-        command.add_argument("--data-dir", default=str(DATA_DIR), help="where data and logs go")
+        command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
         if name == "up":
             command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
 
@@ -126,10 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--image", help="search with this image file instead")
     search.add_argument("--id", help="search with the vector of this indexed image instead")
     search.add_argument("--top-k", type=int, default=5)
-    search.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN)")
 
     info = sub.add_parser("info", help="show the active index of a running gateway")
-    info.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN)")
+    for command in (search, info):
+        command.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
 
     reindex = sub.add_parser("reindex", help="index a folder of images into Milvus")
     reindex_main.add_arguments(reindex)
@@ -139,29 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``t2i``; exit codes: 0 ok, 1 reindex skips with --strict, 2 failure."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    if args.command == "serve":
+        return gateway_server.run(args, args.log_level)
+    configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
+    if args.command in ("search", "info"):
+        args.address = args.address or GatewaySettings().listen
     try:
         if args.command == "export":
             from export.main import command as export_command
 
+            args.out = args.out or Settings().model_repository
             return export_command(args)
-        if args.command == "serve":
-            return _serve(args)
         if args.command == "up":
             return _up(args)
         if args.command == "demo":
             from t2i.demo import run_demo
 
-            repo = Path(args.model_repository or Settings().model_repository)
-            return run_demo(repo, Path(args.data_dir) / "demo", args.model, args.fallback or None)
+            settings = Settings()
+            repo = Path(args.model_repository or settings.model_repository)
+            return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None)
         if args.command == "search":
             return _search(args)
         if args.command == "info":
             return _info(args)
         return reindex_main.command(args, Settings())
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-    except (T2IError, FileNotFoundError, RuntimeError, ValueError) as exc:  # HubUnreachable, ParityError are RuntimeErrors
+        print(_rpc_error(exc, getattr(args, "address", None) or "?"), file=sys.stderr)
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from text2image.v1 import text2image_pb2 as pb
@@ -20,11 +22,11 @@ class GatewayClient:
         self.index = pb_grpc.IndexServiceStub(self.channel)
         self.timeout_s = timeout_s
 
-    def search_text(self, query: str, top_k: int = 5, **fields: object) -> pb.SearchResponse:
+    def search_text(self, query: str, top_k: int = 5, **fields: Any) -> pb.SearchResponse:
         """``SearchText``."""
         return self.search.SearchText(pb.SearchTextRequest(query=query, top_k=top_k, **fields), timeout=self.timeout_s)
 
-    def search_image(self, top_k: int = 5, **fields: object) -> pb.SearchResponse:
+    def search_image(self, top_k: int = 5, **fields: Any) -> pb.SearchResponse:
         """``SearchImage`` with ``image=bytes`` or ``id=str``."""
         return self.search.SearchImage(pb.SearchImageRequest(top_k=top_k, **fields), timeout=self.timeout_s)
 
@@ -36,11 +38,20 @@ class GatewayClient:
         """Close the channel."""
         self.channel.close()
 
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def format_hits(title: str, response: pb.SearchResponse) -> str:
     """A ranked table of hits: rank, score, id, uri."""
-    lines = [f"{title}  ({len(response.hits)} hits, {response.took_ms:.0f} ms, model {response.model_id}"
-             + (", query truncated" if response.query_truncated else "") + ")"]
+    lines = [
+        f"{title}  ({len(response.hits)} hits, {response.took_ms:.0f} ms, model {response.model_id}"
+        + (", query truncated" if response.query_truncated else "")
+        + ")"
+    ]
     for rank, hit in enumerate(response.hits, 1):
         lines.append(f"  {rank:>2}. {hit.score:+.4f}  {hit.id:<28} {hit.uri}")
     if not response.hits:

@@ -7,15 +7,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from export.checkpoint import DEFAULT_MODEL, HubUnreachable, model_key
+from core.manifest import DEFAULT_MODEL, Manifest
+from devstack.process import free_port
+from devstack.stack import LocalStack
+from export.checkpoint import HubUnreachable, model_key
 from export.main import refresh_layout, run_export
-from gateway.settings import Settings
-from inference.manifest import Manifest
-from inference.process import free_port
-from inference.samples import sample_photos
+from export.samples import sample_photos
 from reindex.main import reindex
 from t2i.client import GatewayClient, format_hits
-from t2i.stack import LocalStack
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +73,7 @@ def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: s
     print("starting Milvus, Triton and the gateway on loopback ...")
     with stack:
         print(stack.describe())
-        settings = Settings(**{k.removeprefix("T2I_").lower(): v for k, v in stack.env().items()})
-        report = asyncio.run(reindex(settings, photos, full=False, batch_size=16, workers=2, progress=False))
+        report = asyncio.run(reindex(stack.settings(), photos, full=False, batch_size=16, workers=2, progress=False))
         print(report.summary())
         for item_id, reason in report.skipped:
             print(f"  skipped {item_id}: {reason}")

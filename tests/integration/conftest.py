@@ -17,12 +17,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core.index import ImageIndex, ModelStamp
+from core.manifest import Manifest
+from devstack.process import free_port
+from devstack.stack import LocalStack
 from export.main import run_export
-from gateway.index import ImageIndex, ModelStamp
-from inference.manifest import Manifest
-from inference.process import free_port
 from t2i.client import GatewayClient
-from t2i.stack import LocalStack
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_ENV = {"T2I_MILVUS_TIMEOUT_S": "2", "T2I_TRITON_TIMEOUT_S": "2", "T2I_HEALTH_INTERVAL_S": "0.5", "T2I_MAX_BATCH": "16"}
@@ -37,9 +37,16 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The session's shared stack, with an empty collection behind its alias (as a first upsert leaves it).
+
+    Reads never create one; ``test_cli_up`` covers a stack with nothing indexed.
+    """
     local = LocalStack(tiny_repo, tmp_path_factory.mktemp("stack"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_test", extra_env=GATEWAY_ENV)
     local.start()
     try:
+        writer = ImageIndex(local.milvus_uri, local.alias, ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=30)
+        writer.ensure_active()
+        writer.close()
         yield local
     finally:
         local.stop()
@@ -56,7 +63,7 @@ def client(stack: LocalStack) -> Iterator[GatewayClient]:
 def index(stack: LocalStack, tiny_repo: Path) -> Iterator[ImageIndex]:
     """Direct Milvus access to the alias the gateway serves, for checking what is stored."""
     manifest = Manifest.read(tiny_repo)
-    direct = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp(manifest.model_id, manifest.checksum, manifest.dimension), timeout_s=10)
+    direct = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(manifest), timeout_s=10)
     yield direct
     direct.close()
 

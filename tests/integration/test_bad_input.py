@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.index import ImageIndex
-from inference.samples import sample_photos
+from core.index import ImageIndex
+from devstack.stack import LocalStack
+from export.samples import sample_photos
 from t2i.client import GatewayClient
-from t2i.stack import LocalStack
 from tests.integration.conftest import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
@@ -28,6 +28,7 @@ def png(width: int, height: int) -> bytes:
 def png_bomb(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
@@ -73,12 +74,16 @@ def test_bad_top_k_names_the_range(client: GatewayClient, top_k: int) -> None:
 )
 def test_bad_image_bytes(client: GatewayClient, data: bytes, reason: str) -> None:
     expect(grpc.StatusCode.INVALID_ARGUMENT, reason, lambda: client.search_image(top_k=3, image=data))
-    expect(grpc.StatusCode.INVALID_ARGUMENT, f"images[1]: ", lambda: client.embedding.EmbedImage(pb.EmbedImageRequest(images=[png(32, 32), data]), timeout=20))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "images[1]: ", lambda: client.embedding.EmbedImage(pb.EmbedImageRequest(images=[png(32, 32), data]), timeout=20))
 
 
 def test_bad_image_in_a_batch_fails_that_item_alone(client: GatewayClient, index: ImageIndex) -> None:
-    items = [pb.ImageItem(id="bad-input/good", content=png(40, 40)), pb.ImageItem(id="bad-input/bomb", content=png_bomb(30000, 30000)),
-             pb.ImageItem(id="bad-input/tiny", content=png(1, 1)), pb.ImageItem(id="", content=png(40, 40))]
+    items = [
+        pb.ImageItem(id="bad-input/good", content=png(40, 40)),
+        pb.ImageItem(id="bad-input/bomb", content=png_bomb(30000, 30000)),
+        pb.ImageItem(id="bad-input/tiny", content=png(1, 1)),
+        pb.ImageItem(id="", content=png(40, 40)),
+    ]
     response = client.index.UpsertImages(pb.UpsertImagesRequest(items=items), timeout=30)
     assert [r.ok for r in response.results] == [True, False, False, False]
     assert "decompression bomb" in response.results[1].error and "at least 16" in response.results[2].error and "id is empty" in response.results[3].error

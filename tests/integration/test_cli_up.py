@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inference.process import free_port
+import grpc
+import pytest
+
+from core.index import ImageIndex, ModelStamp
+from core.manifest import Manifest
+from devstack.process import free_port
+from devstack.stack import gateway_serving
 from t2i.client import GatewayClient
-from t2i.stack import gateway_serving
 from tests.integration.conftest import PROJECT_ROOT, wait_for
 
 
@@ -28,17 +33,37 @@ def processes_mentioning(text: str) -> list[int]:
 
 def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path) -> None:
     gateway = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "T2I_LISTEN": gateway, "T2I_TRITON_URL": f"127.0.0.1:{free_port()}", "T2I_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
-           "T2I_METRICS_PORT": str(free_port()), "T2I_COLLECTION_ALIAS": "t2i_up_test"}
+    env = {
+        **os.environ,
+        "T2I_LISTEN": gateway,
+        "T2I_TRITON_URL": f"127.0.0.1:{free_port()}",
+        "T2I_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
+        "T2I_METRICS_PORT": str(free_port()),
+        "T2I_COLLECTION_ALIAS": "t2i_up_test",
+    }
     data = tmp_path / "updata"
-    proc = subprocess.Popen([sys.executable, "-m", "t2i.cli", "up", "--model", "tiny", "--model-repository", str(tiny_repo), "--data-dir", str(data)],
-                            env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t2i.cli", "up", "--model", "tiny", "--model-repository", str(tiny_repo), "--data-dir", str(data)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
         assert processes_mentioning(str(data))  # Milvus, Triton and the gateway run from the data dir
         client = GatewayClient(gateway)
-        assert client.search_text("red car", top_k=1).model_id == "random:tiny"
+        info = client.info()
+        assert (info.count, info.collection, info.model_id) == (0, "", "random:tiny")
+        with pytest.raises(grpc.RpcError) as refused:  # nothing indexed yet: said plainly
+            client.search_text("red car", top_k=1)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "t2i reindex" in refused.value.details()
         client.close()
+        # Readiness, GetIndexInfo and the search above wrote nothing: no collection, no alias.
+        milvus = ImageIndex(env["T2I_MILVUS_URI"], "t2i_up_test", ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=10)
+        assert milvus.active_collection() is None and milvus.orphans() == []
+        milvus.close()
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -49,3 +74,11 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
     assert f"gateway  grpc://{gateway}" in output and "triton   grpc://" in output and "milvus   http://127.0.0.1:" in output
     assert "stopping" in output
     assert processes_mentioning(str(data)) == []  # every child is gone
+
+
+def test_search_without_a_gateway_says_how_to_start_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from t2i.cli import main
+
+    assert main(["search", "red car", "--address", f"127.0.0.1:{free_port()}"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot reach the gateway" in error and "make up" in error

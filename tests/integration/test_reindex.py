@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -16,14 +16,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.index import CollectionMissing, ImageIndex, item_hash
-from inference.samples import sample_photos
+from core.index import CollectionMissing, ImageIndex, item_hash
+from devstack.stack import LocalStack
+from export.samples import sample_photos
 from reindex.job import scan_folder
 from t2i.client import GatewayClient
-from t2i.stack import LocalStack
-from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i, wait_for
+from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i
 from tests.integration.test_bad_input import png_bomb
 from text2image.v1 import text2image_pb2 as pb
+
+KILLED_AFTER_BATCHES = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from core.settings import Settings
+from reindex.main import reindex
+
+def die(report):
+    if report.indexed >= int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(reindex(Settings(), Path(sys.argv[1]), full=False, batch_size=4, workers=1, progress=False, on_batch=die))
+"""
 
 
 def expected_rows(folder: Path) -> dict[str, str]:
@@ -85,7 +98,12 @@ def test_incremental_reindex(stack: LocalStack, index: ImageIndex, client: Gatew
     changed = run_t2i(stack, "reindex", str(folder))
     assert changed.returncode == 0, changed.stderr
     assert "1 indexed, 4 unchanged, 1 deleted, 4 skipped" in changed.stdout
-    for name, reason in (("empty.jpg", "empty"), ("notes.png", "not a recognized image"), ("truncated.jpg", "corrupt or truncated"), ("bomb.png", "decompression bomb")):
+    for name, reason in (
+        ("empty.jpg", "empty"),
+        ("notes.png", "not a recognized image"),
+        ("truncated.jpg", "corrupt or truncated"),
+        ("bomb.png", "decompression bomb"),
+    ):
         assert f"skipped things/{name}: " in changed.stdout and reason in changed.stdout
     assert stored(index) == expected_rows(folder)
 
@@ -151,20 +169,21 @@ def test_killed_reindex_converges_on_rerun(stack: LocalStack, index: ImageIndex,
     env = {**os.environ, **stack.env(), **GATEWAY_ENV}
     collection = index.ensure_active()
     old_hashes = index.hashes(collection)
-    proc = subprocess.Popen([sys.executable, "-m", "t2i.cli", "reindex", str(folder), "--batch-size", "4", "--workers", "1"], env=env, cwd=PROJECT_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        first_ids = [image.id for image in scan_folder(folder)][:16]  # the job works in sorted order
-
-        def some_rewritten() -> bool:
-            current = index.hashes(collection, first_ids)
-            return sum(1 for k, v in current.items() if old_hashes.get(k) != v) >= 4
-        wait_for(some_rewritten, 120, "the reindex to rewrite some rows")
-        os.killpg(proc.pid, signal.SIGKILL)  # killed mid-run, without warning
-    finally:
-        proc.wait(timeout=30)
+    # The real job, SIGKILLed by itself right after its fourth batch of 4 is in Milvus: mid-run, without warning.
+    log = tmp_path / "killed.log"
+    with log.open("wb") as out:  # a file, not a pipe: the job's decode worker holds its stderr open
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_AFTER_BATCHES, str(folder), "16"], env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its decode worker, if it outlived the job
+    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-2000:]
     partial = index.hashes(collection)
-    assert partial != expected_rows(folder)  # the kill left the index half-updated
+    rewritten = sum(1 for item_id, value in partial.items() if old_hashes.get(item_id) != value)
+    assert 16 <= rewritten < 238  # the kill left the index half-updated
     rerun = run_t2i(stack, "reindex", str(folder))
     assert rerun.returncode == 0, rerun.stderr
     assert stored(index) == expected_rows(folder)  # none lost, none duplicated, none stale

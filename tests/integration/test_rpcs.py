@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.index import ImageIndex
-from inference.samples import sample_photos
+from core.index import ImageIndex
+from devstack.stack import LocalStack
+from export.samples import sample_photos
 from t2i.client import GatewayClient
-from t2i.stack import LocalStack
 from tests.integration.conftest import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
@@ -22,7 +22,10 @@ LABEL = "rpc-suite"
 @pytest.fixture(scope="module")
 def photos(client: GatewayClient) -> list[Path]:
     paths = sample_photos(8)
-    items = [pb.ImageItem(id=f"rpc/{p.name}", content=p.read_bytes(), uri=str(p), labels=[LABEL, "animal" if p.stem in ("chelsea", "horse") else "other"]) for p in paths]
+    items = [
+        pb.ImageItem(id=f"rpc/{p.name}", content=p.read_bytes(), uri=str(p), labels=[LABEL, "animal" if p.stem in ("chelsea", "horse") else "other"])
+        for p in paths
+    ]
     response = client.index.UpsertImages(pb.UpsertImagesRequest(items=items), timeout=60)
     assert response.upserted == len(paths) and response.failed == 0
     return paths
@@ -46,7 +49,7 @@ def test_search_text_ranks_and_reports_model(client: GatewayClient, photos: list
 def test_search_text_scores_equal_embedding_dot_products(client: GatewayClient, photos: list[Path]) -> None:
     text = client.embedding.EmbedText(pb.EmbedTextRequest(texts=["red car"]), timeout=20).embeddings[0].values
     images = client.embedding.EmbedImage(pb.EmbedImageRequest(images=[p.read_bytes() for p in photos]), timeout=60).embeddings
-    expected = sorted(((float(np.dot(text, e.values)), f"rpc/{p.name}") for e, p in zip(images, photos)), reverse=True)
+    expected = sorted(((float(np.dot(text, e.values)), f"rpc/{p.name}") for e, p in zip(images, photos, strict=True)), reverse=True)
     response = client.search_text("red car", top_k=len(photos), filter=only_suite())
     assert [h.id for h in response.hits] == [name for _, name in expected]
     np.testing.assert_allclose([h.score for h in response.hits], [s for s, _ in expected], atol=1e-4)

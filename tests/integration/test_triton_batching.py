@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import aio as triton_aio
 
-from inference.manifest import TEXT_MODEL
+from core.manifest import TEXT_MODEL
+from devstack.stack import LocalStack
 from inference.triton_client import TritonEncoder
-from t2i.stack import LocalStack
 
 QUERIES = ["cat", "a photo of a red car", "a photo of a black dog sleeping on the grass near a lake", "words " * 30, "coffee", "two horses"]
 

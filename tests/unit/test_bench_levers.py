@@ -37,12 +37,30 @@ def test_ef_sweep_table_shows_each_ef_with_its_spread() -> None:
     from bench.ef_sweep import render
 
     run = {"c1_unique_p95_ms": 1.0, "c16_p99_ms": 1.0, "milvus_cpu_ms_per_query": 2.2}
-    report = {"date": "d", "host": "h", "machine": "m", "commit": "c", "rounds": 2, "requests": 10, "path": "p.json",
-              "sizes": {"1000000": {"recall_at_10": {"64": 0.999, "32": 0.989},
-                                    "runs": {"64": [run | {"c1_unique_p50_ms": 17.3, "c1_cached_p50_ms": 5.6, "c16_qps": 88.5},
-                                                    run | {"c1_unique_p50_ms": 18.0, "c1_cached_p50_ms": 5.7, "c16_qps": 86.6}],
-                                             "32": [run | {"c1_unique_p50_ms": 16.2, "c1_cached_p50_ms": 4.4, "c16_qps": 95.2},
-                                                    run | {"c1_unique_p50_ms": 16.2, "c1_cached_p50_ms": 4.5, "c16_qps": 92.9}]}}}}
+    report = {
+        "date": "d",
+        "host": "h",
+        "machine": "m",
+        "commit": "c",
+        "rounds": 2,
+        "requests": 10,
+        "path": "p.json",
+        "sizes": {
+            "1000000": {
+                "recall_at_10": {"64": 0.999, "32": 0.989},
+                "runs": {
+                    "64": [
+                        run | {"c1_unique_p50_ms": 17.3, "c1_cached_p50_ms": 5.6, "c16_qps": 88.5},
+                        run | {"c1_unique_p50_ms": 18.0, "c1_cached_p50_ms": 5.7, "c16_qps": 86.6},
+                    ],
+                    "32": [
+                        run | {"c1_unique_p50_ms": 16.2, "c1_cached_p50_ms": 4.4, "c16_qps": 95.2},
+                        run | {"c1_unique_p50_ms": 16.2, "c1_cached_p50_ms": 4.5, "c16_qps": 92.9},
+                    ],
+                },
+            }
+        },
+    }
     table = render(report)
     assert "| 1,000,000 | 64 | 0.999 | 17.3–18.0 ms | 5.6–5.7 ms | 87–88 | 2.2 ms |" in table
     assert "| 1,000,000 | 32 | 0.989 | 16.2 ms | 4.4–4.5 ms | 93–95 | 2.2 ms |" in table

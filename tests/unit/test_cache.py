@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.cache import CachedText, EmbeddingCache, normalize
+from search.cache import CachedText, EmbeddingCache, normalize
 
 
 def entry(value: float) -> CachedText:

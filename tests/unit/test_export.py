@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
+from core.manifest import Manifest
 from export.checkpoint import HubUnreachable, load_towers, random_configs
 from export.main import run_export
 from export.parity import FP32_THRESHOLD
-from inference.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_local_fine_tuned_checkpoint(tmp_path: Path) -> None:
 
 
 def test_folder_without_config_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         load_towers(str(tmp_path))
 
 

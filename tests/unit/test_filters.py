@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from gateway.filters import MAX_VALUES, SearchFilter, build_expression, literal
-from inference.errors import InvalidArgument
+from core.errors import InvalidArgument
+from core.filters import MAX_VALUES, SearchFilter, build_expression, literal
 
 
 def test_empty_filter_is_empty_expression() -> None:

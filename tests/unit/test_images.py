@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from inference.errors import InvalidArgument
+from core.errors import InvalidArgument
+from export.samples import sample_photos
 from inference.images import ImageLimits, PreprocessConfig, decode_image, load_crop, load_pixels, normalize, preprocess, resize_shape
-from inference.samples import sample_photos
 
 REFERENCE = CLIPImageProcessor()
 
@@ -115,8 +115,10 @@ def test_animated_gif_uses_first_frame() -> None:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width``×``height`` (no real pixel data): a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
 

@@ -6,9 +6,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core import errors
+from devstack.process import free_port
 from gateway.interceptors import ErrorMappingInterceptor, status_for
-from inference import errors
-from inference.process import free_port
 
 CASES = [
     (errors.InvalidArgument("bad top_k"), grpc.StatusCode.INVALID_ARGUMENT, "bad top_k"),

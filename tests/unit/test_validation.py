@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.validation import check_item, require_batch, require_min_score, require_query, require_top_k
-from inference.errors import InvalidArgument
+from core.errors import InvalidArgument
+from search.validation import check_item, require_batch, require_min_score, require_query, require_top_k
 
 
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])

@@ -1,4 +1,4 @@
-"""Domain errors shared by the gateway, the reindex job and the inference client.
+"""Domain errors shared by the gateway, the reindex job, the adapters and the command line.
 
 Each error names the gRPC status it maps to; the gateway's interceptor does the mapping in one
 place (``gateway.interceptors``). Messages are written for a person: they say what was wrong and,
@@ -8,8 +8,12 @@ where possible, what to do about it.
 from __future__ import annotations
 
 
-class T2IError(Exception):
-    """Base class of all expected, user-facing errors."""
+class UserError(Exception):
+    """An expected error whose message tells a person what to do; the CLI prints it without a traceback."""
+
+
+class T2IError(UserError):
+    """Base class of the domain errors that requests can meet; each maps to a gRPC status."""
 
     grpc_code_name: str = "INTERNAL"
 

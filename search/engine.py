@@ -1,30 +1,39 @@
-"""The gateway's logic in plain async Python: validate, encode through Triton, ask Milvus.
+"""The search service's logic in plain async Python: validate, encode through Triton, ask Milvus.
 
-Servicers only convert protobuf messages to and from these calls.
+The gateway's servicers only convert protobuf messages to and from these calls. Blocking Milvus
+calls and image decoding run on two executors of their own (sized by ``T2I_MILVUS_THREADS`` and
+``T2I_DECODE_THREADS``), so neither waits behind the other; every Milvus call gets what is left
+of the request's deadline. Reads never write: with nothing indexed yet, searches answer
+``FAILED_PRECONDITION`` and only upserts create the first collection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from gateway.cache import CachedText, EmbeddingCache
-from gateway.filters import SearchFilter, build_expression
-from gateway.index import CollectionMissing, Hit, ImageIndex, IndexInfo, item_hash, make_row
-from gateway.metrics import downstream
-from gateway.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
-from inference.errors import InvalidArgument, T2IError
+from core.errors import FailedPrecondition, InvalidArgument, T2IError
+from core.filters import SearchFilter, build_expression
+from core.index import CollectionMissing, Hit, ImageIndex, IndexInfo, ModelStamp, index_from_settings, item_hash, make_row
+from core.metrics import downstream
+from core.settings import GatewaySettings
 from inference.images import ImageLimits, load_pixels
-from inference.triton_client import TritonEncoder
+from inference.triton_client import TritonEncoder, encoder_from_settings
+from search.cache import CachedText, EmbeddingCache
+from search.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+NOTHING_INDEXED = "nothing indexed yet: run 't2i reindex PATH' or send UpsertImages"
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,16 @@ class SearchEngine:
     """Search, embeddings and index changes over one Triton and one Milvus alias."""
 
     def __init__(
-        self, encoder: TritonEncoder, index: ImageIndex, max_top_k: int, max_batch: int, limits: ImageLimits,
-        cache: EmbeddingCache | None = None, alias_refresh_s: float = 1.0,
+        self,
+        encoder: TritonEncoder,
+        index: ImageIndex,
+        max_top_k: int,
+        max_batch: int,
+        limits: ImageLimits,
+        cache: EmbeddingCache | None = None,
+        alias_refresh_s: float = 1.0,
+        milvus_threads: int = 4,
+        decode_threads: int = 2,
     ):
         """Wire the adapters, limits and the query-embedding cache together.
 
@@ -77,34 +94,47 @@ class SearchEngine:
         self.max_top_k = max_top_k
         self.max_batch = max_batch
         self.limits = limits
+        self._milvus_pool = ThreadPoolExecutor(milvus_threads, thread_name_prefix="milvus")
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
     @property
     def model_id(self) -> str:
         """The model that serves queries."""
         return self.encoder.manifest.model_id
 
-    async def _milvus(self, operation: str, fn: Callable[..., T], *args: object) -> T:
+    async def close(self) -> None:
+        """Close the Triton channel, the Milvus connection and the executors."""
+        await self.encoder.close()
+        self.index.close()
+        self._milvus_pool.shutdown(wait=False, cancel_futures=True)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _milvus(self, operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with downstream("milvus", operation):
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._milvus_pool, functools.partial(fn, *args, **kwargs))
 
-    async def _collection(self) -> str:
-        return await self._milvus("ensure_active", self.index.ensure_active)
+    async def _active(self, deadline: float | None) -> str:
+        """The active collection resolved afresh (read-only, model-checked)."""
+        collection = await self._milvus("resolve", self.index.active, deadline)
+        if collection is None:
+            raise FailedPrecondition(NOTHING_INDEXED)
+        return collection
 
-    async def _resolve(self) -> str:
+    async def _resolve(self, deadline: float | None) -> str:
         """The collection reads go to: the recently resolved one, or the alias resolved (and model-checked) afresh."""
-        return self.index.recent_active(self.alias_refresh_s) or await self._collection()
+        return self.index.recent_active(self.alias_refresh_s) or await self._active(deadline)
 
-    async def _read(self, operation: str, fn: Callable[..., T], *args: object, collection: str | None = None) -> tuple[str, T]:
+    async def _read(self, operation: str, fn: Callable[..., T], *args: Any, deadline: float | None, collection: str | None = None) -> tuple[str, T]:
         """Run ``fn(collection, *args)`` on ``collection`` or the resolved one; re-resolve once if it is gone."""
-        collection = collection or await self._resolve()
+        collection = collection or await self._resolve(deadline)
         try:
-            return collection, await self._milvus(operation, fn, collection, *args)
+            return collection, await self._milvus(operation, fn, collection, *args, deadline=deadline)
         except CollectionMissing:
-            collection = await self._collection()
-            return collection, await self._milvus(operation, fn, collection, *args)
+            collection = await self._active(deadline)
+            return collection, await self._milvus(operation, fn, collection, *args, deadline=deadline)
 
     async def _pixels(self, data: bytes) -> np.ndarray:
-        return await asyncio.to_thread(load_pixels, data, self.encoder.preprocess_config, self.limits)
+        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels, data, self.encoder.preprocess_config, self.limits)
 
     async def search_text(self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None) -> SearchResult:
         """Images ranked by similarity to ``query``."""
@@ -113,19 +143,27 @@ class SearchEngine:
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
-        collection = await self._resolve()  # the model guard fails before any encoding
+        collection = await self._resolve(deadline)  # the model guard fails before any encoding
         embedded = self.cache.get(self.model_id, text)
         if embedded is None:
             with downstream("triton", "encode_text"):
                 vectors, tokens = await self.encoder.encode_texts([text], deadline)
             embedded = CachedText(vectors[0], tokens.lengths[0], tokens.truncated[0])
             self.cache.put(self.model_id, text, embedded)
-        collection, hits = await self._read("search", self.index.search, embedded.vector, top_k, expression, min_score, collection=collection)
+        collection, hits = await self._read(
+            "search", self.index.search, embedded.vector, top_k, expression, min_score, deadline=deadline, collection=collection
+        )
         return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, embedded.tokens, embedded.truncated)
 
     async def search_image(
-        self, image: bytes | None, image_id: str | None, top_k: int, search_filter: SearchFilter,
-        min_score: float | None, exclude_self: bool, deadline: float | None,
+        self,
+        image: bytes | None,
+        image_id: str | None,
+        top_k: int,
+        search_filter: SearchFilter,
+        min_score: float | None,
+        exclude_self: bool,
+        deadline: float | None,
     ) -> SearchResult:
         """Images ranked by similarity to uploaded bytes or to an indexed image."""
         start = time.perf_counter()
@@ -134,17 +172,17 @@ class SearchEngine:
         collection: str | None = None
         if image_id is not None:
             require_id(image_id)
-            _, vector = await self._read("get", self.index.vector_of, image_id)
+            _, vector = await self._read("get", self.index.vector_of, image_id, deadline=deadline)
             expression = build_expression(search_filter, exclude_id=image_id if exclude_self else None)
         elif image is not None:
             expression = build_expression(search_filter)
             pixels = await self._pixels(image)
-            collection = await self._resolve()  # the model guard fails before any encoding
+            collection = await self._resolve(deadline)  # the model guard fails before any encoding
             with downstream("triton", "encode_image"):
                 vector = (await self.encoder.encode_pixels(pixels[None], deadline))[0]
         else:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
-        collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, collection=collection)
+        collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, deadline=deadline, collection=collection)
         return SearchResult(hits, collection, (time.perf_counter() - start) * 1000)
 
     async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> tuple[np.ndarray, list[bool]]:
@@ -175,7 +213,7 @@ class SearchEngine:
     async def upsert(self, items: Sequence[UpsertItem], deadline: float | None) -> list[ItemOutcome]:
         """Index items; each fails or succeeds on its own."""
         require_batch(items, self.max_batch, "items")
-        collection = await self._collection()
+        collection = await self._milvus("ensure_active", self.index.ensure_active, deadline)  # writers create the first collection
         outcomes: dict[int, ItemOutcome] = {}
         seen: set[str] = set()
         for position, item in enumerate(items):
@@ -186,10 +224,10 @@ class SearchEngine:
             if problem:
                 outcomes[position] = ItemOutcome(item.id, False, problem)
         hashes = {i: item_hash(item.content, item.uri, item.labels) for i, item in enumerate(items) if i not in outcomes}
-        stored = await self._milvus("hashes", self.index.hashes, collection, [items[i].id for i in hashes])
+        stored = await self._milvus("hashes", self.index.hashes, collection, [items[i].id for i in hashes], deadline)
         pending: list[tuple[int, np.ndarray]] = []
-        for i in hashes:
-            if stored.get(items[i].id) == hashes[i]:
+        for i, content_hash in hashes.items():
+            if stored.get(items[i].id) == content_hash:
                 outcomes[i] = ItemOutcome(items[i].id, True, unchanged=True)
                 continue
             try:
@@ -199,30 +237,53 @@ class SearchEngine:
         if pending:
             with downstream("triton", "encode_image"):
                 vectors = await self.encoder.encode_pixels(np.stack([p for _, p in pending]), deadline)
-            rows = [make_row(items[i].id, vector, items[i].uri, items[i].labels, hashes[i]) for (i, _), vector in zip(pending, vectors)]
-            await self._milvus("upsert", self.index.upsert, collection, rows)
+            rows = [make_row(items[i].id, vector, items[i].uri, items[i].labels, hashes[i]) for (i, _), vector in zip(pending, vectors, strict=True)]
+            await self._milvus("upsert", self.index.upsert, collection, rows, deadline)
             outcomes.update({i: ItemOutcome(items[i].id, True) for i, _ in pending})
         return [outcomes[i] for i in range(len(items))]
 
-    async def delete(self, ids: Sequence[str]) -> int:
-        """Delete ids; returns how many existed."""
+    async def delete(self, ids: Sequence[str], deadline: float | None = None) -> int:
+        """Delete ids; returns how many existed (0 when nothing was indexed yet)."""
         require_batch(ids, self.max_batch, "ids")
         for item_id in ids:
             require_id(item_id)
-        collection = await self._collection()
-        return await self._milvus("delete", self.index.delete, collection, list(ids))
+        collection = await self._milvus("resolve", self.index.active, deadline)
+        if collection is None:
+            return 0
+        return await self._milvus("delete", self.index.delete, collection, list(ids), deadline)
 
-    async def info(self) -> IndexInfo:
-        """Facts about the active collection."""
-        return await self._milvus("info", self.index.info)
+    async def info(self, deadline: float | None = None) -> IndexInfo:
+        """Facts about the active collection (count 0 and no collection name before the first index)."""
+        return await self._milvus("info", self.index.info, deadline)
 
     async def ready(self) -> bool:
-        """True when Triton has both models and the active collection is loaded and ours."""
+        """True when Triton has both models and Milvus answers; the active collection, if any, is loaded and ours.
+
+        Nothing indexed yet is ready: upserts and embeddings work, and searches say what to do.
+        """
         if not await self.encoder.ready():
             return False
         try:
-            collection = await self._collection()
-            return await self._milvus("load_state", self.index.loaded, collection)
+            collection = await self._milvus("resolve", self.index.active, None)
+            return collection is None or await self._milvus("load_state", self.index.loaded, collection)
         except T2IError as exc:
             logger.warning("not ready: %s", exc)
             return False
+
+
+def engine_from_settings(settings: GatewaySettings) -> SearchEngine:
+    """The engine ``settings`` describe: the Triton encoder, the Milvus index and the limits."""
+    encoder = encoder_from_settings(settings)
+    index = index_from_settings(settings, ModelStamp.of(encoder.manifest))
+    limits = ImageLimits.from_settings(settings)
+    return SearchEngine(
+        encoder,
+        index,
+        settings.max_top_k,
+        settings.max_batch,
+        limits,
+        EmbeddingCache(settings.embedding_cache_size),
+        settings.alias_refresh_s,
+        settings.milvus_threads,
+        settings.decode_threads,
+    )

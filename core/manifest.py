@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST_FILE = "manifest.json"
 TEXT_MODEL = "clip_text"
 VISION_MODEL = "clip_vision"

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from inference.process import ManagedProcess, free_port
+from devstack.process import ManagedProcess, free_port
 
 
 @dataclass
@@ -80,7 +80,7 @@ def start_milvus(data_dir: Path, ports: MilvusPorts | None = None, timeout_s: fl
     """Start Milvus and wait until it is healthy.
 
     Raises:
-        RuntimeError: Milvus exited or did not become healthy; the message has its log tail.
+        ProcessFailed: Milvus exited or did not become healthy; the message has its log tail.
     """
     ports = ports or MilvusPorts()
     process = milvus_process(data_dir, ports).start()

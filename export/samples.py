@@ -7,9 +7,26 @@ from pathlib import Path
 
 # Colour and greyscale photos of distinct subjects in several formats.
 SAMPLE_NAMES = (
-    "astronaut.png", "chelsea.png", "coffee.png", "horse.png", "motorcycle_left.png", "rocket.jpg",
-    "grass.png", "camera.png", "coins.png", "hubble_deep_field.jpg", "retina.jpg", "brick.png",
-    "gravel.png", "moon.png", "page.png", "logo.png", "ihc.png", "cell.png", "text.png", "color.png",
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "horse.png",
+    "motorcycle_left.png",
+    "rocket.jpg",
+    "grass.png",
+    "camera.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "brick.png",
+    "gravel.png",
+    "moon.png",
+    "page.png",
+    "logo.png",
+    "ihc.png",
+    "cell.png",
+    "text.png",
+    "color.png",
 )
 
 

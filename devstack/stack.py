@@ -15,9 +15,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.milvus_server import MilvusPorts, start_milvus
-from inference.process import ManagedProcess, free_port
-from inference.triton_server import TritonPorts, start_triton
+from core.settings import Settings
+from devstack.milvus import MilvusPorts, start_milvus
+from devstack.process import ManagedProcess, free_port
+from devstack.triton import TritonPorts, start_triton
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class LocalStack:
         metrics_port: Gateway metrics port (0 disables).
         alias: Milvus alias the gateway queries.
         extra_env: More ``T2I_*`` settings for the gateway (timeouts, limits).
+        triton_env: The python backend's virtual environment (default ``T2I_TRITON_ENV``).
     """
 
     repo: Path
@@ -48,6 +50,7 @@ class LocalStack:
     metrics_port: int = field(default_factory=free_port)
     alias: str = "t2i_images"
     extra_env: dict[str, str] = field(default_factory=dict)
+    triton_env: Path | None = None
     milvus: ManagedProcess | None = None
     triton: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
@@ -77,11 +80,15 @@ class LocalStack:
             "T2I_METRICS_PORT": str(self.metrics_port),
         }
 
+    def settings(self) -> Settings:
+        """Settings that point a reindex job (or any client of Triton and Milvus) at this stack."""
+        return Settings(triton_url=self.triton_url, milvus_uri=self.milvus_uri, model_repository=Path(self.repo).resolve(), collection_alias=self.alias)
+
     def start(self, gateway: bool = True) -> LocalStack:
         """Start Milvus, Triton and (optionally) the gateway; wait for each to be ready."""
         try:
             self.milvus, self.milvus_ports = start_milvus(self.data_dir / "milvus", self.milvus_ports)
-            self.triton, self.triton_ports = start_triton(self.repo, self.data_dir / "triton", self.triton_ports)
+            self.triton, self.triton_ports = start_triton(self.repo, self.data_dir / "triton", self.triton_ports, triton_env=self.triton_env)
             if gateway:
                 self.start_gateway()
         except BaseException:
@@ -104,12 +111,14 @@ class LocalStack:
 
     def describe(self) -> str:
         """Where each component listens, one line each."""
-        return "\n".join([
-            f"  gateway  grpc://{self.gateway_address}  (metrics http://127.0.0.1:{self.metrics_port}/metrics)",
-            f"  triton   grpc://{self.triton_url}  (http 127.0.0.1:{self.triton_ports.http if self.triton_ports else '?'})",
-            f"  milvus   {self.milvus_uri if self.milvus_ports else '?'}",
-            f"  logs     {self.data_dir}",
-        ])
+        return "\n".join(
+            [
+                f"  gateway  grpc://{self.gateway_address}  (metrics http://127.0.0.1:{self.metrics_port}/metrics)",
+                f"  triton   grpc://{self.triton_url}  (http 127.0.0.1:{self.triton_ports.http if self.triton_ports else '?'})",
+                f"  milvus   {self.milvus_uri if self.milvus_ports else '?'}",
+                f"  logs     {self.data_dir}",
+            ]
+        )
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -1,24 +1,50 @@
 """Triton or Milvus down: UNAVAILABLE within the deadline, NOT_SERVING, and recovery without a
-gateway restart once they are back. Runs last (it stops and restarts the shared servers)."""
+gateway restart once they are back. These tests stop and restart servers, so they get a stack of
+their own (module scope) and never disturb the session's shared one, whatever the order."""
 
 from __future__ import annotations
 
 import os
 import signal
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from gateway.milvus_server import start_milvus
-from inference.triton_server import start_triton
+from devstack.milvus import start_milvus
+from devstack.process import free_port
+from devstack.stack import LocalStack
+from devstack.triton import start_triton
+from export.samples import sample_photos
 from t2i.client import GatewayClient
-from t2i.stack import LocalStack
-from tests.integration.conftest import assert_serving, health_status, wait_for
+from tests.integration.conftest import GATEWAY_ENV, assert_serving, health_status, wait_for
 from text2image.v1 import text2image_pb2 as pb
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack for this module alone, with one indexed photo, so every search has a hit."""
+    local = LocalStack(tiny_repo, tmp_path_factory.mktemp("outages"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_outages", extra_env=GATEWAY_ENV)
+    local.start()
+    try:
+        with GatewayClient(local.gateway_address, timeout_s=30) as client:
+            photo = sample_photos(1)[0]
+            reply = client.index.UpsertImages(pb.UpsertImagesRequest(items=[pb.ImageItem(id="probe", content=photo.read_bytes(), uri=str(photo))]), timeout=60)
+            assert reply.upserted == 1
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack: LocalStack) -> Iterator[GatewayClient]:
+    with GatewayClient(stack.gateway_address, timeout_s=20) as gateway:
+        yield gateway
 
 
 def fresh_query() -> str:
@@ -34,7 +60,8 @@ def expect_unavailable(client: GatewayClient, what: str) -> None:
 
 
 def recovered(client: GatewayClient) -> bool:
-    return len(client.search_text(fresh_query(), top_k=3).hits) >= 0
+    """A fresh query (so Triton must encode it) finds the indexed photo again."""
+    return [hit.id for hit in client.search_text(fresh_query(), top_k=3).hits] == ["probe"]
 
 
 def test_triton_down_and_back(stack: LocalStack, client: GatewayClient) -> None:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inference.errors import InvalidArgument
+from core.errors import InvalidArgument
 
 MAX_VALUES = 256
 MAX_VALUE_BYTES = 2048

@@ -7,6 +7,7 @@ gracefully, which a developer or CI should not have to wait for.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -16,7 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from core.errors import UserError
+
 logger = logging.getLogger(__name__)
+
+
+class ProcessFailed(UserError):
+    """A server of the local stack exited or did not become ready; the message has its log tail."""
 
 
 def free_port() -> int:
@@ -48,8 +55,13 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
             )
         logger.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
         return self
@@ -69,19 +81,21 @@ class ManagedProcess:
         """Poll ``ready`` until it is true.
 
         Raises:
-            RuntimeError: the process exited, or ``timeout_s`` passed; the message has the log tail.
+            ProcessFailed: the process exited, or ``timeout_s`` passed; the message has the log tail.
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited (code {self.proc.returncode if self.proc else '?'}) before {what}; log {self.log_path}:\n{self.log_tail()}")
+                raise ProcessFailed(
+                    f"{self.name} exited (code {self.proc.returncode if self.proc else '?'}) before {what}; log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 if ready():
                     return
             except Exception:  # noqa: BLE001 - not ready yet
                 pass
             time.sleep(0.25)
-        raise RuntimeError(f"{self.name} not {what} after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+        raise ProcessFailed(f"{self.name} not {what} after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL it after ``timeout_s``."""
@@ -100,7 +114,5 @@ class ManagedProcess:
 
     @staticmethod
     def _signal(pgid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass

@@ -1,8 +1,9 @@
 """Triton python-backend model that runs ``model.onnx`` from its version folder with onnxruntime.
 
-This file is the single source of the CPU wrapper: ``t2i export`` copies it to
-``<repo>/<model>/<version>/model.py``. It runs inside Triton's python-backend stub, not in the
-gateway, so it may only import numpy, onnxruntime and ``triton_python_backend_utils``.
+This file is the single source of the CPU wrapper: ``t2i export`` copies it from the template
+repository to ``<repo>/<model>/<version>/model.py``, where Triton loads it. It runs inside Triton's
+python-backend stub, never in the gateway, so it may only import numpy, onnxruntime and
+``triton_python_backend_utils``.
 Input and output names come from the model's ``config.pbtxt``; the same ONNX file is served in
 production by Triton's native onnxruntime backend.
 
@@ -55,10 +56,7 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Group requests by input shape, run each group once, and split the outputs back."""
-        inputs = [
-            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
-            for request in requests
-        ]
+        inputs = [{name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names} for request in requests]
         groups: dict[tuple, list[int]] = {}
         for index, tensors in enumerate(inputs):
             key = tuple(tensors[name].shape[2 if name in self.pad_to_longest else 1 :] for name in self.input_names)
@@ -71,8 +69,7 @@ class TritonPythonModel:
             for i in indices:
                 size = inputs[i][self.input_names[0]].shape[0]
                 tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + size]))
-                    for name, value in zip(self.output_names, outputs)
+                    pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + size])) for name, value in zip(self.output_names, outputs, strict=True)
                 ]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start += size

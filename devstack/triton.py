@@ -15,11 +15,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference.manifest import TEXT_MODEL, VISION_MODEL
-from inference.process import ManagedProcess, free_port
+from core.manifest import TEXT_MODEL, VISION_MODEL
+from core.settings import Settings
+from devstack.process import ManagedProcess, free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TRITON_ENV = PROJECT_ROOT / ".venv-triton"
 STUB_PYTHON = "3.11"
 
 
@@ -55,9 +54,13 @@ def build_backend_dir(site: Path, work_dir: Path) -> Path:
     return target.parent
 
 
-def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: Path = DEFAULT_TRITON_ENV, config_name: str = "cpu") -> ManagedProcess:
-    """A not-yet-started Triton server serving ``clip_text`` and ``clip_vision`` from ``repo``."""
+def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: Path | None = None, config_name: str = "cpu") -> ManagedProcess:
+    """A not-yet-started Triton server serving ``clip_text`` and ``clip_vision`` from ``repo``.
+
+    ``triton_env`` is the python backend's virtual environment (default ``T2I_TRITON_ENV``).
+    """
     work_dir = Path(work_dir).resolve()  # Triton runs with work_dir as its cwd
+    triton_env = Path(triton_env or Settings().triton_env).resolve()
     site = pytriton_root(triton_env)
     backends = build_backend_dir(site, work_dir)
     argv = [
@@ -68,11 +71,16 @@ def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: P
         f"--load-model={TEXT_MODEL}",
         f"--load-model={VISION_MODEL}",
         f"--model-config-name={config_name}",
-        "--grpc-address=127.0.0.1", f"--grpc-port={ports.grpc}",
-        "--http-address=127.0.0.1", f"--http-port={ports.http}",
-        "--metrics-address=127.0.0.1", f"--metrics-port={ports.metrics}",
-        "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
-        "--exit-timeout-secs=5", "--log-verbose=0",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={ports.grpc}",
+        "--http-address=127.0.0.1",
+        f"--http-port={ports.http}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={ports.metrics}",
+        "--allow-gpu-metrics=false",
+        "--allow-cpu-metrics=true",
+        "--exit-timeout-secs=5",
+        "--log-verbose=0",
     ]
     env = dict(os.environ)
     env["PATH"] = f"{triton_env / 'bin'}:{env.get('PATH', '')}"
@@ -91,14 +99,21 @@ def models_ready(http_port: int) -> bool:
     return True
 
 
-def start_triton(repo: Path, work_dir: Path, ports: TritonPorts | None = None, timeout_s: float = 120.0, **kwargs: object) -> tuple[ManagedProcess, TritonPorts]:
+def start_triton(
+    repo: Path,
+    work_dir: Path,
+    ports: TritonPorts | None = None,
+    timeout_s: float = 120.0,
+    triton_env: Path | None = None,
+    config_name: str = "cpu",
+) -> tuple[ManagedProcess, TritonPorts]:
     """Start Triton and wait until both models are ready.
 
     Raises:
-        RuntimeError: Triton exited or did not become ready; the message has its log tail.
+        ProcessFailed: Triton exited or did not become ready; the message has its log tail.
     """
     ports = ports or TritonPorts()
-    process = triton_process(repo, work_dir, ports, **kwargs).start()  # type: ignore[arg-type]
+    process = triton_process(repo, work_dir, ports, triton_env, config_name).start()
     try:
         process.wait_until(lambda: models_ready(ports.http), timeout_s, "ready (clip_text and clip_vision loaded)")
     except BaseException:

@@ -1,0 +1,489 @@
+"""The Milvus adapter: one alias, collections stamped with the model that filled them.
+
+Used by the gateway and the reindex job alike (``index_from_settings`` builds it). Every call has
+an explicit timeout, cut to what is left of the caller's deadline, and Milvus failures become
+domain errors by their code (``classify``), never by their text. Reads never write: ``active``
+resolves the alias read-only, and only ``ensure_active`` (upserts, the reindex job) creates the
+first collection and alias. Collections are named ``<alias>_<UTC timestamp>``; the alias points at
+the active one, so a full rebuild fills a new collection and swaps the alias atomically. Searches
+use Session consistency (read-your-writes for this client, no wait for global time ticks); hash
+and count queries, which decide what to re-index, use Strong.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, T2IError, Unavailable
+from core.manifest import Manifest
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_ID_BYTES = 512
+MAX_URI_BYTES = 2048
+MAX_LABELS = 32
+MAX_LABEL_BYTES = 128
+_QUERY_PAGE = 1000
+ADMIN_TIMEOUT_S = 60.0  # creating and loading a collection is rare and slower than a query
+
+# Milvus error codes (``MilvusException.code``; the server's merr codes, which pymilvus passes on).
+COLLECTION_NOT_FOUND = 100
+ALIAS_NOT_FOUND = 1600
+# The service cannot answer now: not ready (1), unavailable or connection failed (2), memory,
+# request, disk and rate limits (3, 4, 7, 8), time tick delay (11). pymilvus also uses 1 for
+# its own "retry timeout"; its parameter errors are subclasses and are never classified as these.
+UNAVAILABLE_CODES = frozenset({1, 2, 3, 4, 7, 8, 11})
+UNAVAILABLE_STATUS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED})
+
+
+class CollectionMissing(Unavailable):
+    """The collection named in a call no longer exists (a full reindex swapped the alias and dropped it)."""
+
+
+def _status(exc: BaseException) -> grpc.StatusCode | None:
+    """The gRPC status of a raw ``grpc.RpcError`` or of a ``MilvusException`` that wraps one."""
+    if isinstance(exc, MilvusException):
+        return exc.code if isinstance(exc.code, grpc.StatusCode) else None
+    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
+        code = exc.code()
+        return code if isinstance(code, grpc.StatusCode) else None
+    return None
+
+
+def classify(exc: BaseException, what: str, uri: str, timeout_s: float, deadline: float | None = None, now: float | None = None) -> T2IError | None:
+    """The domain error for a failed Milvus call, or None when it is not one we expect (a bug).
+
+    Args:
+        exc: What pymilvus or gRPC raised.
+        what: The operation, for the message.
+        uri: The Milvus address, for the message.
+        timeout_s: The timeout the call had.
+        deadline: The caller's deadline on the monotonic clock, if any.
+        now: The monotonic time of the failure (defaults to now).
+    """
+    status = _status(exc)
+    if status == grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, (grpc.FutureTimeoutError, TimeoutError)):
+        if deadline is not None and (now if now is not None else time.monotonic()) >= deadline:
+            return DeadlineExceeded(f"deadline passed while waiting for Milvus ({what})")
+        return Unavailable(f"Milvus at {uri} did not answer ({what}) within {timeout_s:.1f} s")
+    if status in UNAVAILABLE_STATUS:
+        return Unavailable(f"Milvus at {uri} is unavailable ({what}): {status.name if status else ''}")
+    if isinstance(exc, MilvusException):
+        if exc.code == COLLECTION_NOT_FOUND:
+            return CollectionMissing(f"Milvus collection gone ({what}): the alias was moved; retry")
+        if exc.code in UNAVAILABLE_CODES and type(exc) is MilvusException:
+            return Unavailable(f"Milvus at {uri} is unavailable ({what}): {exc.message}")
+    return None
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """The model recorded on a collection: vectors from different models are not comparable."""
+
+    model_id: str
+    checksum: str
+    dimension: int
+
+    def describe(self) -> str:
+        """JSON for the collection description."""
+        return json.dumps({"model_id": self.model_id, "model_checksum": self.checksum, "dimension": self.dimension})
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> ModelStamp:
+        """The stamp of the model an exported repository holds."""
+        return cls(manifest.model_id, manifest.checksum, manifest.dimension)
+
+    @classmethod
+    def parse(cls, description: str) -> ModelStamp | None:
+        """The stamp in a collection description, or None if it has none."""
+        try:
+            raw = json.loads(description)
+            return cls(raw["model_id"], raw["model_checksum"], int(raw["dimension"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    uri: str
+    score: float
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """Facts about the active collection."""
+
+    count: int
+    stamp: ModelStamp
+    collection: str
+    alias: str
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """HNSW build and search parameters."""
+
+    m: int = 16
+    ef_construction: int = 200
+    ef: int = 64
+
+
+def item_hash(content: bytes, uri: str, labels: Sequence[str]) -> str:
+    """SHA-256 of an item's bytes and metadata: equal hashes mean nothing to re-index."""
+    digest = hashlib.sha256(content)
+    digest.update(b"\x00" + json.dumps([uri, sorted(labels)]).encode())
+    return digest.hexdigest()
+
+
+def make_row(item_id: str, vector: np.ndarray, uri: str, labels: Sequence[str], content_hash: str) -> dict[str, Any]:
+    """A Milvus row in this project's schema."""
+    return {"id": item_id, "vector": vector.astype(np.float32).tolist(), "uri": uri, "labels": list(labels), "content_hash": content_hash}
+
+
+def _query_hashes(client: MilvusClient, timeout: float, collection: str, expression: str) -> dict[str, str]:
+    rows = client.query(collection, filter=expression, output_fields=["id", "content_hash"], timeout=timeout, consistency_level="Strong")
+    return {row["id"]: row["content_hash"] for row in rows}
+
+
+class ImageIndex:
+    """Synchronous Milvus access for one alias and one model stamp.
+
+    Methods block; async callers run them on an executor of their own. Each takes an optional
+    ``deadline`` (monotonic clock): the call's timeout is cut to the time left, and a deadline
+    that has passed raises ``DeadlineExceeded`` without calling Milvus.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        alias: str,
+        stamp: ModelStamp,
+        timeout_s: float = 5.0,
+        token: str = "",
+        hnsw: HnswParams = HnswParams(),
+        client: MilvusClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """Describe the index; the connection opens on first use, so Milvus may start later.
+
+        Args:
+            uri: Milvus server URI.
+            alias: The alias queries go through; collections are named after it.
+            stamp: The model this process encodes with.
+            timeout_s: Timeout of one call (admin calls get ``ADMIN_TIMEOUT_S``).
+            token: ``user:password`` when Milvus has auth on.
+            hnsw: Index parameters.
+            client: A client to use instead of connecting (tests).
+            clock: Monotonic clock for deadlines and the reuse window (tests).
+        """
+        self.uri = uri
+        self.alias = alias
+        self.stamp = stamp
+        self.timeout_s = timeout_s
+        self.token = token
+        self.hnsw = hnsw
+        self.clock = clock
+        self._client = client
+        self._lock = threading.Lock()
+        self._ensure_lock = threading.Lock()
+        self._checked: str | None = None
+        self._recent: tuple[str, float] | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _timeout(self, what: str, deadline: float | None, limit: float | None = None) -> float:
+        timeout = limit or self.timeout_s
+        if deadline is None:
+            return timeout
+        left = deadline - self.clock()
+        if left <= 0:
+            raise DeadlineExceeded(f"deadline passed before Milvus was asked ({what})")
+        return min(timeout, left)
+
+    def _call(self, what: str, fn: Callable[[MilvusClient, float], T], deadline: float | None = None, limit: float | None = None) -> T:
+        """Run ``fn(client, timeout)`` and turn Milvus failures into domain errors."""
+        timeout = self._timeout(what, deadline, limit)
+        try:
+            return fn(self._connect(), timeout)
+        except T2IError:
+            raise
+        except Exception as exc:
+            error = classify(exc, what, self.uri, timeout, deadline, self.clock())
+            if error is None:
+                raise
+            raise error from exc
+
+    def _connect(self) -> MilvusClient:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout_s)
+                except Exception as exc:
+                    error = classify(exc, "connect", self.uri, self.timeout_s)
+                    if error is None:
+                        raise
+                    raise error from exc
+            return self._client
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- collections and the alias --------------------------------------------------------------
+
+    def new_collection(self) -> str:
+        """Create an empty, loaded collection stamped with this model; not yet aliased."""
+        name = f"{self.alias}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{int(time.time() * 1000) % 1000:03d}"
+
+        def create(client: MilvusClient, timeout: float) -> None:
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=self.stamp.describe())
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.stamp.dimension)
+            schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
+            schema.add_field("labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_LABELS, max_length=MAX_LABEL_BYTES)
+            schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+            index = client.prepare_index_params()
+            index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": self.hnsw.m, "efConstruction": self.hnsw.ef_construction})
+            client.create_collection(name, schema=schema, index_params=index, consistency_level="Session", timeout=timeout)
+            client.load_collection(name, timeout=timeout)
+
+        self._call("create collection", create, limit=ADMIN_TIMEOUT_S)
+        logger.info("created collection %s for %s", name, self.stamp.model_id)
+        return name
+
+    def active_collection(self, deadline: float | None = None) -> str | None:
+        """The collection the alias points at, or None when there is no alias yet (no model check)."""
+
+        def describe(client: MilvusClient, timeout: float) -> str | None:
+            try:
+                return str(client.describe_alias(self.alias, timeout=timeout)["collection_name"])
+            except MilvusException as exc:
+                if exc.code == ALIAS_NOT_FOUND:
+                    return None
+                raise
+
+        return self._call("describe alias", describe, deadline)
+
+    def active(self, deadline: float | None = None) -> str | None:
+        """The active collection, model-checked, or None when nothing was indexed yet. Never writes.
+
+        Raises:
+            FailedPrecondition: the collection was filled by another model.
+        """
+        name = self.active_collection(deadline)
+        if name is not None:
+            self._check_once(name, deadline)
+            self._recent = (name, self.clock())
+        return name
+
+    def ensure_active(self, deadline: float | None = None) -> str:
+        """The active collection, created and aliased if there is none (writers only); model-checked.
+
+        Raises:
+            FailedPrecondition: the collection was filled by another model.
+        """
+        with self._ensure_lock:
+            name = self.active_collection(deadline)
+            if name is None:
+                name = self.new_collection()
+                try:
+                    self._call("create alias", lambda c, t: c.create_alias(name, self.alias, timeout=t))
+                except (MilvusException, Unavailable):
+                    self.drop(name)  # another process created the alias first: use theirs
+                    name = self.active_collection(deadline)
+                    if name is None:
+                        raise
+            self._check_once(name, deadline)
+            self._recent = (name, self.clock())
+            return name
+
+    def recent_active(self, max_age_s: float) -> str | None:
+        """The collection ``active`` or ``ensure_active`` returned less than ``max_age_s`` ago, or None.
+
+        Read paths use it to skip a Milvus round trip per request; a caller that then gets
+        ``CollectionMissing`` resolves afresh and retries.
+        """
+        recent = self._recent
+        if recent is not None and self.clock() - recent[1] < max_age_s:
+            return recent[0]
+        return None
+
+    def _check_once(self, name: str, deadline: float | None) -> None:
+        if self._checked != name:
+            self.check_stamp(name, deadline)
+            self._checked = name
+
+    def stamp_of(self, collection: str, deadline: float | None = None) -> ModelStamp | None:
+        """The model stamp recorded on ``collection``."""
+        described = self._call("describe collection", lambda c, t: c.describe_collection(collection, timeout=t), deadline)
+        return ModelStamp.parse(described.get("description", ""))
+
+    def check_stamp(self, collection: str, deadline: float | None = None) -> None:
+        """Raise ``FailedPrecondition`` unless ``collection`` was filled by this model."""
+        stamp = self.stamp_of(collection, deadline)
+        if stamp != self.stamp:
+            found = f"{stamp.model_id} (checksum {stamp.checksum[:12]})" if stamp else "no recorded model"
+            raise FailedPrecondition(
+                f"collection {collection} behind alias {self.alias} holds vectors of {found}, but this service "
+                f"uses {self.stamp.model_id} (checksum {self.stamp.checksum[:12]}); run 't2i reindex --full' with this model"
+            )
+
+    def swap_alias(self, collection: str) -> str | None:
+        """Point the alias at ``collection`` atomically; returns the collection it pointed at before."""
+        previous = self.active_collection()
+        if previous is None:
+            self._call("create alias", lambda c, t: c.create_alias(collection, self.alias, timeout=t))
+        else:
+            self._call("alter alias", lambda c, t: c.alter_alias(collection, self.alias, timeout=t))
+        self._checked = None
+        self._recent = None
+        logger.info("alias %s now points at %s (was %s)", self.alias, collection, previous)
+        return previous
+
+    def orphans(self) -> list[str]:
+        """Collections of this alias's family that the alias does not point at (left by killed rebuilds)."""
+        active = self.active_collection()
+        names = self._call("list collections", lambda c, t: c.list_collections(timeout=t))
+        return [n for n in names if n.startswith(f"{self.alias}_") and n != active]
+
+    def drop(self, collection: str) -> None:
+        """Drop a collection."""
+        self._call("drop collection", lambda c, t: c.drop_collection(collection, timeout=t), limit=ADMIN_TIMEOUT_S)
+        logger.info("dropped collection %s", collection)
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def seal(self, collection: str, wait_s: float = 600.0) -> bool:
+        """Flush, then wait until the HNSW index covers every row; True when it does within ``wait_s``.
+
+        Until then Milvus 2.3 serves new rows from growing segments through an interim index whose
+        recall does not follow ``ef``; a reindex seals at its end.
+        """
+
+        def flush_and_wait(client: MilvusClient, timeout: float) -> bool:
+            client.flush(collection, timeout=timeout)
+            end = self.clock() + wait_s
+            while self.clock() < end:
+                described = client.describe_index(collection, client.list_indexes(collection)[0], timeout=self.timeout_s)
+                if int(described.get("pending_index_rows", 0)) == 0:
+                    return True
+                time.sleep(1.0)
+            return False
+
+        return self._call("flush", flush_and_wait, limit=ADMIN_TIMEOUT_S)
+
+    def upsert(self, collection: str, rows: list[dict[str, Any]], deadline: float | None = None) -> None:
+        """Insert or replace rows by id."""
+        if rows:
+            self._call("upsert", lambda c, t: c.upsert(collection, rows, timeout=t), deadline, limit=self.timeout_s * 4)
+
+    def delete(self, collection: str, ids: Sequence[str], deadline: float | None = None) -> int:
+        """Delete ids; returns how many of them existed."""
+        present = list(self.hashes(collection, ids, deadline))
+        if present:
+            self._call("delete", lambda c, t: c.delete(collection, ids=present, timeout=t), deadline)
+        return len(present)
+
+    def hashes(self, collection: str, ids: Iterable[str] | None = None, deadline: float | None = None) -> dict[str, str]:
+        """``id -> content_hash`` of the given ids, or of every row when ids is None."""
+        result: dict[str, str] = {}
+        if ids is not None:
+            wanted = list(ids)
+            for start in range(0, len(wanted), _QUERY_PAGE):
+                query = functools.partial(_query_hashes, collection=collection, expression="id in " + json.dumps(wanted[start : start + _QUERY_PAGE]))
+                result.update(self._call("query", query, deadline))
+            return result
+
+        def scan(client: MilvusClient, timeout: float) -> None:
+            iterator = client.query_iterator(
+                collection, batch_size=_QUERY_PAGE, filter="", output_fields=["id", "content_hash"], timeout=timeout, consistency_level="Strong"
+            )
+            try:
+                while rows := iterator.next():
+                    result.update({row["id"]: row["content_hash"] for row in rows})
+            finally:
+                iterator.close()
+
+        self._call("scan", scan, deadline, limit=self.timeout_s * 2)
+        return result
+
+    def vector_of(self, collection: str, item_id: str, deadline: float | None = None) -> np.ndarray:
+        """The stored vector of ``item_id``.
+
+        Raises:
+            NotFound: no such id.
+        """
+        rows = self._call("get", lambda c, t: c.get(collection, ids=[item_id], output_fields=["vector"], timeout=t), deadline)
+        if not rows:
+            raise NotFound(f"no indexed image has id {item_id!r}")
+        return np.asarray(rows[0]["vector"], dtype=np.float32)
+
+    def count(self, collection: str, deadline: float | None = None) -> int:
+        """Number of rows."""
+        rows = self._call("count", lambda c, t: c.query(collection, filter="", output_fields=["count(*)"], timeout=t, consistency_level="Strong"), deadline)
+        return int(rows[0]["count(*)"])
+
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray,
+        top_k: int,
+        expression: str = "",
+        min_score: float | None = None,
+        deadline: float | None = None,
+    ) -> list[Hit]:
+        """Nearest neighbours by cosine similarity, best first."""
+        params = {"metric_type": "COSINE", "params": {"ef": max(self.hnsw.ef, top_k)}}
+        data = [vector.astype(np.float32).tolist()]
+        result = self._call(
+            "search",
+            lambda c, t: c.search(collection, data=data, limit=top_k, filter=expression, output_fields=["uri", "labels"], search_params=params, timeout=t),
+            deadline,
+        )
+        hits = [Hit(str(r["id"]), r["entity"].get("uri", ""), float(r["distance"]), list(r["entity"].get("labels") or [])) for r in result[0]]
+        return [h for h in hits if min_score is None or h.score >= min_score]
+
+    def info(self, deadline: float | None = None) -> IndexInfo:
+        """Count, stamp and names of the active collection (count 0 and no collection before the first index)."""
+        name = self.active(deadline)
+        if name is None:
+            return IndexInfo(0, self.stamp, "", self.alias)
+        return IndexInfo(self.count(name, deadline), self.stamp_of(name, deadline) or self.stamp, name, self.alias)
+
+    def loaded(self, collection: str, deadline: float | None = None) -> bool:
+        """True when ``collection`` is loaded for search."""
+        state = self._call("load state", lambda c, t: c.get_load_state(collection, timeout=t), deadline)
+        return str(state.get("state")).endswith("Loaded")
+
+
+def index_from_settings(settings: Settings, stamp: ModelStamp) -> ImageIndex:
+    """The index that ``settings`` describe, for the model ``stamp``."""
+    return ImageIndex(
+        settings.milvus_uri,
+        settings.collection_alias,
+        stamp,
+        timeout_s=settings.milvus_timeout_s,
+        token=settings.milvus_token,
+        hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
+    )

@@ -1,0 +1,169 @@
+"""The Milvus adapter: errors classified by code, deadlines, read-only resolution and the reuse window.
+
+Failures are real pymilvus and gRPC exception objects; the client is a fake (``fake_milvus``),
+and ``tests/integration`` runs the same behaviour against the real server.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from pymilvus import MilvusException
+from pymilvus.exceptions import DataNotMatchException, ParamError
+
+from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from core.index import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND, CollectionMissing, ImageIndex, ModelStamp, classify
+from tests.unit.fake_milvus import FakeMilvusClient
+
+STAMP = ModelStamp("unit:model", "c" * 64, 2)
+OTHER = ModelStamp("someone/else-clip", "f" * 64, 2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RpcFailure(grpc.RpcError):
+    """What grpc raises for a failed call: an RpcError that is also a Call with a status."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+def make_index(client: FakeMilvusClient, clock: Clock | None = None) -> ImageIndex:
+    return ImageIndex("http://fake:19530", "alias", STAMP, timeout_s=5.0, client=client, clock=clock or Clock())  # type: ignore[arg-type]  # the fake client
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (MilvusException(COLLECTION_NOT_FOUND, "collection not found"), CollectionMissing),
+        (MilvusException(2, "Fail connecting to server"), Unavailable),  # pymilvus's connection failure
+        (MilvusException(8, "rate limit exceeded"), Unavailable),
+        (MilvusException(grpc.StatusCode.UNAVAILABLE, "Retry timeout: 5s"), Unavailable),  # pymilvus's retry wrapper
+        (RpcFailure(grpc.StatusCode.UNAVAILABLE), Unavailable),
+        (RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED), Unavailable),  # slower than one call may take
+        (grpc.FutureTimeoutError(), Unavailable),
+        (MilvusException(ALIAS_NOT_FOUND, "alias not found"), type(None)),  # handled where it is expected
+        (ParamError(message="bad param"), type(None)),  # our bug, not an outage
+        (DataNotMatchException(message="wrong dim"), type(None)),
+        (MilvusException(65535, "unexpected"), type(None)),
+        (KeyError("x"), type(None)),
+    ],
+)
+def test_classify_by_code(exc: BaseException, expected: type) -> None:
+    assert type(classify(exc, "search", "http://m", 5.0)) is expected
+
+
+def test_timeout_at_the_callers_deadline_is_deadline_exceeded() -> None:
+    error = classify(RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED), "search", "http://m", 0.3, deadline=10.0, now=10.0)
+    assert isinstance(error, DeadlineExceeded)
+    assert isinstance(classify(RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED), "search", "http://m", 0.3, deadline=10.0, now=9.0), Unavailable)
+
+
+def test_failures_become_domain_errors_and_bugs_propagate() -> None:
+    client = FakeMilvusClient()
+    index = make_index(client)
+    client.fail_with = MilvusException(grpc.StatusCode.UNAVAILABLE, "Retry timeout")
+    with pytest.raises(Unavailable, match=r"Milvus at http://fake:19530 is unavailable \(describe alias\)"):
+        index.active()
+    client.fail_with = ParamError(message="a bug of ours")
+    with pytest.raises(ParamError):
+        index.active()
+
+
+def test_a_dropped_collection_is_collection_missing() -> None:
+    index = make_index(FakeMilvusClient())
+    with pytest.raises(CollectionMissing):
+        index.search("gone", np.ones(2, np.float32), 3)
+    with pytest.raises(CollectionMissing):
+        index.vector_of("gone", "any")
+
+
+def test_unknown_id_is_not_found() -> None:
+    client = FakeMilvusClient()
+    client.add("c1", STAMP.describe(), {"y": {"vector": [1.0, 0.0]}})
+    np.testing.assert_array_equal(make_index(client).vector_of("c1", "y"), [1.0, 0.0])
+    with pytest.raises(NotFound, match="no indexed image has id 'x'"):
+        make_index(client).vector_of("c1", "x")
+
+
+def test_each_call_gets_the_time_left_of_the_deadline() -> None:
+    client, clock = FakeMilvusClient(), Clock()
+    client.add("c1", STAMP.describe())
+    seen: list[float] = []
+    search = client.search
+
+    def timed_search(collection: str, data: list[list[float]], limit: int, **kwargs: float) -> object:
+        seen.append(kwargs["timeout"])
+        return search(collection, data, limit, **kwargs)
+
+    client.search = timed_search  # type: ignore[method-assign]
+    index = make_index(client, clock)
+    index.search("c1", np.ones(2, np.float32), 3, deadline=clock() + 0.75)
+    index.search("c1", np.ones(2, np.float32), 3, deadline=clock() + 60)
+    index.search("c1", np.ones(2, np.float32), 3)
+    assert seen == [0.75, 5.0, 5.0]  # the deadline when shorter, else the adapter's timeout
+    with pytest.raises(DeadlineExceeded):
+        index.search("c1", np.ones(2, np.float32), 3, deadline=clock() - 0.001)
+    assert len(seen) == 3  # a passed deadline never reaches Milvus
+
+
+def test_reads_never_write() -> None:
+    client = FakeMilvusClient()
+    index = make_index(client)
+    assert index.active() is None
+    info = index.info()
+    assert (info.count, info.collection, info.alias, info.stamp) == (0, "", "alias", STAMP)
+    assert client.writes == []
+
+
+def test_writers_create_the_first_collection_and_alias() -> None:
+    client = FakeMilvusClient()
+    index = make_index(client)
+    name = index.ensure_active()
+    assert client.aliases == {"alias": name} and name.startswith("alias_")
+    assert index.active() == name and index.ensure_active() == name
+    assert client.writes.count("create_collection") == 1
+
+
+def test_a_foreign_model_is_refused_on_read_and_write() -> None:
+    client = FakeMilvusClient()
+    client.add("theirs", OTHER.describe())
+    client.aliases["alias"] = "theirs"
+    index = make_index(client)
+    for resolve in (index.active, index.ensure_active):
+        with pytest.raises(FailedPrecondition, match=r"someone/else-clip .*run 't2i reindex --full'"):
+            resolve()
+
+
+def test_reads_reuse_the_resolved_collection_within_the_window() -> None:
+    client, clock = FakeMilvusClient(), Clock()
+    client.add("c1", STAMP.describe())
+    client.aliases["alias"] = "c1"
+    index = make_index(client, clock)
+    assert index.recent_active(1.0) is None
+    assert index.active() == "c1"
+    clock.now += 0.99
+    assert index.recent_active(1.0) == "c1"
+    clock.now += 0.02
+    assert index.recent_active(1.0) is None  # expired: the next read asks Milvus again
+
+
+def test_swap_alias_forgets_the_recent_collection() -> None:
+    client = FakeMilvusClient()
+    client.add("c1", STAMP.describe())
+    client.add("c2", STAMP.describe())
+    client.aliases["alias"] = "c1"
+    index = make_index(client)
+    index.active()
+    assert index.swap_alias("c2") == "c1"
+    assert index.recent_active(60) is None and client.aliases["alias"] == "c2"
