@@ -18,7 +18,7 @@ from PIL import Image
 from pydantic import BaseModel
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
-from core.index import make_row
+from core.records import make_row
 from export.checkpoint import load_towers
 
 

@@ -21,9 +21,10 @@ from bench.levers import measure_search
 from bench.procs import wait_for_quiet
 from bench.report import publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, measure_recall, sentences
-from core.index import HnswParams, ImageIndex, ModelStamp
+from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
+from core.records import HnswParams, ModelStamp
 from devstack.milvus import start_milvus
 from devstack.triton import start_triton
 

@@ -28,9 +28,10 @@ from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
 from bench.report import publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline, sentences
-from core.index import HnswParams, ImageIndex, ModelStamp
+from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
+from core.records import HnswParams, ModelStamp
 from devstack.milvus import start_milvus
 from devstack.triton import start_triton
 from inference.tokenizer import TokenBatch

@@ -24,9 +24,10 @@ from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_v
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
 from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
-from core.index import HnswParams, ImageIndex, ModelStamp, make_row
+from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
+from core.records import HnswParams, ModelStamp, make_row
 from devstack.milvus import start_milvus
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import gateway_serving

@@ -13,149 +13,26 @@ and count queries, which decide what to re-index, use Strong.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, T2IError, Unavailable
-from core.manifest import Manifest
+from core.milvus_errors import ALIAS_NOT_FOUND, classify
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, Hit, HnswParams, IndexInfo, ModelStamp
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_ID_BYTES = 512
-MAX_URI_BYTES = 2048
-MAX_LABELS = 32
-MAX_LABEL_BYTES = 128
 _QUERY_PAGE = 1000
 ADMIN_TIMEOUT_S = 60.0  # creating and loading a collection is rare and slower than a query
-
-# Milvus error codes (``MilvusException.code``; the server's merr codes, which pymilvus passes on).
-COLLECTION_NOT_FOUND = 100
-ALIAS_NOT_FOUND = 1600
-# The service cannot answer now: not ready (1), unavailable or connection failed (2), memory,
-# request, disk and rate limits (3, 4, 7, 8), time tick delay (11). pymilvus also uses 1 for
-# its own "retry timeout"; its parameter errors are subclasses and are never classified as these.
-UNAVAILABLE_CODES = frozenset({1, 2, 3, 4, 7, 8, 11})
-UNAVAILABLE_STATUS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED})
-
-
-class CollectionMissing(Unavailable):
-    """The collection named in a call no longer exists (a full reindex swapped the alias and dropped it)."""
-
-
-def _status(exc: BaseException) -> grpc.StatusCode | None:
-    """The gRPC status of a raw ``grpc.RpcError`` or of a ``MilvusException`` that wraps one."""
-    if isinstance(exc, MilvusException):
-        return exc.code if isinstance(exc.code, grpc.StatusCode) else None
-    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
-        code = exc.code()
-        return code if isinstance(code, grpc.StatusCode) else None
-    return None
-
-
-def classify(exc: BaseException, what: str, uri: str, timeout_s: float, deadline: float | None = None, now: float | None = None) -> T2IError | None:
-    """The domain error for a failed Milvus call, or None when it is not one we expect (a bug).
-
-    Args:
-        exc: What pymilvus or gRPC raised.
-        what: The operation, for the message.
-        uri: The Milvus address, for the message.
-        timeout_s: The timeout the call had.
-        deadline: The caller's deadline on the monotonic clock, if any.
-        now: The monotonic time of the failure (defaults to now).
-    """
-    status = _status(exc)
-    if status == grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, (grpc.FutureTimeoutError, TimeoutError)):
-        if deadline is not None and (now if now is not None else time.monotonic()) >= deadline:
-            return DeadlineExceeded(f"deadline passed while waiting for Milvus ({what})")
-        return Unavailable(f"Milvus at {uri} did not answer ({what}) within {timeout_s:.1f} s")
-    if status in UNAVAILABLE_STATUS:
-        return Unavailable(f"Milvus at {uri} is unavailable ({what}): {status.name if status else ''}")
-    if isinstance(exc, MilvusException):
-        if exc.code == COLLECTION_NOT_FOUND:
-            return CollectionMissing(f"Milvus collection gone ({what}): the alias was moved; retry")
-        if exc.code in UNAVAILABLE_CODES and type(exc) is MilvusException:
-            return Unavailable(f"Milvus at {uri} is unavailable ({what}): {exc.message}")
-    return None
-
-
-@dataclass(frozen=True)
-class ModelStamp:
-    """The model recorded on a collection: vectors from different models are not comparable."""
-
-    model_id: str
-    checksum: str
-    dimension: int
-
-    def describe(self) -> str:
-        """JSON for the collection description."""
-        return json.dumps({"model_id": self.model_id, "model_checksum": self.checksum, "dimension": self.dimension})
-
-    @classmethod
-    def of(cls, manifest: Manifest) -> ModelStamp:
-        """The stamp of the model an exported repository holds."""
-        return cls(manifest.model_id, manifest.checksum, manifest.dimension)
-
-    @classmethod
-    def parse(cls, description: str) -> ModelStamp | None:
-        """The stamp in a collection description, or None if it has none."""
-        try:
-            raw = json.loads(description)
-            return cls(raw["model_id"], raw["model_checksum"], int(raw["dimension"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    id: str
-    uri: str
-    score: float
-    labels: list[str]
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    """Facts about the active collection."""
-
-    count: int
-    stamp: ModelStamp
-    collection: str
-    alias: str
-
-
-@dataclass(frozen=True)
-class HnswParams:
-    """HNSW build and search parameters."""
-
-    m: int = 16
-    ef_construction: int = 200
-    ef: int = 64
-
-
-def item_hash(content: bytes, uri: str, labels: Sequence[str]) -> str:
-    """SHA-256 of an item's bytes and metadata: equal hashes mean nothing to re-index."""
-    digest = hashlib.sha256(content)
-    digest.update(b"\x00" + json.dumps([uri, sorted(labels)]).encode())
-    return digest.hexdigest()
-
-
-def make_row(item_id: str, vector: np.ndarray, uri: str, labels: Sequence[str], content_hash: str) -> dict[str, Any]:
-    """A Milvus row in this project's schema."""
-    return {"id": item_id, "vector": vector.astype(np.float32).tolist(), "uri": uri, "labels": list(labels), "content_hash": content_hash}
 
 
 def _query_hashes(client: MilvusClient, timeout: float, collection: str, expression: str) -> dict[str, str]:

@@ -24,7 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from core.errors import InvalidArgument
-from core.index import ImageIndex, item_hash, make_row
+from core.index import ImageIndex
+from core.records import item_hash, make_row
 from inference.images import ImageLimits, PreprocessConfig, load_crop, normalize
 from inference.triton_client import TritonEncoder
 

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from core.index import ModelStamp, index_from_settings
+from core.index import index_from_settings
+from core.records import ModelStamp
 from core.settings import Settings
 from inference.images import ImageLimits
 from inference.triton_client import encoder_from_settings

@@ -22,8 +22,10 @@ import numpy as np
 
 from core.errors import FailedPrecondition, InvalidArgument, T2IError
 from core.filters import SearchFilter, build_expression
-from core.index import CollectionMissing, Hit, ImageIndex, IndexInfo, ModelStamp, index_from_settings, item_hash, make_row
+from core.index import ImageIndex, index_from_settings
 from core.metrics import downstream
+from core.milvus_errors import CollectionMissing
+from core.records import Hit, IndexInfo, ModelStamp, item_hash, make_row
 from core.settings import GatewaySettings
 from inference.images import ImageLimits, load_pixels
 from inference.triton_client import TritonEncoder, encoder_from_settings

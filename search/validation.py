@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.errors import InvalidArgument
-from core.index import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES
 
 
 def require_query(query: str) -> str:

@@ -17,8 +17,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.index import ImageIndex, ModelStamp
+from core.index import ImageIndex
 from core.manifest import Manifest
+from core.records import ModelStamp
 from devstack.process import free_port
 from devstack.stack import LocalStack
 from export.main import run_export

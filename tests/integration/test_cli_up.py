@@ -11,8 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.index import ImageIndex, ModelStamp
+from core.index import ImageIndex
 from core.manifest import Manifest
+from core.records import ModelStamp
 from devstack.process import free_port
 from devstack.stack import gateway_serving
 from t2i.client import GatewayClient

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import grpc
 
-from core.index import ImageIndex, ModelStamp
+from core.index import ImageIndex
+from core.records import ModelStamp
 from devstack.stack import LocalStack
 from t2i.client import GatewayClient
 from tests.integration.conftest import run_t2i, wait_for

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.index import CollectionMissing, ImageIndex, item_hash
+from core.index import ImageIndex
+from core.milvus_errors import CollectionMissing
+from core.records import item_hash
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from reindex.job import scan_folder

@@ -12,7 +12,7 @@ from typing import Any
 from pymilvus import MilvusException
 from pymilvus.client.types import LoadState
 
-from core.index import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND
+from core.milvus_errors import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND
 
 
 class _Schema:

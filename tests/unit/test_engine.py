@@ -10,8 +10,9 @@ import pytest
 
 from core.errors import FailedPrecondition
 from core.filters import SearchFilter
-from core.index import ImageIndex, ModelStamp
+from core.index import ImageIndex
 from core.manifest import Manifest
+from core.records import ModelStamp
 from inference.images import ImageLimits
 from inference.triton_client import TritonEncoder
 from search.engine import NOTHING_INDEXED, SearchEngine, UpsertItem

@@ -13,7 +13,9 @@ from pymilvus import MilvusException
 from pymilvus.exceptions import DataNotMatchException, ParamError
 
 from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
-from core.index import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND, CollectionMissing, ImageIndex, ModelStamp, classify
+from core.index import ImageIndex
+from core.milvus_errors import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND, CollectionMissing, classify
+from core.records import ModelStamp
 from tests.unit.fake_milvus import FakeMilvusClient
 
 STAMP = ModelStamp("unit:model", "c" * 64, 2)
@@ -106,7 +108,7 @@ def test_each_call_gets_the_time_left_of_the_deadline() -> None:
         seen.append(kwargs["timeout"])
         return search(collection, data, limit, **kwargs)
 
-    client.search = timed_search  # type: ignore[method-assign]
+    client.search = timed_search  # type: ignore[method-assign]  # the fake's own method, wrapped to record timeouts
     index = make_index(client, clock)
     index.search("c1", np.ones(2, np.float32), 3, deadline=clock() + 0.75)
     index.search("c1", np.ones(2, np.float32), 3, deadline=clock() + 60)
