@@ -10,9 +10,9 @@ PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
 # The extras of pyproject.toml that the development environment holds (all of them).
-EXTRAS := gateway,reindex,export,devstack,dev
+EXTRAS := gateway,reindex,web,export,devstack,dev
 
-.PHONY: install protos demo up test lint test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store clean
+.PHONY: install protos demo up test lint browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
 
@@ -41,7 +41,7 @@ protos: $(PROTO_OUT)
 demo: install
 	$(BIN)/t2i demo
 
-# Keep the stack running until Ctrl-C (gateway on 127.0.0.1:50051).
+# Keep the stack running until Ctrl-C (gateway on 127.0.0.1:50051, the search page on http://127.0.0.1:8080/).
 up: install
 	$(BIN)/t2i up
 
@@ -51,8 +51,16 @@ export: install
 # Lint, format, types and the import-layer contract, then unit tests, then integration tests
 # against real Triton, Milvus and gRPC servers that the test session starts on free loopback
 # ports and stops by process id.
-test: install lint
+test: install lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium and its driver from Debian's packages, for the search page's browser test.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing Debian's chromium and chromium-driver (the browser test needs them)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver > /dev/null; \
+	fi
+	@/usr/bin/chromium --version
 
 lint: install
 	$(BIN)/ruff check .
@@ -65,8 +73,8 @@ lint: install
 GATEWAY_ENV ?= /tmp/t2i-gateway-env
 gateway-env: $(PROTO_OUT)
 	rm -rf $(GATEWAY_ENV) && $(PYTHON) -m venv $(GATEWAY_ENV)
-	$(GATEWAY_ENV)/bin/pip install --quiet -c constraints.txt ".[gateway,reindex]"
-	$(GATEWAY_ENV)/bin/python -c 'import sys, gateway.server, reindex.main; heavy = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]; sys.exit(f"loaded {heavy}" if heavy else 0)'
+	$(GATEWAY_ENV)/bin/pip install --quiet -c constraints.txt ".[gateway,reindex,web]"
+	$(GATEWAY_ENV)/bin/python -c 'import sys, gateway.server, reindex.main, web.server; heavy = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]; sys.exit(f"loaded {heavy}" if heavy else 0)'
 	cd /tmp && $(GATEWAY_ENV)/bin/python -m gateway.server --help > /dev/null
 	@du -sh $(GATEWAY_ENV) $(VENV)
 

@@ -25,7 +25,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, T2IError, Unavailable
 from core.milvus_errors import ALIAS_NOT_FOUND, classify
-from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, Hit, HnswParams, IndexInfo, ModelStamp
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, Hit, HnswParams, IndexInfo, ModelStamp, Record
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -315,6 +315,33 @@ class ImageIndex:
         if not rows:
             raise NotFound(f"no indexed image has id {item_id!r}")
         return np.asarray(rows[0]["vector"], dtype=np.float32)
+
+    def records(self, collection: str, ids: Sequence[str], deadline: float | None = None) -> list[Record]:
+        """The stored uri and labels of ``ids`` that are indexed, in the order asked."""
+        rows = self._call("get", lambda c, t: c.get(collection, ids=list(ids), output_fields=["uri", "labels"], timeout=t), deadline)
+        found = {str(row["id"]): Record(str(row["id"]), str(row.get("uri", "")), list(row.get("labels") or [])) for row in rows}
+        return [found[item_id] for item_id in ids if item_id in found]
+
+    def labels(self, collection: str, max_rows: int, deadline: float | None = None) -> tuple[list[str], bool]:
+        """Distinct labels of the first ``max_rows`` rows (rounded up to a page), sorted, and whether that was every row."""
+        seen: set[str] = set()
+
+        def scan(client: MilvusClient, timeout: float) -> bool:
+            iterator = client.query_iterator(collection, batch_size=min(_QUERY_PAGE, max_rows), filter="", output_fields=["labels"], timeout=timeout)
+            scanned = 0
+            try:
+                while rows := iterator.next():
+                    for row in rows:
+                        seen.update(row.get("labels") or [])
+                    scanned += len(rows)
+                    if scanned >= max_rows:
+                        return not iterator.next()
+                return True
+            finally:
+                iterator.close()
+
+        complete = self._call("scan labels", scan, deadline, limit=self.timeout_s * 4)
+        return sorted(seen), complete
 
     def count(self, collection: str, deadline: float | None = None) -> int:
         """Number of rows."""

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-PROJECT_LOGGERS = ("inference", "gateway", "export", "reindex", "t2i")
+PROJECT_LOGGERS = ("core", "inference", "devstack", "search", "gateway", "export", "reindex", "t2i", "web")
 
 
 class JsonFormatter(logging.Formatter):

@@ -56,6 +56,15 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Record:
+    """What is stored for one indexed image besides its vector."""
+
+    id: str
+    uri: str
+    labels: list[str]
+
+
+@dataclass(frozen=True)
 class IndexInfo:
     """Facts about the active collection."""
 

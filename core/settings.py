@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     model_template: Path = Field(Path("model_repository"), description="committed Triton configs that an export copies")
 
 
+class WebSettings(BaseSettings):
+    """The search page (``web``): where it listens, which gateway it asks, which files it may show."""
+
+    model_config = SettingsConfigDict(env_prefix="T2I_WEB_", extra="ignore")
+
+    listen: str = Field("127.0.0.1:8080", description="HTTP listen address host:port")
+    gateway: str = Field("127.0.0.1:50051", description="the gRPC gateway the page asks")
+    image_roots: str = Field("data", description="folders whose images may be shown as thumbnails, separated by ':'")
+    thumb_px: int = Field(256, ge=32, le=1024, description="longest side of a thumbnail")
+    thumb_cache: int = Field(512, ge=0, description="thumbnails kept in memory")
+    max_upload_mb: int = Field(20, ge=1, description="largest image upload for search by image, in MiB")
+    timeout_s: float = Field(20.0, gt=0, description="deadline of one call to the gateway")
+
+    def roots(self) -> list[Path]:
+        """The image roots, resolved (symlinks in the roots themselves are followed once, here)."""
+        return [Path(part).expanduser().resolve() for part in self.image_roots.split(":") if part]
+
+
 class GatewaySettings(Settings):
     """``Settings`` plus what only the gRPC gateway uses."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,12 @@ from devstack.process import ManagedProcess, free_port
 from devstack.triton import TritonPorts, start_triton
 
 logger = logging.getLogger(__name__)
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    """True when ``url`` answers 200."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return bool(response.status == 200)
 
 
 def gateway_serving(address: str, timeout_s: float = 2.0) -> bool:
@@ -42,6 +49,8 @@ class LocalStack:
         alias: Milvus alias the gateway queries.
         extra_env: More ``T2I_*`` settings for the gateway (timeouts, limits).
         triton_env: The python backend's virtual environment (default ``T2I_TRITON_ENV``).
+        web_address: ``host:port`` for the search page, or None for no page.
+        image_roots: Folders the page may show thumbnails from, separated by ':'.
     """
 
     repo: Path
@@ -51,6 +60,9 @@ class LocalStack:
     alias: str = "t2i_images"
     extra_env: dict[str, str] = field(default_factory=dict)
     triton_env: Path | None = None
+    web_address: str | None = None
+    image_roots: str = ""
+    web: ManagedProcess | None = None
     milvus: ManagedProcess | None = None
     triton: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
@@ -91,6 +103,8 @@ class LocalStack:
             self.triton, self.triton_ports = start_triton(self.repo, self.data_dir / "triton", self.triton_ports, triton_env=self.triton_env)
             if gateway:
                 self.start_gateway()
+                if self.web_address:
+                    self.start_web()
         except BaseException:
             self.stop()
             raise
@@ -103,9 +117,17 @@ class LocalStack:
         self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
         return self.gateway
 
+    def start_web(self) -> ManagedProcess:
+        """Start the search page and wait until it answers."""
+        assert self.web_address, "no web_address"
+        env = {**os.environ, "T2I_WEB_LISTEN": self.web_address, "T2I_WEB_GATEWAY": self.gateway_address, "T2I_WEB_IMAGE_ROOTS": self.image_roots}
+        self.web = ManagedProcess("web", [sys.executable, "-m", "web.server"], self.data_dir / "web.log", env=env).start()
+        self.web.wait_until(lambda: http_ok(f"http://{self.web_address}/healthz"), 60, "answering")
+        return self.web
+
     def stop(self) -> None:
-        """Stop the gateway, Triton and Milvus, in that order."""
-        for process, timeout in ((self.gateway, 10.0), (self.triton, 10.0), (self.milvus, 5.0)):
+        """Stop the page, the gateway, Triton and Milvus, in that order."""
+        for process, timeout in ((self.web, 10.0), (self.gateway, 10.0), (self.triton, 10.0), (self.milvus, 5.0)):
             if process is not None:
                 process.stop(timeout_s=timeout)
 
@@ -113,6 +135,7 @@ class LocalStack:
         """Where each component listens, one line each."""
         return "\n".join(
             [
+                *([f"  web      http://{self.web_address}/  (the search page)"] if self.web_address else []),
                 f"  gateway  grpc://{self.gateway_address}  (metrics http://127.0.0.1:{self.metrics_port}/metrics)",
                 f"  triton   grpc://{self.triton_url}  (http 127.0.0.1:{self.triton_ports.http if self.triton_ports else '?'})",
                 f"  milvus   {self.milvus_uri if self.milvus_ports else '?'}",

@@ -106,4 +106,13 @@ class IndexServicer(pb_grpc.IndexServiceServicer):
             dimension=info.stamp.dimension,
             collection=info.collection,
             alias=info.alias,
+            random_weights=self.engine.encoder.manifest.random_weights,
         )
+
+    async def GetImages(self, request: pb.GetImagesRequest, context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:
+        records = await self.engine.images(list(request.ids), deadline_of(context, self.default_timeout_s))
+        return pb.GetImagesResponse(images=[pb.ImageRecord(id=r.id, uri=r.uri, labels=r.labels) for r in records])
+
+    async def ListLabels(self, request: pb.ListLabelsRequest, context: grpc.aio.ServicerContext) -> pb.ListLabelsResponse:
+        labels, complete = await self.engine.labels(request.max_rows, deadline_of(context, self.default_timeout_s))
+        return pb.ListLabelsResponse(labels=labels, complete=complete)

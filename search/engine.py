@@ -25,7 +25,7 @@ from core.filters import SearchFilter, build_expression
 from core.index import ImageIndex, index_from_settings
 from core.metrics import downstream
 from core.milvus_errors import CollectionMissing
-from core.records import Hit, IndexInfo, ModelStamp, item_hash, make_row
+from core.records import Hit, IndexInfo, ModelStamp, Record, item_hash, make_row
 from core.settings import GatewaySettings
 from inference.images import ImageLimits, load_pixels
 from inference.triton_client import TritonEncoder, encoder_from_settings
@@ -35,6 +35,7 @@ from search.validation import check_item, require_batch, require_id, require_min
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+DEFAULT_LABEL_ROWS, MAX_LABEL_ROWS = 100_000, 1_000_000  # rows ListLabels scans
 NOTHING_INDEXED = "nothing indexed yet: run 't2i reindex PATH' or send UpsertImages"
 
 
@@ -253,6 +254,25 @@ class SearchEngine:
         if collection is None:
             return 0
         return await self._milvus("delete", self.index.delete, collection, list(ids), deadline)
+
+    async def images(self, ids: Sequence[str], deadline: float | None = None) -> list[Record]:
+        """The stored uri and labels of the indexed ids among ``ids`` (none before the first index)."""
+        require_batch(ids, self.max_batch, "ids")
+        for item_id in ids:
+            require_id(item_id)
+        collection = await self._milvus("resolve", self.index.active, deadline)
+        if collection is None:
+            return []
+        return await self._milvus("get", self.index.records, collection, list(ids), deadline)
+
+    async def labels(self, max_rows: int, deadline: float | None = None) -> tuple[list[str], bool]:
+        """Distinct labels of the active collection (of its first ``max_rows`` rows) and whether that was all of it."""
+        if not 0 <= max_rows <= MAX_LABEL_ROWS:
+            raise InvalidArgument(f"max_rows must be between 0 and {MAX_LABEL_ROWS}; got {max_rows}")
+        collection = await self._milvus("resolve", self.index.active, deadline)
+        if collection is None:
+            return [], True
+        return await self._milvus("labels", self.index.labels, collection, max_rows or DEFAULT_LABEL_ROWS, deadline)
 
     async def info(self, deadline: float | None = None) -> IndexInfo:
         """Facts about the active collection (count 0 and no collection name before the first index)."""

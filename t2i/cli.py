@@ -19,7 +19,7 @@ import grpc
 from core.errors import UserError
 from core.logs import configure_logging
 from core.manifest import DEFAULT_MODEL, PRECISIONS
-from core.settings import GatewaySettings, Settings
+from core.settings import GatewaySettings, Settings, WebSettings
 from gateway import server as gateway_server
 from reindex import main as reindex_main
 from t2i.client import GatewayClient, format_hits
@@ -35,31 +35,36 @@ def _up(args: argparse.Namespace) -> int:
     from devstack.triton import TritonPorts
     from t2i.demo import ensure_model
 
-    settings = GatewaySettings()
+    settings, web = GatewaySettings(), WebSettings()
     repo = Path(args.model_repository or settings.model_repository)
     ensure_model(repo, args.model, args.fallback)
+    data_dir = Path(args.data_dir or settings.data_dir)
     milvus_port = int(settings.milvus_uri.rsplit(":", 1)[-1])
     triton_port = int(settings.triton_url.rsplit(":", 1)[-1])
     stack = LocalStack(
         repo,
-        Path(args.data_dir or settings.data_dir) / "stack",
+        data_dir / "stack",
         gateway_address=args.listen or settings.listen,
         metrics_port=settings.metrics_port,
         alias=settings.collection_alias,
         triton_env=settings.triton_env,
+        web_address=None if args.no_web else (args.web_listen or web.listen),
+        image_roots=":".join(args.image_root) if args.image_root else web.image_roots,
     )
     stack.milvus_ports = MilvusPorts(proxy=milvus_port)
     stack.triton_ports = TritonPorts(grpc=triton_port, http=free_port(), metrics=free_port())
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    print("starting Milvus, Triton and the gateway ...")
+    print("starting Milvus, Triton, the gateway and the search page ...")
     with stack:
         print("text2image-search is up:")
         print(stack.describe())
+        if stack.web_address:
+            print(f"open http://{stack.web_address}/ (thumbnails from {stack.image_roots or 'no folder'}; --image-root adds one)")
         print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything")
         while not stopped.wait(1.0):
-            for process in (stack.milvus, stack.triton, stack.gateway):
+            for process in (stack.milvus, stack.triton, stack.gateway, stack.web):
                 if process is not None and not process.alive():
                     print(f"{process.name} exited unexpectedly; log {process.log_path}:\n{process.log_tail()}", file=sys.stderr)
                     return 2
@@ -133,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
         if name == "up":
             command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
+            command.add_argument("--web-listen", default=None, help="search page address (default T2I_WEB_LISTEN, 127.0.0.1:8080)")
+            command.add_argument("--no-web", action="store_true", help="do not start the search page")
+            command.add_argument(
+                "--image-root", action="append", default=None, help="folder whose images the page may show (repeatable; default T2I_WEB_IMAGE_ROOTS, ./data)"
+            )
 
     search = sub.add_parser("search", help="query a running gateway")
     search.add_argument("query", nargs="?", help="text to search for")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from core.manifest import DEFAULT_MODEL, Manifest
+from core.settings import WebSettings
 from devstack.process import free_port
 from devstack.stack import LocalStack
 from export.checkpoint import HubUnreachable, model_key
@@ -89,4 +90,7 @@ def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: s
     if manifest.random_weights:
         print(RANDOM_BANNER)
     print("demo finished")
+    print(
+        f"to look at it in a browser: 'make up', then '.venv/bin/t2i reindex {photos}' in another terminal, and open http://{WebSettings().listen}/?q=red+car"
+    )
     return 0

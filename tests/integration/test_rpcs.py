@@ -120,6 +120,27 @@ def test_get_index_info(client: GatewayClient, index: ImageIndex, photos: list[P
     assert len(info.model_checksum) == 64
 
 
+def test_get_images_returns_indexed_records_in_order(client: GatewayClient, photos: list[Path]) -> None:
+    ids = [f"rpc/{photos[1].name}", "rpc/not-indexed", f"rpc/{photos[0].name}"]
+    records = client.index.GetImages(pb.GetImagesRequest(ids=ids), timeout=20).images
+    assert [(r.id, r.uri) for r in records] == [(ids[0], str(photos[1])), (ids[2], str(photos[0]))]
+    assert LABEL in records[0].labels
+    with pytest.raises(grpc.RpcError) as caught:
+        client.index.GetImages(pb.GetImagesRequest(ids=[""]), timeout=20)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id is empty" in caught.value.details()
+
+
+def test_list_labels(client: GatewayClient, photos: list[Path]) -> None:
+    everything = client.index.ListLabels(pb.ListLabelsRequest(), timeout=20)
+    assert {LABEL, "animal", "other"} <= set(everything.labels) and everything.complete
+    assert list(everything.labels) == sorted(everything.labels)
+    first = client.index.ListLabels(pb.ListLabelsRequest(max_rows=1), timeout=20)
+    assert not first.complete and set(first.labels) <= set(everything.labels)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.index.ListLabels(pb.ListLabelsRequest(max_rows=-1), timeout=20)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_rows" in caught.value.details()
+
+
 def test_reflection_lists_services(stack: LocalStack) -> None:
     with grpc.insecure_channel(stack.gateway_address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)

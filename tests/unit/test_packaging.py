@@ -10,7 +10,7 @@ import pytest
 HEAVY = ("torch", "transformers", "optimum", "onnx", "onnxruntime")
 
 
-@pytest.mark.parametrize("module", ["gateway.server", "reindex.main", "search.engine"])
+@pytest.mark.parametrize("module", ["gateway.server", "reindex.main", "search.engine", "web.server"])
 def test_import_loads_no_model_toolchain(module: str) -> None:
     code = f"import sys, {module}; print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
