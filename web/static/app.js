@@ -50,7 +50,6 @@ async function callApi(url, options) {
 function renderHits(result, what) {
   const grid = $("#grid");
   grid.replaceChildren();
-  if (result.model_id) $("#model").textContent = `model ${result.model_id}`;
   if (result.hits.length === 0) {
     setStatus(`No images match ${what}.`);
     return;
