@@ -3,7 +3,7 @@ model guard refuses before any encoding, and a read re-resolves once when its co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +31,10 @@ class Parts:
 
 
 @pytest.fixture()
-def parts(model_repo: Path) -> Iterator[Parts]:
+async def parts(model_repo: Path) -> AsyncIterator[Parts]:
     made = Parts(model_repo)
     yield made
-    made.engine._milvus_pool.shutdown()
-    made.engine._decode_pool.shutdown()
+    await made.engine.close()
 
 
 def png() -> bytes:
