@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import FailedPrecondition
+from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import SearchFilter
 from core.index import ImageIndex
 from core.manifest import Manifest
@@ -107,3 +107,22 @@ async def test_readiness_needs_triton_and_a_loaded_collection(parts: Parts) -> N
     parts.milvus.add("theirs", ModelStamp("someone/else-clip", "f" * 64, 2).describe())
     parts.milvus.aliases["alias"] = "theirs"
     assert await parts.engine.ready() is False
+
+
+async def test_records_and_labels_before_anything_is_indexed(parts: Parts) -> None:
+    assert await parts.engine.images(["a", "b"]) == []
+    assert await parts.engine.labels(0) == ([], True)
+    assert parts.milvus.writes == []
+
+
+async def test_records_keep_the_order_asked_and_leave_out_unknown_ids(parts: Parts) -> None:
+    parts.milvus.add("c1", parts.stamp.describe(), {"a": {"uri": "mem://a", "labels": ["x"]}, "b": {"uri": "mem://b"}})
+    parts.milvus.aliases["alias"] = "c1"
+    records = await parts.engine.images(["b", "missing", "a"])
+    assert [(r.id, r.uri, r.labels) for r in records] == [("b", "mem://b", []), ("a", "mem://a", ["x"])]
+
+
+async def test_bad_label_scan_size_is_refused_before_milvus(parts: Parts) -> None:
+    with pytest.raises(InvalidArgument, match="max_rows must be between 0 and 1000000"):
+        await parts.engine.labels(-1)
+    assert parts.milvus.calls == []
