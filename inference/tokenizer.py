@@ -4,7 +4,7 @@ Queries are not padded to 77 tokens (3x slower on CPU); a batch is padded to the
 few length buckets, a multiple of 4 up to 24 tokens (most queries are 8 to 16 tokens, and on CPU
 each padded token costs time: 12 instead of 16 tokens saves about 20% of the text tower).
 Triton's native dynamic batcher only merges equal shapes, so buckets keep merges likely on GPU;
-the CPU model (``triton_onnx_model.py``) pads a dynamic batch to its longest member itself.
+the CPU model (``model_repository/python_model.py``) pads a dynamic batch to its longest member itself.
 Padding does not change CLIP's text embedding (causal attention and pooling at the end-of-text
 token).
 """
