@@ -6,13 +6,13 @@ normalization have identical tokens and identical embeddings: caching on it is e
 
 from __future__ import annotations
 
-import threading
 import unicodedata
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 from prometheus_client import Counter, Gauge
+
+from core.lru import LruCache
 
 CACHE_LOOKUPS = Counter("t2i_embedding_cache_total", "Query-embedding cache lookups by result", ["result"])
 CACHE_SIZE = Gauge("t2i_embedding_cache_entries", "Entries in the query-embedding cache")
@@ -37,32 +37,20 @@ class EmbeddingCache:
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], CachedText] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: LruCache[tuple[str, str], CachedText] = LruCache(capacity)
 
     def get(self, model_id: str, text: str) -> CachedText | None:
         """The cached entry, counted as a hit or a miss."""
         if self.capacity <= 0:
             return None
-        key = (model_id, normalize(text))
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
+        entry = self._entries.get((model_id, normalize(text)))
         CACHE_LOOKUPS.labels("hit" if entry is not None else "miss").inc()
         return entry
 
     def put(self, model_id: str, text: str, entry: CachedText) -> None:
         """Store an entry, evicting the least recently used beyond capacity."""
-        if self.capacity <= 0:
-            return
-        key = (model_id, normalize(text))
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-            CACHE_SIZE.set(len(self._entries))
+        if self.capacity > 0:
+            CACHE_SIZE.set(self._entries.put((model_id, normalize(text)), entry))
 
     def __len__(self) -> int:
         return len(self._entries)

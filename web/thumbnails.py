@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
 
 from core.errors import InvalidArgument
+from core.lru import LruCache
 from inference.images import ImageLimits, decode_image
 
 LIMITS = ImageLimits()
@@ -33,28 +32,5 @@ def make_thumbnail(path: Path, longest_side: int) -> bytes:
     return out.getvalue()
 
 
-class ThumbnailCache:
-    """A thread-safe LRU of thumbnail bytes keyed by file, modification time, size and side; 0 disables it."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, int, int, int], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int, int, int]) -> bytes | None:
-        """The cached thumbnail, or None."""
-        with self._lock:
-            data = self._entries.get(key)
-            if data is not None:
-                self._entries.move_to_end(key)
-            return data
-
-    def put(self, key: tuple[str, int, int, int], data: bytes) -> None:
-        """Keep ``data``, evicting the least recently used beyond capacity."""
-        if self.capacity <= 0:
-            return
-        with self._lock:
-            self._entries[key] = data
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+# Thumbnail bytes by (file, modification time, size, side).
+ThumbnailCache = LruCache[tuple[str, int, int, int], bytes]
