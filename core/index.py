@@ -169,10 +169,7 @@ class ImageIndex:
             FailedPrecondition: the collection was filled by another model.
         """
         name = self.active_collection(deadline)
-        if name is not None:
-            self._check_once(name, deadline)
-            self._recent = (name, self.clock())
-        return name
+        return None if name is None else self._checked_and_remembered(name, deadline)
 
     def ensure_active(self, deadline: float | None = None) -> str:
         """The active collection, created and aliased if there is none (writers only); model-checked.
@@ -191,9 +188,7 @@ class ImageIndex:
                     name = self.active_collection(deadline)
                     if name is None:
                         raise
-            self._check_once(name, deadline)
-            self._recent = (name, self.clock())
-            return name
+            return self._checked_and_remembered(name, deadline)
 
     def recent_active(self, max_age_s: float) -> str | None:
         """The collection ``active`` or ``ensure_active`` returned less than ``max_age_s`` ago, or None.
@@ -206,10 +201,13 @@ class ImageIndex:
             return recent[0]
         return None
 
-    def _check_once(self, name: str, deadline: float | None) -> None:
+    def _checked_and_remembered(self, name: str, deadline: float | None) -> str:
+        """``name`` after its model stamp was checked (once per name), remembered for ``recent_active``."""
         if self._checked != name:
             self.check_stamp(name, deadline)
             self._checked = name
+        self._recent = (name, self.clock())
+        return name
 
     def stamp_of(self, collection: str, deadline: float | None = None) -> ModelStamp | None:
         """The model stamp recorded on ``collection``."""

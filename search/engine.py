@@ -30,7 +30,7 @@ from core.settings import GatewaySettings
 from inference.images import ImageLimits, load_pixels
 from inference.triton_client import TritonEncoder, encoder_from_settings
 from search.cache import CachedText, EmbeddingCache
-from search.validation import check_item, require_batch, require_id, require_min_score, require_query, require_top_k
+from search.validation import check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,9 +116,13 @@ class SearchEngine:
         with downstream("milvus", operation):
             return await asyncio.get_running_loop().run_in_executor(self._milvus_pool, functools.partial(fn, *args, **kwargs))
 
+    async def _maybe_active(self, deadline: float | None) -> str | None:
+        """The active collection resolved afresh (read-only, model-checked), or None before the first index."""
+        return await self._milvus("resolve", self.index.active, deadline)
+
     async def _active(self, deadline: float | None) -> str:
         """The active collection resolved afresh (read-only, model-checked)."""
-        collection = await self._milvus("resolve", self.index.active, deadline)
+        collection = await self._maybe_active(deadline)
         if collection is None:
             raise FailedPrecondition(NOTHING_INDEXED)
         return collection
@@ -247,20 +251,16 @@ class SearchEngine:
 
     async def delete(self, ids: Sequence[str], deadline: float | None = None) -> int:
         """Delete ids; returns how many existed (0 when nothing was indexed yet)."""
-        require_batch(ids, self.max_batch, "ids")
-        for item_id in ids:
-            require_id(item_id)
-        collection = await self._milvus("resolve", self.index.active, deadline)
+        require_ids(ids, self.max_batch)
+        collection = await self._maybe_active(deadline)
         if collection is None:
             return 0
         return await self._milvus("delete", self.index.delete, collection, list(ids), deadline)
 
     async def images(self, ids: Sequence[str], deadline: float | None = None) -> list[Record]:
         """The stored uri and labels of the indexed ids among ``ids`` (none before the first index)."""
-        require_batch(ids, self.max_batch, "ids")
-        for item_id in ids:
-            require_id(item_id)
-        collection = await self._milvus("resolve", self.index.active, deadline)
+        require_ids(ids, self.max_batch)
+        collection = await self._maybe_active(deadline)
         if collection is None:
             return []
         return await self._milvus("get", self.index.records, collection, list(ids), deadline)
@@ -269,7 +269,7 @@ class SearchEngine:
         """Distinct labels of the active collection (of its first ``max_rows`` rows) and whether that was all of it."""
         if not 0 <= max_rows <= MAX_LABEL_ROWS:
             raise InvalidArgument(f"max_rows must be between 0 and {MAX_LABEL_ROWS}; got {max_rows}")
-        collection = await self._milvus("resolve", self.index.active, deadline)
+        collection = await self._maybe_active(deadline)
         if collection is None:
             return [], True
         return await self._milvus("labels", self.index.labels, collection, max_rows or DEFAULT_LABEL_ROWS, deadline)
@@ -286,7 +286,7 @@ class SearchEngine:
         if not await self.encoder.ready():
             return False
         try:
-            collection = await self._milvus("resolve", self.index.active, None)
+            collection = await self._maybe_active(None)
             return collection is None or await self._milvus("load_state", self.index.loaded, collection)
         except T2IError as exc:
             logger.warning("not ready: %s", exc)

@@ -45,6 +45,13 @@ def require_id(item_id: str) -> str:
     return item_id
 
 
+def require_ids(ids: Sequence[str], max_batch: int) -> None:
+    """Between 1 and ``max_batch`` ids, each valid."""
+    require_batch(ids, max_batch, "ids")
+    for item_id in ids:
+        require_id(item_id)
+
+
 def check_item(item_id: str, uri: str, labels: Sequence[str]) -> str | None:
     """Why an item to index is invalid, or None when it is fine."""
     try:
