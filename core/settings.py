@@ -8,10 +8,32 @@ so an installed package never guesses where a checkout lies.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def add_flags(parser: argparse.ArgumentParser, settings: type[BaseSettings]) -> None:
+    """One flag per field of ``settings`` (``--triton-url`` for ``T2I_TRITON_URL``, and so on)."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    for name, field in settings.model_fields.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{field.description} (env {prefix}{name.upper()})")
+
+
+def from_flags(settings: type[S], args: argparse.Namespace) -> S:
+    """``settings`` from the environment, with the flags that were given overriding it."""
+    return settings(**{name: getattr(args, name) for name in settings.model_fields if getattr(args, name, None) is not None})
+
+
+def split_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``host:port`` (IPv6 in brackets allowed) as ``(host, port)``; an empty host is ``default_host``."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or default_host, int(port)
 
 
 class Settings(BaseSettings):

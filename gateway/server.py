@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from core.logs import configure_logging
-from core.settings import GatewaySettings
+from core.settings import GatewaySettings, add_flags, from_flags, split_address
 from gateway.health import SERVICE_NAMES, ReadinessMonitor
 from gateway.interceptors import ErrorMappingInterceptor
 from gateway.metrics import serve_metrics
@@ -43,7 +43,7 @@ async def serve(settings: GatewaySettings) -> None:
     reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if server.add_insecure_port(settings.listen) == 0:
         raise RuntimeError(f"cannot listen on {settings.listen}")
-    host = settings.listen.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+    host, _ = split_address(settings.listen)
     serve_metrics(host, settings.metrics_port)
     await server.start()
     logger.info(
@@ -74,19 +74,12 @@ async def serve(settings: GatewaySettings) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting (``--triton-url`` for ``T2I_TRITON_URL``, and so on)."""
-    for name, field in GatewaySettings.model_fields.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{field.description} (env T2I_{name.upper()})")
-
-
-def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
-    """Settings with the flags that were given overriding the environment."""
-    overrides = {name: getattr(args, name) for name in GatewaySettings.model_fields if getattr(args, name, None) is not None}
-    return GatewaySettings(**overrides)
+    add_flags(parser, GatewaySettings)
 
 
 def run(args: argparse.Namespace, log_level: str | None = None) -> int:
     """Run the gateway from parsed flags with JSON-line logs (``t2i serve`` and ``python -m gateway.server``)."""
-    settings = settings_from_args(args)
+    settings = from_flags(GatewaySettings, args)
     configure_logging(log_level or DEFAULT_LOG_LEVEL, structured=True)
     asyncio.run(serve(settings))
     return 0
