@@ -30,6 +30,18 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return bool(response.status == 200)
 
 
+def start_web(address: str, gateway_address: str, image_roots: str, log_path: Path) -> ManagedProcess:
+    """Start the search page (``python -m web.server``) on ``address`` and wait until it answers."""
+    env = {**os.environ, "T2I_WEB_LISTEN": address, "T2I_WEB_GATEWAY": gateway_address, "T2I_WEB_IMAGE_ROOTS": image_roots}
+    process = ManagedProcess("web", [sys.executable, "-m", "web.server"], log_path, env=env).start()
+    try:
+        process.wait_until(lambda: http_ok(f"http://{address}/healthz"), 60, "answering")
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 def gateway_serving(address: str, timeout_s: float = 2.0) -> bool:
     """True when the gateway at ``address`` reports SERVING for the overall health check."""
     with grpc.insecure_channel(address) as channel:
@@ -120,9 +132,7 @@ class LocalStack:
     def start_web(self) -> ManagedProcess:
         """Start the search page and wait until it answers."""
         assert self.web_address, "no web_address"
-        env = {**os.environ, "T2I_WEB_LISTEN": self.web_address, "T2I_WEB_GATEWAY": self.gateway_address, "T2I_WEB_IMAGE_ROOTS": self.image_roots}
-        self.web = ManagedProcess("web", [sys.executable, "-m", "web.server"], self.data_dir / "web.log", env=env).start()
-        self.web.wait_until(lambda: http_ok(f"http://{self.web_address}/healthz"), 60, "answering")
+        self.web = start_web(self.web_address, self.gateway_address, self.image_roots, self.data_dir / "web.log")
         return self.web
 
     def stop(self) -> None:

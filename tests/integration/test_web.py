@@ -18,8 +18,8 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from core.settings import WebSettings
-from devstack.process import ManagedProcess, free_port
-from devstack.stack import LocalStack, http_ok
+from devstack.process import free_port
+from devstack.stack import LocalStack, start_web
 from export.samples import sample_photos
 from t2i.client import GatewayClient
 from tests.integration.conftest import PROJECT_ROOT
@@ -160,10 +160,8 @@ def test_gateway_down_is_a_clear_503() -> None:
 def web_server(stack: LocalStack, photo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The page as its own process, the way ``t2i up`` runs it."""
     address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "T2I_WEB_LISTEN": address, "T2I_WEB_GATEWAY": stack.gateway_address, "T2I_WEB_IMAGE_ROOTS": str(photo_root)}
-    process = ManagedProcess("web", [sys.executable, "-m", "web.server"], tmp_path_factory.mktemp("weblog") / "web.log", env=env).start()
+    process = start_web(address, stack.gateway_address, str(photo_root), tmp_path_factory.mktemp("weblog") / "web.log")
     try:
-        process.wait_until(lambda: http_ok(f"http://{address}/healthz"), 60, "answering")
         yield f"http://{address}"
     finally:
         process.stop()
