@@ -58,18 +58,21 @@ class ImageIndex:
         hnsw: HnswParams = HnswParams(),
         client: MilvusClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        serves: Callable[[ModelStamp], bool] | None = None,
     ):
         """Describe the index; the connection opens on first use, so Milvus may start later.
 
         Args:
             uri: Milvus server URI.
             alias: The alias queries go through; collections are named after it.
-            stamp: The model this process encodes with.
+            stamp: The model this process fills new collections with.
             timeout_s: Timeout of one call (admin calls get ``ADMIN_TIMEOUT_S``).
             token: ``user:password`` when Milvus has auth on.
             hnsw: Index parameters.
             client: A client to use instead of connecting (tests).
             clock: Monotonic clock for deadlines and the reuse window (tests).
+            serves: Which collection stamps this process can encode for (default: ``stamp`` only);
+                a gateway serving several model versions during a rollout passes its catalog's.
         """
         self.uri = uri
         self.alias = alias
@@ -81,7 +84,8 @@ class ImageIndex:
         self._client = client
         self._lock = threading.Lock()
         self._ensure_lock = threading.Lock()
-        self._checked: str | None = None
+        self.serves = serves or (lambda other: other == self.stamp)
+        self._stamps: dict[str, ModelStamp] = {}  # collections whose stamp was checked (descriptions never change)
         self._recent: tuple[str, float] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -203,26 +207,34 @@ class ImageIndex:
 
     def _checked_and_remembered(self, name: str, deadline: float | None) -> str:
         """``name`` after its model stamp was checked (once per name), remembered for ``recent_active``."""
-        if self._checked != name:
-            self.check_stamp(name, deadline)
-            self._checked = name
+        if name not in self._stamps:
+            stamp = self.check_stamp(name, deadline)
+            if len(self._stamps) >= 64:
+                self._stamps.clear()
+            self._stamps[name] = stamp
         self._recent = (name, self.clock())
         return name
+
+    def checked_stamp(self, collection: str) -> ModelStamp:
+        """The stamp of a collection that ``active``, ``ensure_active`` or ``recent_active`` returned."""
+        return self._stamps[collection]
 
     def stamp_of(self, collection: str, deadline: float | None = None) -> ModelStamp | None:
         """The model stamp recorded on ``collection``."""
         described = self._call("describe collection", lambda c, t: c.describe_collection(collection, timeout=t), deadline)
         return ModelStamp.parse(described.get("description", ""))
 
-    def check_stamp(self, collection: str, deadline: float | None = None) -> None:
-        """Raise ``FailedPrecondition`` unless ``collection`` was filled by this model."""
+    def check_stamp(self, collection: str, deadline: float | None = None) -> ModelStamp:
+        """The stamp of ``collection``; ``FailedPrecondition`` unless this process serves its model."""
         stamp = self.stamp_of(collection, deadline)
-        if stamp != self.stamp:
-            found = f"{stamp.model_id} (checksum {stamp.checksum[:12]})" if stamp else "no recorded model"
-            raise FailedPrecondition(
-                f"collection {collection} behind alias {self.alias} holds vectors of {found}, but this service "
-                f"uses {self.stamp.model_id} (checksum {self.stamp.checksum[:12]}); run 't2i reindex --full' with this model"
-            )
+        if stamp is not None and self.serves(stamp):
+            return stamp
+        found = f"{stamp.model_id} (checksum {stamp.checksum[:12]})" if stamp else "no recorded model"
+        raise FailedPrecondition(
+            f"collection {collection} behind alias {self.alias} holds vectors of {found}, a model this service does not serve "
+            f"(it fills new collections with {self.stamp.model_id}, checksum {self.stamp.checksum[:12]}); run 't2i reindex --full' "
+            "with a served model, or export that model into the repository beside it"
+        )
 
     def swap_alias(self, collection: str) -> str | None:
         """Point the alias at ``collection`` atomically; returns the collection it pointed at before."""
@@ -231,7 +243,6 @@ class ImageIndex:
             self._call("create alias", lambda c, t: c.create_alias(collection, self.alias, timeout=t))
         else:
             self._call("alter alias", lambda c, t: c.alter_alias(collection, self.alias, timeout=t))
-        self._checked = None
         self._recent = None
         logger.info("alias %s now points at %s (was %s)", self.alias, collection, previous)
         return previous
@@ -379,8 +390,8 @@ class ImageIndex:
         return str(state.get("state")).endswith("Loaded")
 
 
-def index_from_settings(settings: Settings, stamp: ModelStamp) -> ImageIndex:
-    """The index that ``settings`` describe, for the model ``stamp``."""
+def index_from_settings(settings: Settings, stamp: ModelStamp, serves: Callable[[ModelStamp], bool] | None = None) -> ImageIndex:
+    """The index that ``settings`` describe, filled with the model ``stamp`` (``serves``: see ``ImageIndex``)."""
     return ImageIndex(
         settings.milvus_uri,
         settings.collection_alias,
@@ -388,4 +399,5 @@ def index_from_settings(settings: Settings, stamp: ModelStamp) -> ImageIndex:
         timeout_s=settings.milvus_timeout_s,
         token=settings.milvus_token,
         hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
+        serves=serves,
     )

@@ -68,3 +68,54 @@ class Manifest:
     def version_dir(self, repo: Path, model: str) -> Path:
         """The version folder of ``model`` (``clip_text`` or ``clip_vision``) in ``repo``."""
         return Path(repo) / model / str(self.version)
+
+    def write_versioned(self, repo: Path) -> None:
+        """Write the manifest into both towers' version folders, then at the root (the newest export).
+
+        The version folders' copies let one repository serve several model versions side by side
+        (a rollout); the root copy names the version that new indexes are filled with.
+        """
+        previous = Manifest.read(repo) if (Path(repo) / MANIFEST_FILE).is_file() else None
+        if previous is not None and previous.version != self.version and previous.version_dir(repo, TEXT_MODEL).is_dir():
+            previous._write_copies(repo)  # an export from before per-version manifests: keep its version servable
+        self._write_copies(repo)
+        self.write(repo)
+
+    def _write_copies(self, repo: Path) -> None:
+        for model in (TEXT_MODEL, VISION_MODEL):
+            path = self.version_dir(repo, model) / MANIFEST_FILE
+            if path.parent.is_dir():
+                path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def read_version(cls, repo: Path, version: int) -> Manifest:
+        """The manifest of one model version (its text tower's copy, else the root one if it names that version).
+
+        Raises:
+            FileNotFoundError: the repository holds no such version.
+        """
+        path = Path(repo) / TEXT_MODEL / str(version) / MANIFEST_FILE
+        if path.is_file():
+            return cls(**json.loads(path.read_text()))
+        root = cls.read(repo)
+        if root.version != version:
+            raise FileNotFoundError(f"{repo} holds no model version {version} (no {path})")
+        return root
+
+
+def served_versions(repo: Path) -> list[int]:
+    """The model versions in ``repo`` whose export finished (both towers' folders and a manifest), oldest first.
+
+    A version folder without a manifest is still being written (``t2i export`` writes the
+    manifest last) or predates per-version manifests; the root manifest vouches for its own version.
+    """
+    repo = Path(repo)
+    root_version = Manifest.read(repo).version if (repo / MANIFEST_FILE).is_file() else None
+    versions = []
+    text_dir = repo / TEXT_MODEL
+    for folder in text_dir.iterdir() if text_dir.is_dir() else ():
+        if not folder.name.isdigit() or not (repo / VISION_MODEL / folder.name).is_dir():
+            continue
+        if (folder / MANIFEST_FILE).is_file() or int(folder.name) == root_version:
+            versions.append(int(folder.name))
+    return sorted(versions)

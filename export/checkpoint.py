@@ -92,10 +92,21 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def random_model(model: str) -> tuple[str, int] | None:
+    """``(name, seed)`` for ``random``, ``tiny`` or ``NAME@SEED`` (other random weights, for rollouts); None otherwise."""
+    name, _, seed = model.partition("@")
+    if name not in RANDOM_MODELS:
+        return None
+    if seed and not seed.isdigit():
+        raise ValueError(f"the seed of {model!r} must be a non-negative integer (for example {name}@2)")
+    return name, int(seed or 0)
+
+
 def model_key(model: str) -> str:
-    """The ``model_id`` that loading ``model`` records in a manifest."""
-    if model in RANDOM_MODELS:
-        return RANDOM_MODELS[model]
+    """The ``model_id`` that loading ``model`` records in a manifest (``random:tiny``, ``random:tiny@2``, ...)."""
+    if (random := random_model(model)) is not None:
+        name, seed = random
+        return RANDOM_MODELS[name] + (f"@{seed}" if seed else "")
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
 
@@ -104,18 +115,19 @@ def load_towers(model: str) -> Towers:
     """Load both towers.
 
     Args:
-        model: ``random``, ``tiny``, a local checkpoint folder, or a hub id.
+        model: ``random``, ``tiny`` (``NAME@SEED`` for other random weights), a local checkpoint folder, or a hub id.
 
     Raises:
         HubUnreachable: a hub id that is neither cached nor downloadable.
     """
-    if model in RANDOM_MODELS:
-        text_config, vision_config = random_configs(model)
-        torch.manual_seed(0)
+    if (random := random_model(model)) is not None:
+        name, seed = random
+        text_config, vision_config = random_configs(name)
+        torch.manual_seed(2 * seed)
         text = CLIPTextModelWithProjection(text_config)
-        torch.manual_seed(1)
+        torch.manual_seed(2 * seed + 1)
         vision = CLIPVisionModelWithProjection(vision_config)
-        return Towers(text.eval(), vision.eval(), RANDOM_MODELS[model], None, True)
+        return Towers(text.eval(), vision.eval(), model_key(model), None, True)
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

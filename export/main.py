@@ -100,7 +100,7 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
         version=version,
         parity=parity,
     )
-    manifest.write(out)
+    manifest.write_versioned(out)
     return manifest
 
 

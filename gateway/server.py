@@ -47,11 +47,11 @@ async def serve(settings: GatewaySettings) -> None:
     serve_metrics(host, settings.metrics_port)
     await server.start()
     logger.info(
-        "gateway listening on %s (metrics on %s:%s), model %s, Triton %s, Milvus %s",
+        "gateway listening on %s (metrics on %s:%s), models %s, Triton %s, Milvus %s",
         settings.listen,
         host,
         settings.metrics_port,
-        engine.model_id,
+        ", ".join(stamp.model_id for stamp in engine.models.stamps),
         settings.triton_url,
         settings.milvus_uri,
     )

@@ -24,11 +24,11 @@ def to_filter(message: pb.Filter) -> SearchFilter:
     return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix)
 
 
-def to_response(result: SearchResult, model_id: str) -> pb.SearchResponse:
+def to_response(result: SearchResult) -> pb.SearchResponse:
     """A ``SearchResponse`` for an engine result."""
     return pb.SearchResponse(
         hits=[pb.Hit(id=h.id, uri=h.uri, score=h.score, labels=h.labels) for h in result.hits],
-        model_id=model_id,
+        model_id=result.model_id,
         took_ms=result.took_ms,
         query_truncated=result.truncated,
         query_tokens=result.query_tokens,
@@ -46,7 +46,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     async def SearchText(self, request: pb.SearchTextRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         min_score = request.min_score if request.HasField("min_score") else None
         result = await self.engine.search_text(request.query, request.top_k, to_filter(request.filter), min_score, deadline_of(context, self.default_timeout_s))
-        return to_response(result, self.engine.model_id)
+        return to_response(result)
 
     async def SearchImage(self, request: pb.SearchImageRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         source = request.WhichOneof("source")
@@ -60,7 +60,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             request.exclude_self,
             deadline_of(context, self.default_timeout_s),
         )
-        return to_response(result, self.engine.model_id)
+        return to_response(result)
 
 
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
@@ -71,13 +71,14 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         self.default_timeout_s = default_timeout_s
 
     async def EmbedText(self, request: pb.EmbedTextRequest, context: grpc.aio.ServicerContext) -> pb.EmbedTextResponse:
-        vectors, truncated = await self.engine.embed_texts(list(request.texts), deadline_of(context, self.default_timeout_s))
-        embeddings = [pb.Embedding(values=v.tolist(), truncated=t) for v, t in zip(vectors, truncated, strict=True)]
-        return pb.EmbedTextResponse(embeddings=embeddings, model_id=self.engine.model_id, dimension=vectors.shape[1])
+        result = await self.engine.embed_texts(list(request.texts), deadline_of(context, self.default_timeout_s))
+        embeddings = [pb.Embedding(values=v.tolist(), truncated=t) for v, t in zip(result.vectors, result.truncated, strict=True)]
+        return pb.EmbedTextResponse(embeddings=embeddings, model_id=result.model_id, dimension=result.vectors.shape[1])
 
     async def EmbedImage(self, request: pb.EmbedImageRequest, context: grpc.aio.ServicerContext) -> pb.EmbedImageResponse:
-        vectors = await self.engine.embed_images(list(request.images), deadline_of(context, self.default_timeout_s))
-        return pb.EmbedImageResponse(embeddings=[pb.Embedding(values=v.tolist()) for v in vectors], model_id=self.engine.model_id, dimension=vectors.shape[1])
+        result = await self.engine.embed_images(list(request.images), deadline_of(context, self.default_timeout_s))
+        embeddings = [pb.Embedding(values=v.tolist()) for v in result.vectors]
+        return pb.EmbedImageResponse(embeddings=embeddings, model_id=result.model_id, dimension=result.vectors.shape[1])
 
 
 class IndexServicer(pb_grpc.IndexServiceServicer):
@@ -106,7 +107,7 @@ class IndexServicer(pb_grpc.IndexServiceServicer):
             dimension=info.stamp.dimension,
             collection=info.collection,
             alias=info.alias,
-            random_weights=self.engine.encoder.manifest.random_weights,
+            random_weights=self.engine.random_weights(info.stamp),
         )
 
     async def GetImages(self, request: pb.GetImagesRequest, context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:

@@ -63,7 +63,7 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 class TritonEncoder:
-    """Encodes texts and images with the ``clip_text`` and ``clip_vision`` models of one Triton."""
+    """Encodes texts and images with one version of the ``clip_text`` and ``clip_vision`` models of one Triton."""
 
     def __init__(
         self,
@@ -73,6 +73,7 @@ class TritonEncoder:
         client: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        version: int | None = None,
     ):
         """Read the manifest, tokenizer and preprocessing config of ``repo`` and open a channel.
 
@@ -80,12 +81,13 @@ class TritonEncoder:
             url: Triton gRPC address, ``host:port``.
             repo: The exported model repository (its manifest and tokenizer).
             policy: Timeouts and retries.
-            client: An async Triton client to use instead of opening one (tests).
+            client: An async Triton client to use instead of opening one (tests, or several versions on one channel).
             clock: Monotonic clock that deadlines are measured on (tests).
             sleep: Coroutine function that waits between attempts (tests).
+            version: The model version to encode with (default: the newest export, named by the root manifest).
         """
         self.url = url
-        self.manifest = Manifest.read(repo)
+        self.manifest = Manifest.read(repo) if version is None else Manifest.read_version(repo, version)
         self.tokenizer = ClipTokenizer(self.manifest.version_dir(repo, TEXT_MODEL) / TOKENIZER_FILE, self.manifest.context_length)
         self.preprocess_config = PreprocessConfig.from_file(self.manifest.version_dir(repo, VISION_MODEL) / PREPROCESSOR_FILE)
         self.policy = policy
@@ -97,11 +99,16 @@ class TritonEncoder:
         """Close the gRPC channel."""
         await self._client.close()
 
+    @property
+    def version(self) -> str:
+        """The Triton model version this encoder asks for."""
+        return str(self.manifest.version)
+
     async def ready(self) -> bool:
-        """True when both models are loaded and ready; False when Triton is unreachable."""
+        """True when both models are loaded and ready at this version; False when Triton is unreachable."""
         try:
             for model in (TEXT_MODEL, VISION_MODEL):
-                if not await self._client.is_model_ready(model, client_timeout=self.policy.timeout_s):
+                if not await self._client.is_model_ready(model, model_version=self.version, client_timeout=self.policy.timeout_s):
                     return False
             return True
         except InferenceServerException:
@@ -131,7 +138,7 @@ class TritonEncoder:
                 if timeout <= 0:
                     raise DeadlineExceeded(f"deadline passed before Triton answered ({model})")
             try:
-                result = await self._client.infer(model, inputs, outputs=[InferRequestedOutput(output)], client_timeout=timeout)
+                result = await self._client.infer(model, inputs, model_version=self.version, outputs=[InferRequestedOutput(output)], client_timeout=timeout)
                 return np.asarray(result.as_numpy(output))
             except InferenceServerException as exc:
                 status = status_of(exc)
@@ -151,9 +158,9 @@ class TritonEncoder:
         raise AssertionError("unreachable")
 
 
-def encoder_from_settings(settings: Settings, timeout_s: float | None = None) -> TritonEncoder:
-    """The encoder that ``settings`` describe; ``timeout_s`` overrides the per-call timeout (batch jobs)."""
-    return TritonEncoder(settings.triton_url, settings.model_repository, RetryPolicy(timeout_s=timeout_s or settings.triton_timeout_s))
+def encoder_from_settings(settings: Settings, timeout_s: float | None = None, version: int | None = None) -> TritonEncoder:
+    """The encoder that ``settings`` describe (``version``: default the newest export); ``timeout_s`` overrides the per-call timeout (batch jobs)."""
+    return TritonEncoder(settings.triton_url, settings.model_repository, RetryPolicy(timeout_s=timeout_s or settings.triton_timeout_s), version=version)
 
 
 def _tensor(name: str, array: np.ndarray) -> InferInput:

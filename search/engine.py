@@ -4,7 +4,10 @@ The gateway's servicers only convert protobuf messages to and from these calls. 
 calls and image decoding run on two executors of their own (sized by ``T2I_MILVUS_THREADS`` and
 ``T2I_DECODE_THREADS``), so neither waits behind the other; every Milvus call gets what is left
 of the request's deadline. Reads never write: with nothing indexed yet, searches answer
-``FAILED_PRECONDITION`` and only upserts create the first collection.
+``FAILED_PRECONDITION`` and only upserts create the first collection. Every request is encoded
+with the model version that filled the collection it reads or writes (``ModelCatalog``), so an
+alias swap to a collection of a new model switches this gateway to that model with no failed
+request and no query compared across models.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,7 +31,8 @@ from core.milvus_errors import CollectionMissing
 from core.records import Hit, IndexInfo, ModelStamp, Record, item_hash, make_row
 from core.settings import GatewaySettings
 from inference.images import ImageLimits, load_pixels
-from inference.triton_client import TritonEncoder, encoder_from_settings
+from inference.models import ModelCatalog, catalog_from_settings
+from inference.triton_client import TritonEncoder
 from search.cache import CachedText, EmbeddingCache
 from search.validation import check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
@@ -46,8 +50,18 @@ class SearchResult:
     hits: list[Hit]
     collection: str
     took_ms: float
+    model_id: str
     query_tokens: int = 0
     truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors of one model, and which inputs were truncated (texts only)."""
+
+    vectors: np.ndarray
+    model_id: str
+    truncated: list[bool]
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class SearchEngine:
 
     def __init__(
         self,
-        encoder: TritonEncoder,
+        models: ModelCatalog,
         index: ImageIndex,
         max_top_k: int,
         max_batch: int,
@@ -90,7 +104,7 @@ class SearchEngine:
         Reads reuse the alias's collection for ``alias_refresh_s`` (0 resolves it on every request);
         writes always resolve it afresh, so an upsert never lands in a collection being replaced.
         """
-        self.encoder = encoder
+        self.models = models
         self.alias_refresh_s = alias_refresh_s
         self.index = index
         self.cache = cache if cache is not None else EmbeddingCache(0)
@@ -100,14 +114,9 @@ class SearchEngine:
         self._milvus_pool = ThreadPoolExecutor(milvus_threads, thread_name_prefix="milvus")
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
-    @property
-    def model_id(self) -> str:
-        """The model that serves queries."""
-        return self.encoder.manifest.model_id
-
     async def close(self) -> None:
         """Close the Triton channel, the Milvus connection and the executors."""
-        await self.encoder.close()
+        await self.models.close()
         self.index.close()
         self._milvus_pool.shutdown(wait=False, cancel_futures=True)
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
@@ -131,6 +140,22 @@ class SearchEngine:
         """The collection reads go to: the recently resolved one, or the alias resolved (and model-checked) afresh."""
         return self.index.recent_active(self.alias_refresh_s) or await self._active(deadline)
 
+    def _encoder_for(self, collection: str) -> TritonEncoder:
+        """The encoder of the model version that filled ``collection`` (resolved and model-checked before)."""
+        stamp = self.index.checked_stamp(collection)
+        encoder = self.models.for_stamp(stamp)
+        if encoder is None:
+            raise FailedPrecondition(
+                f"collection {collection} holds vectors of {stamp.model_id} (checksum {stamp.checksum[:12]}), a model version "
+                "this gateway's repository no longer serves; swap the alias back or reindex with a served model"
+            )
+        return encoder
+
+    async def _current_encoder(self, deadline: float | None) -> TritonEncoder:
+        """The encoder of the active collection's model, or the newest version before the first index."""
+        collection = self.index.recent_active(self.alias_refresh_s) or await self._maybe_active(deadline)
+        return self.models.newest if collection is None else self._encoder_for(collection)
+
     async def _read(self, operation: str, fn: Callable[..., T], *args: Any, deadline: float | None, collection: str | None = None) -> tuple[str, T]:
         """Run ``fn(collection, *args)`` on ``collection`` or the resolved one; re-resolve once if it is gone."""
         collection = collection or await self._resolve(deadline)
@@ -140,8 +165,39 @@ class SearchEngine:
             collection = await self._active(deadline)
             return collection, await self._milvus(operation, fn, collection, *args, deadline=deadline)
 
-    async def _pixels(self, data: bytes) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels, data, self.encoder.preprocess_config, self.limits)
+    async def _search(
+        self, encode: Callable[[TritonEncoder], Awaitable[np.ndarray]], top_k: int, expression: str, min_score: float | None, deadline: float | None
+    ) -> tuple[str, TritonEncoder, list[Hit]]:
+        """Encode with the model of the collection that answers, and search it.
+
+        The collection is resolved (and model-checked) before any encoding. If it was dropped
+        meanwhile, the alias is resolved afresh and, should the new collection hold another
+        model's vectors, the query is encoded again with that model.
+        """
+        collection = await self._resolve(deadline)
+        for attempt in (1, 2):
+            encoder = self._encoder_for(collection)
+            vector = await encode(encoder)
+            try:
+                return collection, encoder, await self._milvus("search", self.index.search, collection, vector, top_k, expression, min_score, deadline=deadline)
+            except CollectionMissing:
+                if attempt == 2:
+                    raise
+                collection = await self._active(deadline)
+        raise AssertionError("unreachable")
+
+    async def _pixels(self, data: bytes, encoder: TritonEncoder) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels, data, encoder.preprocess_config, self.limits)
+
+    async def _embed_text(self, encoder: TritonEncoder, text: str, deadline: float | None) -> CachedText:
+        """``text``'s vector from ``encoder``'s model, through the cache (keyed by the model's checksum)."""
+        embedded = self.cache.get(encoder.manifest.checksum, text)
+        if embedded is None:
+            with downstream("triton", "encode_text"):
+                vectors, tokens = await encoder.encode_texts([text], deadline)
+            embedded = CachedText(vectors[0], tokens.lengths[0], tokens.truncated[0])
+            self.cache.put(encoder.manifest.checksum, text, embedded)
+        return embedded
 
     async def search_text(self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None) -> SearchResult:
         """Images ranked by similarity to ``query``."""
@@ -150,17 +206,16 @@ class SearchEngine:
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
-        collection = await self._resolve(deadline)  # the model guard fails before any encoding
-        embedded = self.cache.get(self.model_id, text)
-        if embedded is None:
-            with downstream("triton", "encode_text"):
-                vectors, tokens = await self.encoder.encode_texts([text], deadline)
-            embedded = CachedText(vectors[0], tokens.lengths[0], tokens.truncated[0])
-            self.cache.put(self.model_id, text, embedded)
-        collection, hits = await self._read(
-            "search", self.index.search, embedded.vector, top_k, expression, min_score, deadline=deadline, collection=collection
-        )
-        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, embedded.tokens, embedded.truncated)
+        embedded: CachedText | None = None
+
+        async def encode(encoder: TritonEncoder) -> np.ndarray:
+            nonlocal embedded
+            embedded = await self._embed_text(encoder, text, deadline)
+            return embedded.vector
+
+        collection, encoder, hits = await self._search(encode, top_k, expression, min_score, deadline)
+        assert embedded is not None
+        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, encoder.manifest.model_id, embedded.tokens, embedded.truncated)
 
     async def search_image(
         self,
@@ -176,24 +231,28 @@ class SearchEngine:
         start = time.perf_counter()
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
-        collection: str | None = None
         if image_id is not None:
             require_id(image_id)
-            _, vector = await self._read("get", self.index.vector_of, image_id, deadline=deadline)
+            collection, vector = await self._read("get", self.index.vector_of, image_id, deadline=deadline)
             expression = build_expression(search_filter, exclude_id=image_id if exclude_self else None)
-        elif image is not None:
-            expression = build_expression(search_filter)
-            pixels = await self._pixels(image)
-            collection = await self._resolve(deadline)  # the model guard fails before any encoding
-            with downstream("triton", "encode_image"):
-                vector = (await self.encoder.encode_pixels(pixels[None], deadline))[0]
-        else:
+            # The stored vector and the collection's rows come from the same model.
+            collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, deadline=deadline, collection=collection)
+            model_id = self.index.checked_stamp(collection).model_id
+            return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, model_id)
+        if image is None:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
-        collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, deadline=deadline, collection=collection)
-        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000)
+        expression = build_expression(search_filter)
 
-    async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> tuple[np.ndarray, list[bool]]:
-        """Normalized text vectors and whether each text was truncated."""
+        async def encode(encoder: TritonEncoder) -> np.ndarray:
+            pixels = await self._pixels(image, encoder)
+            with downstream("triton", "encode_image"):
+                return (await encoder.encode_pixels(pixels[None], deadline))[0]
+
+        collection, encoder, hits = await self._search(encode, top_k, expression, min_score, deadline)
+        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, encoder.manifest.model_id)
+
+    async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> Embeddings:
+        """Normalized text vectors (of the active collection's model) and whether each text was truncated."""
         require_batch(texts, self.max_batch, "texts")
         cleaned = []
         for position, text in enumerate(texts):
@@ -201,26 +260,30 @@ class SearchEngine:
                 cleaned.append(require_query(text))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"texts[{position}]: {exc}") from exc
+        encoder = await self._current_encoder(deadline)
         with downstream("triton", "encode_text"):
-            vectors, tokens = await self.encoder.encode_texts(cleaned, deadline)
-        return vectors, tokens.truncated
+            vectors, tokens = await encoder.encode_texts(cleaned, deadline)
+        return Embeddings(vectors, encoder.manifest.model_id, tokens.truncated)
 
-    async def embed_images(self, images: Sequence[bytes], deadline: float | None) -> np.ndarray:
-        """Normalized image vectors; a bad image fails the request, naming its position."""
+    async def embed_images(self, images: Sequence[bytes], deadline: float | None) -> Embeddings:
+        """Normalized image vectors (of the active collection's model); a bad image fails the request, naming its position."""
         require_batch(images, self.max_batch, "images")
+        encoder = await self._current_encoder(deadline)
         pixels = []
         for position, data in enumerate(images):
             try:
-                pixels.append(await self._pixels(data))
+                pixels.append(await self._pixels(data, encoder))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"images[{position}]: {exc}") from exc
         with downstream("triton", "encode_image"):
-            return await self.encoder.encode_pixels(np.stack(pixels), deadline)
+            vectors = await encoder.encode_pixels(np.stack(pixels), deadline)
+        return Embeddings(vectors, encoder.manifest.model_id, [False] * len(vectors))
 
     async def upsert(self, items: Sequence[UpsertItem], deadline: float | None) -> list[ItemOutcome]:
         """Index items; each fails or succeeds on its own."""
         require_batch(items, self.max_batch, "items")
         collection = await self._milvus("ensure_active", self.index.ensure_active, deadline)  # writers create the first collection
+        encoder = self._encoder_for(collection)
         outcomes: dict[int, ItemOutcome] = {}
         seen: set[str] = set()
         for position, item in enumerate(items):
@@ -238,12 +301,12 @@ class SearchEngine:
                 outcomes[i] = ItemOutcome(items[i].id, True, unchanged=True)
                 continue
             try:
-                pending.append((i, await self._pixels(items[i].content)))
+                pending.append((i, await self._pixels(items[i].content, encoder)))
             except InvalidArgument as exc:
                 outcomes[i] = ItemOutcome(items[i].id, False, str(exc))
         if pending:
             with downstream("triton", "encode_image"):
-                vectors = await self.encoder.encode_pixels(np.stack([p for _, p in pending]), deadline)
+                vectors = await encoder.encode_pixels(np.stack([p for _, p in pending]), deadline)
             rows = [make_row(items[i].id, vector, items[i].uri, items[i].labels, hashes[i]) for (i, _), vector in zip(pending, vectors, strict=True)]
             await self._milvus("upsert", self.index.upsert, collection, rows, deadline)
             outcomes.update({i: ItemOutcome(items[i].id, True) for i, _ in pending})
@@ -278,15 +341,19 @@ class SearchEngine:
         """Facts about the active collection (count 0 and no collection name before the first index)."""
         return await self._milvus("info", self.index.info, deadline)
 
+    def random_weights(self, stamp: ModelStamp) -> bool:
+        """True when the model stamped ``stamp`` (else the newest version) has random weights."""
+        return (self.models.for_stamp(stamp) or self.models.newest).manifest.random_weights
+
     async def ready(self) -> bool:
         """True when Triton has both models and Milvus answers; the active collection, if any, is loaded and ours.
 
         Nothing indexed yet is ready: upserts and embeddings work, and searches say what to do.
         """
-        if not await self.encoder.ready():
-            return False
         try:
             collection = await self._maybe_active(None)
+            if not await (self.models.newest if collection is None else self._encoder_for(collection)).ready():
+                return False
             return collection is None or await self._milvus("load_state", self.index.loaded, collection)
         except T2IError as exc:
             logger.warning("not ready: %s", exc)
@@ -295,11 +362,11 @@ class SearchEngine:
 
 def engine_from_settings(settings: GatewaySettings) -> SearchEngine:
     """The engine ``settings`` describe: the Triton encoder, the Milvus index and the limits."""
-    encoder = encoder_from_settings(settings)
-    index = index_from_settings(settings, ModelStamp.of(encoder.manifest))
+    models = catalog_from_settings(settings)
+    index = index_from_settings(settings, ModelStamp.of(models.newest.manifest), serves=models.serves)
     limits = ImageLimits.from_settings(settings)
     return SearchEngine(
-        encoder,
+        models,
         index,
         settings.max_top_k,
         settings.max_batch,

@@ -25,16 +25,18 @@ class FakeTritonClient:
         self.calls = 0
         self.timeouts: list[float] = []
         self.ready = True
+        self.versions: list[str] = []  # the model version of each infer call
 
-    async def infer(self, model: str, inputs: list[Any], outputs: Any = None, client_timeout: float | None = None) -> FakeResult:
+    async def infer(self, model: str, inputs: list[Any], model_version: str = "", outputs: Any = None, client_timeout: float | None = None) -> FakeResult:
         self.calls += 1
+        self.versions.append(model_version)
         self.timeouts.append(float(client_timeout or 0))
         if self.failures:
             # tritonclient turns a grpc.RpcError into this, with status=str(rpc_error.code()).
             raise InferenceServerException("boom", status=self.failures.pop(0))
         return FakeResult(int(inputs[0].shape()[0]), self.vector)
 
-    async def is_model_ready(self, model: str, client_timeout: float | None = None) -> bool:
+    async def is_model_ready(self, model: str, model_version: str = "", client_timeout: float | None = None) -> bool:
         return self.ready
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
 from inference.images import ImageLimits
-from inference.triton_client import TritonEncoder
+from inference.models import RESCAN_S, ModelCatalog
 from search.engine import NOTHING_INDEXED, SearchEngine, UpsertItem
 from tests.unit.fake_milvus import FakeMilvusClient
 from tests.unit.fake_triton import FakeTritonClient
@@ -25,9 +25,10 @@ class Parts:
         self.milvus = FakeMilvusClient()
         self.triton = FakeTritonClient()
         self.stamp = ModelStamp.of(Manifest.read(repo))
-        encoder = TritonEncoder("fake:1", repo, client=self.triton)
-        index = ImageIndex("http://fake", "alias", self.stamp, client=self.milvus)  # type: ignore[arg-type]  # the fake client
-        self.engine = SearchEngine(encoder, index, max_top_k=10, max_batch=4, limits=ImageLimits(), alias_refresh_s=60)
+        self.now = 0.0  # the catalog's clock: a stamp it does not know rescans the repository once RESCAN_S passed
+        self.models = ModelCatalog("fake:1", repo, client=self.triton, clock=lambda: self.now)
+        index = ImageIndex("http://fake", "alias", self.stamp, client=self.milvus, serves=self.models.serves)  # type: ignore[arg-type]  # the fake client
+        self.engine = SearchEngine(self.models, index, max_top_k=10, max_batch=4, limits=ImageLimits(), alias_refresh_s=60)
 
 
 @pytest.fixture()
@@ -126,3 +127,54 @@ async def test_bad_label_scan_size_is_refused_before_milvus(parts: Parts) -> Non
     with pytest.raises(InvalidArgument, match="max_rows must be between 0 and 1000000"):
         await parts.engine.labels(-1)
     assert parts.milvus.calls == []
+
+
+def add_version(repo: Path, model_id: str, checksum: str) -> ModelStamp:
+    """Copy version 1 of ``repo`` as the next version with another model (a rollout's new export)."""
+    import shutil
+
+    from core.manifest import TEXT_MODEL, VISION_MODEL, served_versions
+
+    first = Manifest.read_version(repo, served_versions(repo)[0])
+    manifest = Manifest(model_id, checksum, first.dimension, "fp32", 77, 224, True, version=max(served_versions(repo)) + 1)
+    for model in (TEXT_MODEL, VISION_MODEL):
+        shutil.copytree(first.version_dir(repo, model), manifest.version_dir(repo, model))
+    manifest.write_versioned(repo)
+    return ModelStamp.of(manifest)
+
+
+async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answers(model_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    made = Parts(repo)
+    try:
+        made.milvus.add("v1", made.stamp.describe(), {"a": {"uri": "mem://a"}})
+        made.milvus.aliases["alias"] = "v1"
+        first = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)
+        assert (first.model_id, made.triton.versions) == ("unit:model", ["1"])
+        # A rollout: version 2 is exported beside version 1, a collection filled with it, and the alias swapped.
+        v2 = add_version(repo, "unit:model-v2", "d" * 64)
+        made.milvus.add("v2", v2.describe(), {"b": {"uri": "mem://b"}})
+        made.milvus.aliases["alias"] = "v2"
+        made.milvus.collections.pop("v1")  # dropped: the gateway re-resolves at once
+        made.now += RESCAN_S  # the catalog finds version 2 by rescanning the repository
+        second = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)
+        assert (second.collection, second.model_id, made.triton.versions[-1]) == ("v2", "unit:model-v2", "2")
+        embedded = await made.engine.embed_texts(["a cat"], None)
+        assert embedded.model_id == "unit:model-v2" and made.triton.versions[-1] == "2"
+        # Swapped back (a rollback): the query the gateway had encoded with version 2 is encoded again with version 1.
+        made.milvus.add("v1", made.stamp.describe(), {"a": {"uri": "mem://a"}})
+        made.milvus.aliases["alias"] = "v1"
+        made.milvus.collections.pop("v2")
+        back = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)
+        assert (back.collection, back.model_id, made.triton.versions[-2:]) == ("v1", "unit:model", ["2", "1"])
+        # Once version 1 is gone from the repository, its collection is refused, not searched with version 2.
+        for model in ("clip_text", "clip_vision"):
+            shutil.rmtree(repo / model / "1")
+        made.now += RESCAN_S
+        with pytest.raises(FailedPrecondition, match="no longer serves"):
+            await made.engine.search_text("a new query", 5, SearchFilter(), None, None)
+    finally:
+        await made.engine.close()
