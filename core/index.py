@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, T2IError, Unavailable
+from core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, T2IError, Unavailable
 from core.milvus_errors import ALIAS_NOT_FOUND, classify
 from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, Hit, HnswParams, IndexInfo, ModelStamp, Record
 from core.settings import Settings
@@ -133,9 +133,14 @@ class ImageIndex:
 
     # -- collections and the alias --------------------------------------------------------------
 
-    def new_collection(self) -> str:
-        """Create an empty, loaded collection stamped with this model; not yet aliased."""
-        name = f"{self.alias}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{int(time.time() * 1000) % 1000:03d}"
+    @property
+    def previous_alias(self) -> str:
+        """The alias that keeps the collection served before the last swap, for rollback."""
+        return f"{self.alias}_previous"
+
+    def new_collection(self, name: str | None = None) -> str:
+        """Create an empty, loaded collection stamped with this model (named ``<alias>_<UTC time>`` by default); not yet aliased."""
+        name = name or f"{self.alias}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{int(time.time() * 1000) % 1000:03d}"
 
         def create(client: MilvusClient, timeout: float) -> None:
             schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=self.stamp.describe())
@@ -153,18 +158,53 @@ class ImageIndex:
         logger.info("created collection %s for %s", name, self.stamp.model_id)
         return name
 
-    def active_collection(self, deadline: float | None = None) -> str | None:
-        """The collection the alias points at, or None when there is no alias yet (no model check)."""
+    def run_collection(self, run_id: str, create: bool = True) -> str:
+        """The collection of a sharded run, ``<alias>_run_<run_id>``: created by whichever shard comes first.
 
+        Every shard of one run writes into it; ``promote`` puts it behind the alias when all are done.
+
+        Raises:
+            NotFound: without ``create``, the run has no collection yet.
+            InvalidArgument: ``run_id`` is not letters, digits and ``_``/``-``.
+            FailedPrecondition: the collection exists but holds another model's vectors.
+        """
+        if not run_id or not all(ch.isalnum() or ch in "_-" for ch in run_id) or len(run_id) > 64:
+            raise InvalidArgument(f"run id {run_id!r} must be 1-64 letters, digits, '_' or '-' (a Job's name, say)")
+        name = f"{self.alias}_run_{run_id.replace('-', '_')}"
+        if not self._call("has collection", lambda c, t: c.has_collection(name, timeout=t)):
+            if not create:
+                raise NotFound(f"run {run_id!r} has no collection ({name}): run its shards first ('t2i reindex LOCATION --run-id {run_id} --shards N')")
+            try:
+                self.new_collection(name)
+            except (MilvusException, Unavailable):
+                if not self._call("has collection", lambda c, t: c.has_collection(name, timeout=t)):
+                    raise
+                logger.info("collection %s was created by another shard", name)
+        stamp = self.stamp_of(name)
+        if stamp != self.stamp:
+            raise FailedPrecondition(
+                f"collection {name} of run {run_id!r} holds vectors of {stamp.model_id if stamp else 'no recorded model'}, not {self.stamp.model_id}; use another run id"
+            )
+        return name
+
+    def _aliased(self, alias: str, deadline: float | None = None) -> str | None:
         def describe(client: MilvusClient, timeout: float) -> str | None:
             try:
-                return str(client.describe_alias(self.alias, timeout=timeout)["collection_name"])
+                return str(client.describe_alias(alias, timeout=timeout)["collection_name"])
             except MilvusException as exc:
                 if exc.code == ALIAS_NOT_FOUND:
                     return None
                 raise
 
         return self._call("describe alias", describe, deadline)
+
+    def active_collection(self, deadline: float | None = None) -> str | None:
+        """The collection the alias points at, or None when there is no alias yet (no model check)."""
+        return self._aliased(self.alias, deadline)
+
+    def previous_collection(self) -> str | None:
+        """The collection kept for rollback (behind ``previous_alias``), or None."""
+        return self._aliased(self.previous_alias)
 
     def active(self, deadline: float | None = None) -> str | None:
         """The active collection, model-checked, or None when nothing was indexed yet. Never writes.
@@ -236,22 +276,66 @@ class ImageIndex:
             "with a served model, or export that model into the repository beside it"
         )
 
-    def swap_alias(self, collection: str) -> str | None:
-        """Point the alias at ``collection`` atomically; returns the collection it pointed at before."""
-        previous = self.active_collection()
+    def _point(self, alias: str, collection: str) -> str | None:
+        """Point ``alias`` at ``collection`` atomically (creating it); returns what it pointed at before."""
+        previous = self._aliased(alias)
         if previous is None:
-            self._call("create alias", lambda c, t: c.create_alias(collection, self.alias, timeout=t))
-        else:
-            self._call("alter alias", lambda c, t: c.alter_alias(collection, self.alias, timeout=t))
-        self._recent = None
-        logger.info("alias %s now points at %s (was %s)", self.alias, collection, previous)
+            self._call("create alias", lambda c, t: c.create_alias(collection, alias, timeout=t))
+        elif previous != collection:
+            self._call("alter alias", lambda c, t: c.alter_alias(collection, alias, timeout=t))
+        logger.info("alias %s now points at %s (was %s)", alias, collection, previous)
         return previous
 
+    def swap_alias(self, collection: str) -> str | None:
+        """Point the alias at ``collection`` atomically; returns the collection it pointed at before."""
+        previous = self._point(self.alias, collection)
+        self._recent = None
+        return previous
+
+    def promote(self, collection: str, keep_previous: bool = True) -> tuple[str | None, list[str]]:
+        """Swap the alias to ``collection``; keep the collection it replaces behind ``previous_alias`` for rollback.
+
+        The collection kept before that is dropped (one rollback step is kept), or, without
+        ``keep_previous``, the replaced one too. Returns the replaced collection and the dropped ones.
+        """
+        older = self.previous_collection()
+        previous = self.swap_alias(collection)
+        dropped = []
+        if previous is not None and previous != collection and keep_previous:
+            self._point(self.previous_alias, previous)
+        elif older is not None:
+            self._call("drop alias", lambda c, t: c.drop_alias(self.previous_alias, timeout=t))
+        for name in dict.fromkeys([older, None if keep_previous else previous]):
+            if name is not None and name not in (collection, previous if keep_previous else None):
+                self.drop(name)
+                dropped.append(name)
+        return previous, dropped
+
+    def rollback(self) -> tuple[str, str]:
+        """Swap the alias back to the kept previous collection (and keep the current one as previous).
+
+        Returns ``(now active, now previous)``; rolling back twice rolls forward again.
+
+        Raises:
+            FailedPrecondition: there is no previous collection.
+        """
+        previous = self.previous_collection()
+        if previous is None:
+            raise FailedPrecondition(f"alias {self.alias} has no previous collection to roll back to ({self.previous_alias} does not exist)")
+        current = self.swap_alias(previous)
+        if current is not None and current != previous:
+            self._point(self.previous_alias, current)
+        return previous, current or ""
+
     def orphans(self) -> list[str]:
-        """Collections of this alias's family that the alias does not point at (left by killed rebuilds)."""
-        active = self.active_collection()
+        """Collections of this alias's family that neither the alias nor the rollback alias points at (left by killed rebuilds)."""
+        kept = {self.active_collection(), self.previous_collection()}
         names = self._call("list collections", lambda c, t: c.list_collections(timeout=t))
-        return [n for n in names if n.startswith(f"{self.alias}_") and n != active]
+        return [n for n in names if n.startswith(f"{self.alias}_") and n not in kept]
+
+    def family_stamps(self) -> dict[str, ModelStamp | None]:
+        """The stamps of the active and the previous collection (what a model version may still be needed for)."""
+        return {name: self.stamp_of(name) for name in (self.active_collection(), self.previous_collection()) if name is not None}
 
     def drop(self, collection: str) -> None:
         """Drop a collection."""

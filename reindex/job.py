@@ -1,11 +1,17 @@
-"""The batch reindex job: a folder of images in, vectors in Milvus out.
+"""The batch reindex job: a folder or S3 prefix of images in (``reindex.sources``), vectors in Milvus out.
 
 Incremental by default: files whose content hash (bytes, uri and labels) matches the stored row
-are skipped, changed ones re-encoded, and rows whose file is gone (or no longer decodes) deleted. ``full`` builds a new
-collection and swaps the alias at the end, so queries keep using the old one meanwhile. Every
-write is an upsert keyed by id and deletions come last, so a run killed at any moment and run
-again ends with exactly the right rows. Decoding runs in a process pool while Triton encodes the
+are skipped, changed ones re-encoded, and rows whose file is gone (or no longer decodes) deleted.
+``full`` builds a new collection and swaps the alias at the end, so queries keep using the old one
+meanwhile; the replaced collection is kept behind ``<alias>_previous`` for rollback. Every write
+is an upsert keyed by id and deletions come last, so a run killed at any moment and run again
+ends with exactly the right rows. Decoding runs in a process pool while Triton encodes the
 previous batch.
+
+Sharded runs (a Kubernetes Indexed Job): each of N processes takes the files whose id hashes to
+its shard, and only ever deletes rows of its shard. With a run id, all shards fill the one
+collection ``<alias>_run_<id>``, and ``finalize`` verifies it against the listing and promotes it;
+without one, each shard updates the active collection incrementally (the CronJob).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -28,24 +33,9 @@ from core.index import ImageIndex
 from core.records import item_hash, make_row
 from inference.images import ImageLimits, PreprocessConfig, load_crop, normalize
 from inference.triton_client import TritonEncoder
+from reindex.sources import ImageFile, Shard, Source
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """One file found in the folder: its id (relative path), uri (absolute path) and labels."""
-
-    id: str
-    path: Path
-    labels: tuple[str, ...]
-
-    @property
-    def uri(self) -> str:
-        """The absolute path, returned in search hits."""
-        return str(self.path)
 
 
 @dataclass
@@ -82,38 +72,18 @@ class ReindexReport:
         )
 
 
-def scan_folder(root: Path) -> list[ImageFile]:
-    """Image files under ``root`` by suffix, sorted; labels are the names of the parent folders."""
-    root = root.resolve()
-    if not root.is_dir():
-        raise InvalidArgument(f"{root} is not a folder")
-    files = []
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            relative = path.relative_to(root)
-            files.append(ImageFile(relative.as_posix(), path, tuple(relative.parts[:-1])))
-    return files
-
-
-def _read(image: ImageFile, max_bytes: int) -> bytes:
-    size = image.path.stat().st_size
-    if size > max_bytes:
-        raise InvalidArgument(f"file is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
-    return image.path.read_bytes()
-
-
 def _ready() -> bool:
     """Worker: nothing; submitted first so the pool's processes start (and import) early."""
     return True
 
 
-def _load(path: str, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
+def _load(source: Source, image: ImageFile, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
     """Worker: read, decode, resize and crop one file (runs in the process pool).
 
     It returns the uint8 crop, a quarter of the bytes of the float32 pixels: the pipe back from
     the pool cost more than the decoding (docs/benchmarks.md, the GPU section).
     """
-    return load_crop(Path(path).read_bytes(), config, limits)
+    return load_crop(source.read(image, limits.max_bytes), config, limits)
 
 
 def _batches(items: list[ImageFile], size: int) -> Iterator[list[ImageFile]]:
@@ -133,6 +103,7 @@ class Reindexer:
         workers: int = 2,
         in_flight: int = 2,
         on_batch: Callable[[ReindexReport], None] | None = None,
+        keep_previous: bool = True,
     ):
         """Set up the job.
 
@@ -144,7 +115,12 @@ class Reindexer:
             workers: Decoding processes.
             in_flight: Batches sent to Triton before waiting for the oldest (1: one at a time).
             on_batch: Called after each batch's rows are in Milvus, with the report so far.
+            keep_previous: A full rebuild keeps the collection it replaces for rollback (else drops it).
         """
+        self.keep_previous = keep_previous
+        self.source = Source(".")
+        self.shard = Shard()
+        self.run_id: str | None = None
         self.on_batch = on_batch
         self.encoder = encoder
         self.in_flight = max(1, in_flight)
@@ -153,11 +129,18 @@ class Reindexer:
         self.batch_size = batch_size
         self.workers = workers
 
-    async def run(self, root: Path, full: bool = False, progress: bool = True) -> ReindexReport:
-        """Index ``root``; see the module docstring for the guarantees."""
+    async def run(self, source: Source, full: bool = False, progress: bool = True, shard: Shard = Shard(), run_id: str | None = None) -> ReindexReport:
+        """Index ``shard`` of ``source`` (all of it by default); see the module docstring for the guarantees.
+
+        ``run_id`` makes this one shard of a sharded full rebuild: it fills the run's collection
+        and leaves the alias alone (``finalize`` promotes it).
+        """
         start = time.perf_counter()
-        report = ReindexReport(full=full)
-        files = scan_folder(root)
+        report = ReindexReport(full=full or run_id is not None)
+        self.source = source
+        self.shard = shard
+        self.run_id = run_id
+        files = [f for f in await asyncio.to_thread(source.list) if shard.owns(f.id)]
         # Spawned decode processes take about a second to start: start them now, not at the first batch.
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         try:
@@ -170,19 +153,25 @@ class Reindexer:
     async def _run(self, files: list[ImageFile], full: bool, progress: bool, report: ReindexReport, pool: ProcessPoolExecutor, start: float) -> ReindexReport:
         report.scanned = len(files)
         creating: asyncio.Task[str] | None = None
-        if full:
+        stored: dict[str, str] = {}
+        if self.run_id is not None:
+            # A shard of a sharded rebuild: resume into the run's collection (a killed shard rerun skips what it wrote).
+            report.collection = await asyncio.to_thread(self.index.run_collection, self.run_id)
+            stored = await asyncio.to_thread(self.index.hashes, report.collection)
+            full = False
+        elif full:
             for orphan in await asyncio.to_thread(self.index.orphans):
                 await asyncio.to_thread(self.index.drop, orphan)
             # Creating and loading a collection takes seconds: overlap it with hashing and the first decodes.
             creating = asyncio.create_task(asyncio.to_thread(self.index.new_collection))
-            stored: dict[str, str] = {}
         else:
             report.collection = await asyncio.to_thread(self.index.ensure_active)
             stored = await asyncio.to_thread(self.index.hashes, report.collection)
+        stored = {item_id: digest for item_id, digest in stored.items() if self.shard.owns(item_id)}  # other shards' rows are theirs
         hashes: dict[str, str] = {}
         for image in files:
             try:
-                hashes[image.id] = item_hash(await asyncio.to_thread(_read, image, self.limits.max_bytes), image.uri, image.labels)
+                hashes[image.id] = item_hash(await asyncio.to_thread(self.source.read, image, self.limits.max_bytes), image.uri, image.labels)
             except (OSError, InvalidArgument) as exc:
                 report.skipped.append((image.id, str(exc)))
         todo = [f for f in files if f.id in hashes and stored.get(f.id) != hashes[f.id]]
@@ -199,9 +188,7 @@ class Reindexer:
         if report.indexed or report.deleted:
             await asyncio.to_thread(self.index.seal, report.collection)  # serve the new rows from HNSW
         if full:
-            previous = await asyncio.to_thread(self.index.swap_alias, report.collection)
-            if previous and previous != report.collection:
-                await asyncio.to_thread(self.index.drop, previous)
+            await asyncio.to_thread(self.index.promote, report.collection, self.keep_previous)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -223,7 +210,7 @@ class Reindexer:
         try:
 
             def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
-                return [(f, pool.submit(_load, str(f.path), config, self.limits)) for f in batch]
+                return [(f, pool.submit(_load, self.source, f, config, self.limits)) for f in batch]
 
             batches = list(_batches(todo, self.batch_size))
             decoding = deque(submit(batch) for batch in batches[: self.in_flight])  # decode ahead of the encoder

@@ -1,6 +1,7 @@
 """``t2i``: the command line of text2image-search.
 
-Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``info`` and ``reindex``.
+Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``info``, ``reindex``, ``finalize``,
+``rollback`` and ``models``.
 Addresses and limits come from ``T2I_*`` environment variables (see ``core/settings.py``);
 flags override them. Errors a person can act on print one line and exit 2; bugs keep their
 traceback.
@@ -22,6 +23,7 @@ from core.manifest import DEFAULT_MODEL, PRECISIONS
 from core.settings import GatewaySettings, Settings, WebSettings
 from gateway import server as gateway_server
 from reindex import main as reindex_main
+from reindex import rollout
 from t2i.client import GatewayClient, format_hits
 
 # export, up and demo import torch and transformers (seconds): they are imported only when used.
@@ -122,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     export = sub.add_parser("export", help="export a CLIP checkpoint to a Triton model repository")
-    export.add_argument("--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny'")
+    export.add_argument(
+        "--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny' (NAME@SEED: other random weights)"
+    )
     export.add_argument("--out", type=Path, default=None, help="Triton model repository to write (default T2I_MODEL_REPOSITORY)")
     export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights precision of the ONNX files")
-    export.add_argument("--version", type=int, default=1, help="model version folder")
+    export.add_argument("--version", type=int, default=1, help="model version folder (a rollout exports the next version beside the served one)")
 
     serve = sub.add_parser("serve", help="run the gRPC gateway (Triton and Milvus must be running)")
     gateway_server.add_arguments(serve)
@@ -154,8 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (search, info):
         command.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
 
-    reindex = sub.add_parser("reindex", help="index a folder of images into Milvus")
+    reindex = sub.add_parser("reindex", help="index a folder or s3://bucket/prefix of images into Milvus (or one shard of it)")
     reindex_main.add_arguments(reindex)
+    finalize = sub.add_parser("finalize", help="verify a sharded run's collection against the listing and swap the alias to it")
+    reindex_main.add_finalize_arguments(finalize)
+    sub.add_parser("rollback", help="swap the alias back to the collection the last rebuild replaced")
+    models = sub.add_parser("models", help="list, reload or prune the model versions Triton serves")
+    rollout.add_arguments(models)
     return parser
 
 
@@ -181,11 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings()
             repo = Path(args.model_repository or settings.model_repository)
             return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None)
-        if args.command == "search":
-            return _search(args)
-        if args.command == "info":
-            return _info(args)
-        return reindex_main.command(args, Settings())
+        if args.command in ("search", "info"):
+            return _search(args) if args.command == "search" else _info(args)
+        batch = {"finalize": reindex_main.finalize_command, "rollback": reindex_main.rollback_command, "models": rollout.command}
+        return batch.get(args.command, reindex_main.command)(args, Settings())
     except grpc.RpcError as exc:
         print(_rpc_error(exc, getattr(args, "address", None) or "?"), file=sys.stderr)
     except (UserError, FileNotFoundError) as exc:

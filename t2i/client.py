@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -10,13 +11,43 @@ from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
 MAX_MESSAGE = 64 * 2**20
+SERVICES = ("text2image.v1.SearchService", "text2image.v1.EmbeddingService", "text2image.v1.IndexService")
+# Balance per request over every address the target resolves to, and retry a request that a
+# gateway going away answered with UNAVAILABLE on another one. Every RPC is safe to retry: writes
+# are upserts and deletes by id.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": service} for service in SERVICES],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+]
 
 
 class GatewayClient:
-    """Blocking client for the three services."""
+    """Blocking client for the three services.
+
+    ``address`` is one ``host:port``, or a target that resolves to several gateways:
+    ``ipv4:10.0.0.1:50051,10.0.0.2:50051`` or ``dns:///gateway-headless.ns.svc:50051`` (a headless
+    Service). Requests go round robin over all of them, and UNAVAILABLE is retried (``SERVICE_CONFIG``).
+    """
 
     def __init__(self, address: str, timeout_s: float = 30.0):
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)])
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.search = pb_grpc.SearchServiceStub(self.channel)
         self.embedding = pb_grpc.EmbeddingServiceStub(self.channel)
         self.index = pb_grpc.IndexServiceStub(self.channel)

@@ -74,7 +74,7 @@ def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: s
     print("starting Milvus, Triton and the gateway on loopback ...")
     with stack:
         print(stack.describe())
-        report = asyncio.run(reindex(stack.settings(), photos, full=False, batch_size=16, workers=2, progress=False))
+        report = asyncio.run(reindex(stack.settings(), str(photos), full=False, batch_size=16, workers=2, progress=False))
         print(report.summary())
         for item_id, reason in report.skipped:
             print(f"  skipped {item_id}: {reason}")

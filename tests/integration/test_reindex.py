@@ -21,24 +21,38 @@ from core.milvus_errors import CollectionMissing
 from core.records import item_hash
 from devstack.stack import LocalStack
 from export.samples import sample_photos
-from reindex.job import scan_folder
+from reindex.sources import Source
 from t2i.client import GatewayClient
-from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i
+from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i, wait_for
 from tests.integration.test_bad_input import png_bomb
 from text2image.v1 import text2image_pb2 as pb
 
 KILLED_AFTER_BATCHES = """
 import asyncio, os, signal, sys
-from pathlib import Path
 from core.settings import Settings
 from reindex.main import reindex
+from reindex.sources import Shard
 
 def die(report):
     if report.indexed >= int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
 
-asyncio.run(reindex(Settings(), Path(sys.argv[1]), full=False, batch_size=4, workers=1, progress=False, on_batch=die))
+run_id = sys.argv[sys.argv.index("--run-id") + 1] if "--run-id" in sys.argv else None
+shard = Shard.from_env(int(sys.argv[sys.argv.index("--shards") + 1])) if "--shards" in sys.argv else Shard()
+asyncio.run(reindex(Settings(), sys.argv[1], full=False, batch_size=4, workers=1, progress=False, on_batch=die, shard=shard, run_id=run_id))
 """
+
+
+def run_killed_job(args: list[str], env: dict[str, str], log: Path) -> None:
+    """Run ``KILLED_AFTER_BATCHES`` with ``args`` and check that it died by SIGKILL."""
+    with log.open("wb") as out:  # a file, not a pipe: the job's decode worker holds its stderr open
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_BATCHES, *args], env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True)
+        try:
+            proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its decode worker, if it outlived the job
+    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-2000:]
 
 
 def expected_rows(folder: Path) -> dict[str, str]:
@@ -46,8 +60,9 @@ def expected_rows(folder: Path) -> dict[str, str]:
     from inference.images import decode_image
 
     rows = {}
-    for image in scan_folder(folder):
-        data = image.path.read_bytes()
+    source = Source(str(folder))
+    for image in source.list():
+        data = source.read(image, 1 << 30)
         try:
             decode_image(data)
         except Exception:  # noqa: BLE001 - undecodable files are not indexed
@@ -147,8 +162,15 @@ def test_full_reindex_swaps_alias_while_queries_keep_working(stack: LocalStack, 
     after = client.info()
     assert after.collection != before.collection and after.count == 80
     assert client.search_text("noise", top_k=5).collection == after.collection
-    assert before.collection not in index.orphans() and not index.orphans()  # the old one is dropped
+    assert index.previous_collection() == before.collection and not index.orphans()  # the old one is kept for rollback
     assert stored(index) == expected_rows(folder)
+    # Rollback swaps back, and again rolls forward.
+    back = run_t2i(stack, "rollback")
+    assert back.returncode == 0 and before.collection in back.stdout, back.stderr
+    wait_for(lambda: client.search_text("noise", top_k=5).collection == before.collection, 10, "searches from the previous collection")
+    assert client.info().count == 60
+    assert run_t2i(stack, "rollback").returncode == 0
+    assert client.info().collection == after.collection and index.previous_collection() == before.collection
 
 
 def test_reading_a_dropped_collection_raises_collection_missing(index: ImageIndex) -> None:
@@ -172,17 +194,7 @@ def test_killed_reindex_converges_on_rerun(stack: LocalStack, index: ImageIndex,
     collection = index.ensure_active()
     old_hashes = index.hashes(collection)
     # The real job, SIGKILLed by itself right after its fourth batch of 4 is in Milvus: mid-run, without warning.
-    log = tmp_path / "killed.log"
-    with log.open("wb") as out:  # a file, not a pipe: the job's decode worker holds its stderr open
-        proc = subprocess.Popen(
-            [sys.executable, "-c", KILLED_AFTER_BATCHES, str(folder), "16"], env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True
-        )
-        try:
-            proc.wait(timeout=300)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its decode worker, if it outlived the job
-    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-2000:]
+    run_killed_job([str(folder), "16"], env, tmp_path / "killed.log")
     partial = index.hashes(collection)
     rewritten = sum(1 for item_id, value in partial.items() if old_hashes.get(item_id) != value)
     assert 16 <= rewritten < 238  # the kill left the index half-updated

@@ -1,0 +1,136 @@
+"""Where the reindex job reads images from: a local folder or S3-compatible storage, through fsspec.
+
+One code path lists, hashes and reads both. A location is a folder path, ``file://...`` or
+``s3://bucket/prefix``. S3 credentials come from the standard AWS environment variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) or a profile
+(``AWS_PROFILE``); ``T2I_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL``) points at a non-AWS endpoint
+such as MinIO. An image's id is its key relative to the folder or prefix, and its labels are the
+names of the "folders" above it, the same for both kinds of storage.
+
+Sharding: an Indexed Job's pods each take the files whose id hashes to their completion index.
+The hash is SHA-256 of the id, so every pod computes the same split from the same listing, in any
+order, on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from core.errors import InvalidArgument
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image found at the source: its id (key relative to the root), uri, labels and size in bytes."""
+
+    id: str
+    uri: str
+    labels: tuple[str, ...]
+    size: int
+
+
+def shard_of(item_id: str, shards: int) -> int:
+    """The shard (0..shards-1) that owns ``item_id``: a stable hash, the same in every process."""
+    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One part of a sharded run: ``index`` of ``count`` (``0/1`` is the whole source)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InvalidArgument(f"shard {self.index} of {self.count} does not exist: the index must be in 0..{self.count - 1}")
+
+    def owns(self, item_id: str) -> bool:
+        """True when this shard indexes (and may delete) ``item_id``."""
+        return self.count == 1 or shard_of(item_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"shard {self.index}/{self.count}"
+
+    @classmethod
+    def from_env(cls, count: int, index: int | None = None) -> Shard:
+        """Shard ``index`` of ``count``; the index defaults to ``JOB_COMPLETION_INDEX`` (an Indexed Job's pod), else 0."""
+        if index is None:
+            raw = os.environ.get("JOB_COMPLETION_INDEX", "0" if count == 1 else "")
+            if not raw.isdigit():
+                raise InvalidArgument(f"--shards {count} needs --shard-index or JOB_COMPLETION_INDEX (got {raw!r})")
+            index = int(raw)
+        return cls(index, count)
+
+
+def storage_options(location: str) -> dict[str, Any]:
+    """fsspec options for ``location``: the S3 endpoint from ``T2I_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``."""
+    endpoint = os.environ.get("T2I_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    if location.startswith("s3://") and endpoint:
+        return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+class Source:
+    """A folder or bucket prefix of images. Picklable: the decode processes read through it too."""
+
+    def __init__(self, location: str):
+        """Resolve ``location`` (a folder, ``file://``, or ``s3://bucket/prefix``); nothing is read yet."""
+        self.location = str(location)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.location, **storage_options(self.location))
+        except (ImportError, ValueError) as exc:
+            raise InvalidArgument(f"cannot read {self.location}: {exc}") from exc
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.root = os.path.realpath(root) if self.local else root.rstrip("/")
+
+    def __str__(self) -> str:
+        return self.location
+
+    def list(self) -> list[ImageFile]:
+        """Image files under the root by suffix, sorted by id.
+
+        Raises:
+            InvalidArgument: the location is not a folder (or an empty/missing prefix).
+        """
+        try:
+            if not self.fs.isdir(self.root):
+                raise InvalidArgument(f"{self.location} is not a folder" + ("" if self.local else " (no object has this prefix)"))
+            found = self.fs.find(self.root, detail=True)
+        except (OSError, PermissionError) as exc:
+            raise InvalidArgument(f"cannot list {self.location}: {exc}") from exc
+        files = []
+        for path, info in found.items():
+            relative = path[len(self.root) :].lstrip("/")
+            if info.get("type") == "file" and os.path.splitext(relative)[1].lower() in IMAGE_SUFFIXES:
+                parts = relative.split("/")
+                files.append(ImageFile(relative, self.uri(path), tuple(parts[:-1]), int(info.get("size") or 0)))
+        return sorted(files, key=lambda f: f.id)
+
+    def uri(self, path: str) -> str:
+        """What hits report for a file: its absolute path for folders, ``s3://bucket/key`` for S3."""
+        return path if self.local else self.fs.unstrip_protocol(path)
+
+    def read(self, image: ImageFile, max_bytes: int) -> bytes:
+        """The bytes of one file.
+
+        Raises:
+            InvalidArgument: larger than ``max_bytes``.
+            OSError: it cannot be read (gone since the listing, permissions, the network).
+        """
+        if image.size > max_bytes:
+            raise InvalidArgument(f"file is {image.size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        path = image.uri if self.local else f"{self.root}/{image.id}"
+        with self.fs.open(path, "rb") as handle:
+            data: bytes = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InvalidArgument(f"file is over the limit of {max_bytes / 2**20:.0f} MiB")
+        return data
