@@ -180,6 +180,8 @@ class ImageIndex:
                 if not self._call("has collection", lambda c, t: c.has_collection(name, timeout=t)):
                     raise
                 logger.info("collection %s was created by another shard", name)
+        # Another shard may have created it a moment ago and still be loading it: loading is idempotent and waits.
+        self._call("load collection", lambda c, t: c.load_collection(name, timeout=t), limit=ADMIN_TIMEOUT_S)
         stamp = self.stamp_of(name)
         if stamp != self.stamp:
             raise FailedPrecondition(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 from dataclasses import dataclass
 
 import tritonclient.grpc as triton_grpc
@@ -20,7 +21,7 @@ from core.errors import Unavailable
 from core.index import index_from_settings
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest, served_versions
 from core.records import ModelStamp
-from core.settings import Settings
+from core.settings import Settings, split_address
 
 MODELS = (TEXT_MODEL, VISION_MODEL)
 
@@ -38,22 +39,37 @@ def _triton(settings: Settings) -> triton_grpc.InferenceServerClient:
     return triton_grpc.InferenceServerClient(settings.triton_url)
 
 
-def reload_models(settings: Settings) -> None:
-    """Ask Triton (explicit model-control mode) to load the repository's CLIP models again: new version folders load, removed ones unload.
+def triton_replicas(url: str) -> list[str]:
+    """Every address ``host:port`` resolves to (all pods behind a headless Service), in a stable order."""
+    url = url.removeprefix("dns:///")
+    host, port = split_address(url)
+    try:
+        addresses = sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    except OSError as exc:
+        raise Unavailable(f"cannot resolve Triton's address {url}: {exc}") from exc
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
 
-    Versions that did not change keep serving throughout.
+
+def reload_models(settings: Settings) -> list[str]:
+    """Ask every Triton replica (explicit model-control mode) to load the CLIP models again; returns the replicas.
+
+    New version folders load and removed ones unload; versions that did not change keep serving
+    throughout. ``T2I_TRITON_URL`` may name a headless Service: each of its pods is reloaded.
 
     Raises:
-        Unavailable: Triton refused or is unreachable (in poll or none mode it refuses: use the repository itself).
+        Unavailable: a replica refused or is unreachable (in poll or none mode Triton refuses: poll mode loads by itself).
     """
-    client = _triton(settings)
-    try:
-        for model in MODELS:
-            client.load_model(model, client_timeout=300)
-    except InferenceServerException as exc:
-        raise Unavailable(f"Triton at {settings.triton_url} did not reload {model}: {exc.message()}") from exc
-    finally:
-        client.close()
+    replicas = triton_replicas(settings.triton_url)
+    for replica in replicas:
+        client = triton_grpc.InferenceServerClient(replica)
+        try:
+            for model in MODELS:
+                client.load_model(model, client_timeout=300)
+        except InferenceServerException as exc:
+            raise Unavailable(f"Triton at {replica} did not reload the CLIP models: {exc.message()}") from exc
+        finally:
+            client.close()
+    return replicas
 
 
 def version_states(settings: Settings) -> list[VersionState]:
@@ -103,8 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``t2i models``."""
     if args.action == "reload":
-        reload_models(settings)
-        print(f"Triton at {settings.triton_url} reloaded {', '.join(MODELS)} from {settings.model_repository}")
+        replicas = reload_models(settings)
+        print(f"Triton at {', '.join(replicas)} reloaded {', '.join(MODELS)} from {settings.model_repository}")
     elif args.action == "prune":
         removed = prune(settings, reload=not args.no_reload)
         print(f"pruned versions {removed}" if removed else "no unused model version to prune")
