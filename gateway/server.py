@@ -33,7 +33,14 @@ async def serve(settings: GatewaySettings) -> None:
     max_bytes = settings.max_message_mb * 2**20
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
-        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)],
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            # A client re-resolves DNS only when a connection closes: without an age limit, pods added by
+            # the HPA would never get traffic from long-lived round-robin channels.
+            *([("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000))] if settings.max_connection_age_s else []),
+            ("grpc.max_connection_age_grace_ms", int(settings.grace_s * 1000)),
+        ],
     )
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine, settings.request_timeout_s), server)
     pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(engine, settings.request_timeout_s), server)

@@ -18,12 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tritonclient.grpc.aio as triton_aio
-
 from core.manifest import served_versions
 from core.records import ModelStamp
 from core.settings import Settings
-from inference.triton_client import RetryPolicy, TritonEncoder
+from inference.triton_client import RetryPolicy, TritonEncoder, triton_client
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ class ModelCatalog:
         self.policy = policy
         self.clock = clock
         self._sleep = sleep
-        self._client = client if client is not None else triton_aio.InferenceServerClient(url)
+        self._client = client if client is not None else triton_client(url)
         self._lock = threading.Lock()
         self._encoders: dict[int, TritonEncoder] = {}
         self._scanned_at = float("-inf")

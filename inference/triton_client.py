@@ -56,6 +56,27 @@ class RetryPolicy:
     max_backoff_s: float = 1.0
 
 
+# tritonclient's channel_args replace its defaults, so the message sizes and keepalive are set again
+# here. round_robin spreads requests over every address a target resolves to: with
+# ``dns:///triton-headless:8001`` (a headless Service) each Triton pod gets its share, and Triton's
+# --grpc-max-connection-age makes the channel re-resolve, so new pods get traffic too.
+MAX_TRITON_MESSAGE = 2**31 - 1
+TRITON_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_TRITON_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_TRITON_MESSAGE),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.lb_policy_name", "round_robin"),
+]
+
+
+def triton_client(url: str) -> Any:
+    """An async Triton client for ``url`` (``host:port`` or a ``dns:///`` target), balanced per request."""
+    return triton_aio.InferenceServerClient(url, channel_args=TRITON_CHANNEL_ARGS)
+
+
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -93,7 +114,7 @@ class TritonEncoder:
         self.policy = policy
         self.clock = clock
         self.sleep = sleep
-        self._client = client if client is not None else triton_aio.InferenceServerClient(url)
+        self._client = client if client is not None else triton_client(url)
 
     async def close(self) -> None:
         """Close the gRPC channel."""
