@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 TRITON_VENV := .venv-triton
+DEPLOY_VENV := .venv-deploy
 BIN := $(VENV)/bin
 PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
@@ -12,9 +13,9 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,devstack,dev
 
-.PHONY: install protos demo up test lint browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers clean
+.PHONY: install protos demo up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers clean
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed $(PROTO_OUT)
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT)
 
 # Every extra, with the exact versions of constraints.txt; the project itself is editable.
 $(VENV)/.installed: constraints.txt requirements-nodeps.txt pyproject.toml
@@ -29,6 +30,12 @@ $(TRITON_VENV)/.installed: requirements-triton.txt requirements-triton-nodeps.tx
 	$(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install --quiet -r requirements-triton.txt
 	$(TRITON_VENV)/bin/pip install --quiet --no-deps -r requirements-triton-nodeps.txt
+	touch $@
+
+# The deploy linters (checkov, kubernetes-validate, hadolint, yamllint) apart from the main environment.
+$(DEPLOY_VENV)/.installed: requirements-deploy.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet -r requirements-deploy.txt
 	touch $@
 
 $(PROTO_OUT): $(PROTO) $(VENV)/.installed
@@ -62,11 +69,24 @@ browser:
 	fi
 	@/usr/bin/chromium --version
 
-lint: install
+lint: install lint-deploy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The deployment: render every overlay, validate the objects against Kubernetes 1.32's schemas
+# (custom resources are checked by tests/unit/test_k8s_policy.py), run checkov on the rendered
+# manifests and the Dockerfiles (skips justified in .checkov.yaml), hadolint and yamllint.
+RENDERED := data/k8s-rendered
+lint-deploy: $(DEPLOY_VENV)/.installed
+	@mkdir -p $(RENDERED)
+	for overlay in dev prod; do kubectl kustomize k8s/overlays/$$overlay > $(RENDERED)/$$overlay.yaml || exit 1; done
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.32.0 --quiet $(RENDERED)/dev.yaml $(RENDERED)/prod.yaml
+	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework kubernetes -f $(RENDERED)/dev.yaml -f $(RENDERED)/prod.yaml
+	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework dockerfile -f docker/runtime.Dockerfile -f docker/tools.Dockerfile
+	$(DEPLOY_VENV)/bin/hadolint docker/runtime.Dockerfile docker/tools.Dockerfile
+	$(DEPLOY_VENV)/bin/yamllint --strict --config-file .yamllint.yaml k8s .checkov.yaml .yamllint.yaml
 
 # A gateway-only environment (no torch, transformers or optimum) in $(GATEWAY_ENV), built the way a
 # runtime image installs the project; prints its size next to the full development environment's.
