@@ -1,7 +1,7 @@
 # The runtime image: the gRPC gateway, the reindex and finalize Jobs, and the search page.
 # Installs the gateway, reindex and web extras only (no torch), pinned by constraints.txt, generates
-# the protos at build time, and runs as a non-root user. Expected size: about 450 MB (the
-# python:3.11-slim base is about 130 MB; the environment measured 323 MB with 'make gateway-env').
+# the protos at build time, and runs as a non-root user. Expected size: about 500 MB (the
+# python:3.11-slim base is about 130 MB; the environment measured 367 MB with 'make gateway-env').
 # Build from the repository root:  docker build -f docker/runtime.Dockerfile -t text2image-search:0.1.0 .
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
