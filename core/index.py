@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _QUERY_PAGE = 1000
 ADMIN_TIMEOUT_S = 60.0  # creating and loading a collection is rare and slower than a query
+STAMP_TTL_S = 10.0  # how long a collection's checked model stamp is trusted before it is read again
 
 
 def _query_hashes(client: MilvusClient, timeout: float, collection: str, expression: str) -> dict[str, str]:
@@ -85,7 +86,9 @@ class ImageIndex:
         self._lock = threading.Lock()
         self._ensure_lock = threading.Lock()
         self.serves = serves or (lambda other: other == self.stamp)
-        self._stamps: dict[str, ModelStamp] = {}  # collections whose stamp was checked (descriptions never change)
+        # Collections whose stamp was checked, and when: checked again after STAMP_TTL_S, because a
+        # collection may be dropped and created again under the same name (a reused run id).
+        self._stamps: dict[str, tuple[ModelStamp, float]] = {}
         self._recent: tuple[str, float] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -249,17 +252,18 @@ class ImageIndex:
 
     def _checked_and_remembered(self, name: str, deadline: float | None) -> str:
         """``name`` after its model stamp was checked (once per name), remembered for ``recent_active``."""
-        if name not in self._stamps:
+        checked = self._stamps.get(name)
+        if checked is None or self.clock() - checked[1] >= STAMP_TTL_S:
             stamp = self.check_stamp(name, deadline)
             if len(self._stamps) >= 64:
                 self._stamps.clear()
-            self._stamps[name] = stamp
+            self._stamps[name] = (stamp, self.clock())
         self._recent = (name, self.clock())
         return name
 
     def checked_stamp(self, collection: str) -> ModelStamp:
         """The stamp of a collection that ``active``, ``ensure_active`` or ``recent_active`` returned."""
-        return self._stamps[collection]
+        return self._stamps[collection][0]
 
     def stamp_of(self, collection: str, deadline: float | None = None) -> ModelStamp | None:
         """The model stamp recorded on ``collection``."""
@@ -301,6 +305,8 @@ class ImageIndex:
         ``keep_previous``, the replaced one too. Returns the replaced collection and the dropped ones.
         """
         older = self.previous_collection()
+        if self.active_collection() == collection:
+            return older, []  # promoted already (a finalize run twice): nothing to swap or drop
         previous = self.swap_alias(collection)
         dropped = []
         if previous is not None and previous != collection and keep_previous:

@@ -127,6 +127,9 @@ def test_sharded_reindex_over_a_folder_with_a_killed_shard(scale_stack: LocalSta
     assert load.errors == [] and len(load.answers) > 10
     assert client.info().collection == run_collection and scale_index.previous_collection() == before
     assert scale_index.hashes(run_collection) == expected_rows(folder)  # exactly the listing: nothing lost, nothing twice
+    again = run_t2i(scale_stack, "finalize", str(folder), "--run-id", "nightly-1")  # a retried finalize changes nothing
+    assert again.returncode == 0, again.stderr
+    assert scale_index.active_collection() == run_collection and scale_index.previous_collection() == before
     client.close()
 
 

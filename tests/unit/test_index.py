@@ -169,3 +169,20 @@ def test_swap_alias_forgets_the_recent_collection() -> None:
     index.active()
     assert index.swap_alias("c2") == "c1"
     assert index.recent_active(60) is None and client.aliases["alias"] == "c2"
+
+
+def test_a_collection_created_again_under_its_name_is_checked_again() -> None:
+    """A reused run id can drop and create a collection under the same name: its stamp is trusted only STAMP_TTL_S."""
+    from core.index import STAMP_TTL_S
+
+    client, clock = FakeMilvusClient(), Clock()
+    index = make_index(client, clock)
+    client.add("alias_run_nightly", STAMP.describe())
+    client.aliases["alias"] = "alias_run_nightly"
+    assert index.active() == "alias_run_nightly" and index.checked_stamp("alias_run_nightly") == STAMP
+    client.collections.pop("alias_run_nightly")
+    client.add("alias_run_nightly", OTHER.describe())  # the same name, another model's vectors
+    assert index.active() == "alias_run_nightly"  # within the window the checked stamp is trusted
+    clock.now += STAMP_TTL_S
+    with pytest.raises(FailedPrecondition, match="someone/else-clip"):
+        index.active()
