@@ -91,6 +91,9 @@ class GatewaySettings(Settings):
     embedding_cache_size: int = Field(10000, ge=0, description="query embeddings kept in the LRU cache (0 disables it)")
     health_interval_s: float = Field(2.0, gt=0, description="how often readiness is re-checked")
     grace_s: float = Field(5.0, ge=0, description="time in-flight RPCs get on shutdown")
+    max_text_request_kb: int = Field(
+        16, ge=1, description="largest SearchText request in KiB (EmbedText: this times T2I_MAX_BATCH); bigger ones are refused before parsing"
+    )
     max_connection_age_s: float = Field(
         60.0, ge=0, description="close client connections after this long (0: never), so clients re-resolve DNS and reach new replicas"
     )

@@ -1,4 +1,9 @@
-"""The one place where domain errors become gRPC status codes, and where every RPC is counted."""
+"""The one place where domain errors become gRPC status codes, and where every RPC is counted.
+
+It also guards parsing: a request larger than its method's cap is refused with RESOURCE_EXHAUSTED
+before it is parsed, and bytes that do not parse (invalid UTF-8 in a string field, a truncated
+message) get INVALID_ARGUMENT instead of grpc's UNKNOWN.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from core.errors import T2IError
+from core.errors import InvalidArgument, ResourceExhausted, T2IError
 from gateway.metrics import LATENCY, REQUESTS
 
 logger = logging.getLogger(__name__)
@@ -23,8 +29,41 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+class Refused:
+    """What a guarded deserializer returns instead of a request it refused; the handler raises ``error``."""
+
+    def __init__(self, error: T2IError):
+        self.error = error
+
+
+def _size(count: int) -> str:
+    return f"{count} bytes" if count < 10 * 1024 else f"{count / 1024:.0f} KiB"
+
+
+def guarded(deserializer: Callable[[bytes], Any] | None, method: str, cap: int | None) -> Callable[[bytes], Any]:
+    """``deserializer`` behind a size cap (bytes, None: none) that never raises: it returns ``Refused`` instead."""
+
+    def parse(data: bytes) -> Any:
+        if cap is not None and len(data) > cap:
+            return Refused(ResourceExhausted(f"{method} requests are limited to {_size(cap)}; this one is {_size(len(data))}"))
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return Refused(InvalidArgument(f"the {method} request does not parse: string fields must be valid UTF-8, and the message must be complete"))
+
+    return parse
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Maps ``T2IError`` subclasses to their status; anything else to INTERNAL with a logged traceback."""
+    """Maps ``T2IError`` subclasses to their status; anything else to INTERNAL with a logged traceback.
+
+    ``caps`` limits the serialized size of requests by method name (``SearchText``: a few KiB).
+    """
+
+    def __init__(self, caps: dict[str, int] | None = None):
+        self.caps = caps or {}
 
     async def intercept_service(
         self,
@@ -42,6 +81,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if isinstance(request, Refused):
+                    raise request.error
                 return await inner(request, context)
             except T2IError as exc:
                 code, message = status_for(exc)
@@ -59,4 +100,5 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 REQUESTS.labels(method, code.name).inc()
                 LATENCY.labels(method).observe(time.perf_counter() - start)
 
-        return grpc.unary_unary_rpc_method_handler(wrapper, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        parse = guarded(handler.request_deserializer, method, self.caps.get(method))
+        return grpc.unary_unary_rpc_method_handler(wrapper, request_deserializer=parse, response_serializer=handler.response_serializer)

@@ -27,12 +27,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOG_LEVEL = "INFO"
 
 
+def request_caps(settings: GatewaySettings) -> dict[str, int]:
+    """Serialized size limits by method: text requests cost CPU by their size, so they get a few KiB.
+
+    Image methods are bounded by ``T2I_MAX_MESSAGE_MB`` (the server's receive limit) and the image limits.
+    """
+    text = settings.max_text_request_kb * 1024
+    return {"SearchText": text, "EmbedText": text * settings.max_batch}
+
+
 async def serve(settings: GatewaySettings) -> None:
     """Run the gateway until SIGTERM or SIGINT, then drain and stop."""
     engine = engine_from_settings(settings)
     max_bytes = settings.max_message_mb * 2**20
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(request_caps(settings))],
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),

@@ -38,6 +38,10 @@ class TokenBatch:
     truncated: list[bool]
 
 
+CHARS_PER_TOKEN = 33  # the longest CLIP BPE token is 32 bytes, plus the space before the next word
+RAW_FACTOR = 16  # how much longer than max_chars a text may be before whitespace is collapsed
+
+
 class ClipTokenizer:
     """Fast CLIP BPE tokenizer loaded from an exported ``tokenizer.json``."""
 
@@ -64,13 +68,40 @@ class ClipTokenizer:
         """The smallest padding bucket that holds ``length`` tokens."""
         return next(b for b in self.buckets if b >= length)
 
+    @property
+    def max_chars(self) -> int:
+        """Characters of whitespace-collapsed text that certainly hold more tokens than the context.
+
+        A CLIP BPE token covers at most 32 bytes, so a text longer than ``context_length`` × 33
+        characters has more tokens than fit; twice that leaves the last kept word whole.
+        """
+        return self.context_length * CHARS_PER_TOKEN * 2
+
+    def bound(self, text: str) -> tuple[str, bool]:
+        """``text`` cut before tokenizing, so that its cost does not grow with its size; and whether it was cut.
+
+        Whitespace is collapsed first, as CLIP's normalizer does, on a prefix of at most
+        ``RAW_FACTOR`` × ``max_chars`` characters (a longer run of whitespace is cut with it).
+        The kept prefix still holds more tokens than the context, so the tokens are CLIP's.
+        """
+        limit = self.max_chars
+        if len(text) <= limit:
+            return text, False
+        collapsed = " ".join(text[: limit * RAW_FACTOR].split())
+        return collapsed[:limit], len(collapsed) > limit or len(text) > limit * RAW_FACTOR
+
     def encode(self, texts: list[str]) -> TokenBatch:
-        """Tokenize texts, truncating each to the context as ``CLIPTokenizer(truncation=True)`` does."""
+        """Tokenize texts, truncating each to the context as ``CLIPTokenizer(truncation=True)`` does.
+
+        Long texts are cut before tokenizing (``bound``), so a query of megabytes costs what a
+        query of a few kilobytes does.
+        """
         rows: list[list[int]] = []
         truncated: list[bool] = []
-        for encoding in self._tokenizer.encode_batch(texts):
+        bounded = [self.bound(text) for text in texts]
+        for encoding, (_, was_cut) in zip(self._tokenizer.encode_batch([text for text, _ in bounded]), bounded, strict=True):
             ids = encoding.ids
-            cut = len(ids) > self.context_length
+            cut = len(ids) > self.context_length or was_cut
             if cut:
                 ids = [*ids[: self.context_length - 1], self.eot_id]
             rows.append(ids)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from core.errors import InvalidArgument
 from core.index import ImageIndex
+from core.lifetime import die_with_parent
 from core.records import item_hash, make_row
 from inference.images import ImageLimits, PreprocessConfig, load_crop, normalize
 from inference.triton_client import TritonEncoder
@@ -142,7 +145,10 @@ class Reindexer:
         self.run_id = run_id
         files = [f for f in await asyncio.to_thread(source.list) if shard.owns(f.id)]
         # Spawned decode processes take about a second to start: start them now, not at the first batch.
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        # The workers die with this process, even when it is SIGKILLed (core.lifetime).
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid())
+        )
         try:
             for _ in range(self.workers):
                 pool.submit(_ready)

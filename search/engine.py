@@ -191,6 +191,7 @@ class SearchEngine:
 
     async def _embed_text(self, encoder: TritonEncoder, text: str, deadline: float | None) -> CachedText:
         """``text``'s vector from ``encoder``'s model, through the cache (keyed by the model's checksum)."""
+        text = encoder.tokenizer.bound(text)[0]  # before the cache key: a megabyte query costs what a few kilobytes do
         embedded = self.cache.get(encoder.manifest.checksum, text)
         if embedded is None:
             with downstream("triton", "encode_text"):

@@ -56,6 +56,25 @@ def test_long_query_is_truncated_and_reported(client: GatewayClient) -> None:
     assert response.query_truncated and response.query_tokens == 77
 
 
+def test_queries_are_bounded_in_size_and_cut_before_tokenizing(client: GatewayClient) -> None:
+    # 15 KB: under the SearchText cap (16 KiB), over what CLIP could use: cut before tokenizing, reported.
+    cut = client.search_text("a dog running on the beach " * 550, top_k=3)
+    assert cut.query_truncated and cut.query_tokens == 77
+    # 10 MB: refused before it is parsed.
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "SearchText requests are limited to 16 KiB", lambda: client.search_text("x" * 10_000_000, top_k=3))
+    expect(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "EmbedText requests are limited to",
+        lambda: client.embedding.EmbedText(pb.EmbedTextRequest(texts=["y" * 300_000] * 2), timeout=20),
+    )
+
+
+def test_invalid_utf8_on_the_wire_is_invalid_argument(client: GatewayClient) -> None:
+    raw = client.channel.unary_unary("/text2image.v1.SearchService/SearchText", request_serializer=None, response_deserializer=None)
+    valid = pb.SearchTextRequest(query="ab", top_k=3).SerializeToString()
+    expect(grpc.StatusCode.INVALID_ARGUMENT, "must be valid UTF-8", lambda: raw(valid.replace(b"ab", b"\xff\xfe"), timeout=20))
+
+
 @pytest.mark.parametrize("top_k", [0, -5, 1001, 2**31 - 1])
 def test_bad_top_k_names_the_range(client: GatewayClient, top_k: int) -> None:
     expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 1000", lambda: client.search_text("red car", top_k=top_k))

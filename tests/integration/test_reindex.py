@@ -49,10 +49,24 @@ def run_killed_job(args: list[str], env: dict[str, str], log: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_BATCHES, *args], env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True)
         try:
             proc.wait(timeout=300)
+            # Its decode workers die with it (PR_SET_PDEATHSIG), not left running with no owner.
+            wait_for(lambda: not session_members(proc.pid), 10, "the killed job's decode workers to exit")
         finally:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its decode worker, if it outlived the job
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever outlived the job, if the check above failed
     assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-2000:]
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of the session ``sid`` (the job ran in its own session)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: the session id
+                    members.append(int(entry.name))
+    return members
 
 
 def expected_rows(folder: Path) -> dict[str, str]:

@@ -61,3 +61,37 @@ def test_pads_to_smallest_bucket_with_mask(tokenizer: ClipTokenizer) -> None:
     assert tokenizer.encode(["word " * 20]).input_ids.shape[1] == 24
     assert tokenizer.encode(["word " * 40]).input_ids.shape[1] == 48
     assert tokenizer.encode(["word " * 70]).input_ids.shape[1] == 77
+
+
+LONG_TEXTS = [
+    "a photo of a black dog " * 1000,  # many words
+    "x" * 20_000,  # one enormous word
+    "dog" + " " * 30_000 + "cat " * 100,  # a long run of whitespace, then words
+    "🚗" * 3_000,  # 4-byte characters: several tokens each
+    "naïve café " * 900,
+]
+
+
+@pytest.mark.parametrize("text", LONG_TEXTS)
+def test_long_texts_are_cut_before_tokenizing_with_clips_tokens(
+    tokenizer: ClipTokenizer, reference_tokenizer: CLIPTokenizer, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    encode_batch = tokenizer._tokenizer.encode_batch
+
+    def spy(texts: list[str]) -> object:
+        seen.extend(len(t) for t in texts)
+        return encode_batch(texts)
+
+    monkeypatch.setattr(tokenizer._tokenizer, "encode_batch", spy)
+    batch = tokenizer.encode([text])
+    assert len(seen) == 1 and seen[0] <= tokenizer.max_chars  # never the whole text
+    assert batch.truncated == [True] and batch.lengths[0] == 77
+    expected = reference_tokenizer(text, truncation=True, max_length=77)["input_ids"]
+    assert batch.input_ids[0].tolist() == expected  # the same 77 tokens as CLIP's tokenizer on the whole text
+
+
+def test_a_megabyte_query_tokenizes_only_a_bounded_prefix(tokenizer: ClipTokenizer) -> None:
+    text, cut = tokenizer.bound("red car " * 1_300_000)  # 10 MB
+    assert cut and len(text) == tokenizer.max_chars
+    assert tokenizer.bound("red car") == ("red car", False)
