@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from bench.report import publish, run_header
+from bench.report import publish, run_header, simd_flags
 from bench.run import ROOT, ensure_repo
 from core.logs import configure_logging
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
@@ -93,16 +93,6 @@ def vision_tower(path: Path) -> dict[str, float]:
         result[f"b{batch}_ms"] = median_ms(lambda: tower.run(None, feed), 10 if batch == 1 else 5, warmup=2)
     result["images_per_s_ceiling"] = 8 / (result["b8_ms"] / 1000)
     return result
-
-
-def simd_flags() -> list[str]:
-    """The CPU's vector extensions that matter for GEMM: int8 only beats fp32 with VNNI (or AMX)."""
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return [flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if flag in flags]
 
 
 def render(report: dict[str, Any]) -> str:

@@ -15,13 +15,29 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_header(accelerator: str = "no GPU") -> dict[str, str]:
-    """What every benchmark report starts with: the date, the host, the machine and the commit."""
+def simd_flags() -> list[str]:
+    """The CPU's vector extensions that matter for GEMM: int8 only beats fp32 with VNNI (or AMX)."""
+    flags: set[str] = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return [flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if flag in flags]
+
+
+def describe_flags(flags: list[str]) -> str:
+    """``simd_flags`` for a sentence: "avx2, fma; no VNNI/AMX"."""
+    return ", ".join(flags) + ("" if any("vnni" in f or "amx" in f for f in flags) else "; no VNNI/AMX")
+
+
+def run_header(accelerator: str = "no GPU") -> dict[str, Any]:
+    """What every benchmark report starts with: the date, the host, the machine, its CPU flags and the commit."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d"),
         "host": platform.node(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {accelerator}",
+        "cpu_flags": simd_flags(),
         "commit": commit or "unknown",
     }
 

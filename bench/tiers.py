@@ -18,7 +18,7 @@ from typing import Any
 from bench.data import clustered_vectors
 from bench.levers import measure_search
 from bench.procs import wait_for_quiet
-from bench.report import publish, run_header
+from bench.report import describe_flags, publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
 from core.index import ImageIndex
 from core.logs import configure_logging
@@ -34,7 +34,7 @@ TIERS = ("gateway", "triton", "milvus")
 def render(report: dict[str, Any]) -> str:
     """The Markdown table of CPU ms per query by tier."""
     lines = [
-        f"Measured {report['date']} on {report['machine']} ({report['cpu_flags']}), commit {report['commit']}, "
+        f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}, "
         f"{report['size']:,} vectors, SearchText at concurrency 16 ({report['path']}):",
         "",
         "| towers | queries | queries/s | p99 ms | gateway CPU ms/query | Triton CPU ms/query | Milvus CPU ms/query |",
@@ -47,13 +47,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cpu_flags() -> str:
-    """The CPU flags that decide int8 speed."""
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return ", ".join(wanted) + ("" if any("vnni" in f or "amx" in f for f in wanted) else "; no VNNI/AMX")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="vectors in the collection")
@@ -64,7 +57,7 @@ def main() -> None:
     configure_logging("WARNING")
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
     manifest = Manifest.read(repos["fp32"])
-    report: dict[str, Any] = {**run_header(), "cpu_flags": cpu_flags(), "size": args.size, "runs": {}}
+    report: dict[str, Any] = {**run_header(), "size": args.size, "runs": {}}
     queries = sentences()
     shutil.rmtree(args.data / "milvus-tiers", ignore_errors=True)
     milvus, ports = start_milvus(args.data / "milvus-tiers")

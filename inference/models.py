@@ -53,20 +53,11 @@ class ModelCatalog:
         self._client = client if client is not None else triton_client(url)
         self._lock = threading.Lock()
         self._encoders: dict[int, TritonEncoder] = {}
+        self._by_stamp: dict[ModelStamp, TritonEncoder] = {}  # the newest version wins when two carry the same weights
         self._scanned_at = float("-inf")
         self.rescan()
         if not self._encoders:
             raise FileNotFoundError(f"no exported model in {self.repo}: export one first ('t2i export --out {self.repo}')")
-
-    @classmethod
-    def of(cls, encoder: TritonEncoder) -> ModelCatalog:
-        """A catalog of just ``encoder`` (tests, tools): it never rescans."""
-        catalog = cls.__new__(cls)
-        catalog.url, catalog.repo, catalog.policy, catalog.clock = encoder.url, Path(), encoder.policy, encoder.clock
-        catalog._sleep, catalog._client, catalog._lock = encoder.sleep, encoder._client, threading.Lock()
-        catalog._encoders = {encoder.manifest.version: encoder}
-        catalog._scanned_at = float("inf")
-        return catalog
 
     def rescan(self) -> None:
         """Pick up versions added to the repository and forget removed ones."""
@@ -80,6 +71,7 @@ class ModelCatalog:
             for version in set(self._encoders) - set(versions):
                 logger.info("model version %d is gone from %s", version, self.repo)
                 del self._encoders[version]
+            self._by_stamp = {ModelStamp.of(self._encoders[v].manifest): self._encoders[v] for v in sorted(self._encoders)}
 
     @property
     def newest(self) -> TritonEncoder:
@@ -89,7 +81,7 @@ class ModelCatalog:
     @property
     def stamps(self) -> list[ModelStamp]:
         """The stamps of every known version, oldest first."""
-        return [ModelStamp.of(self._encoders[v].manifest) for v in sorted(self._encoders)]
+        return list(self._by_stamp)
 
     def for_stamp(self, stamp: ModelStamp | None) -> TritonEncoder | None:
         """The encoder whose model filled a collection stamped ``stamp``; None when no served version has it.
@@ -102,11 +94,7 @@ class ModelCatalog:
             return None
         if self.clock() - self._scanned_at >= RESCAN_S:
             self.rescan()
-        return self._find(stamp)
-
-    def _find(self, stamp: ModelStamp) -> TritonEncoder | None:
-        matches = [v for v, e in self._encoders.items() if ModelStamp.of(e.manifest) == stamp]
-        return self._encoders[max(matches)] if matches else None
+        return self._by_stamp.get(stamp)
 
     def serves(self, stamp: ModelStamp) -> bool:
         """True when some version carries ``stamp``."""

@@ -121,9 +121,6 @@ class Reindexer:
             keep_previous: A full rebuild keeps the collection it replaces for rollback (else drops it).
         """
         self.keep_previous = keep_previous
-        self.source = Source(".")
-        self.shard = Shard()
-        self.run_id: str | None = None
         self.on_batch = on_batch
         self.encoder = encoder
         self.in_flight = max(1, in_flight)
@@ -140,9 +137,6 @@ class Reindexer:
         """
         start = time.perf_counter()
         report = ReindexReport(full=full or run_id is not None)
-        self.source = source
-        self.shard = shard
-        self.run_id = run_id
         files = [f for f in await asyncio.to_thread(source.list) if shard.owns(f.id)]
         # Spawned decode processes take about a second to start: start them now, not at the first batch.
         # The workers die with this process, even when it is SIGKILLed (core.lifetime).
@@ -152,17 +146,28 @@ class Reindexer:
         try:
             for _ in range(self.workers):
                 pool.submit(_ready)
-            return await self._run(files, full, progress, report, pool, start)
+            return await self._run(source, files, full, shard, run_id, progress, report, pool, start)
         finally:
             pool.shutdown(cancel_futures=True)
 
-    async def _run(self, files: list[ImageFile], full: bool, progress: bool, report: ReindexReport, pool: ProcessPoolExecutor, start: float) -> ReindexReport:
+    async def _run(
+        self,
+        source: Source,
+        files: list[ImageFile],
+        full: bool,
+        shard: Shard,
+        run_id: str | None,
+        progress: bool,
+        report: ReindexReport,
+        pool: ProcessPoolExecutor,
+        start: float,
+    ) -> ReindexReport:
         report.scanned = len(files)
         creating: asyncio.Task[str] | None = None
         stored: dict[str, str] = {}
-        if self.run_id is not None:
+        if run_id is not None:
             # A shard of a sharded rebuild: resume into the run's collection (a killed shard rerun skips what it wrote).
-            report.collection = await asyncio.to_thread(self.index.run_collection, self.run_id)
+            report.collection = await asyncio.to_thread(self.index.run_collection, run_id)
             stored = await asyncio.to_thread(self.index.hashes, report.collection)
             full = False
         elif full:
@@ -173,17 +178,17 @@ class Reindexer:
         else:
             report.collection = await asyncio.to_thread(self.index.ensure_active)
             stored = await asyncio.to_thread(self.index.hashes, report.collection)
-        stored = {item_id: digest for item_id, digest in stored.items() if self.shard.owns(item_id)}  # other shards' rows are theirs
+        stored = {item_id: digest for item_id, digest in stored.items() if shard.owns(item_id)}  # other shards' rows are theirs
         hashes: dict[str, str] = {}
         for image in files:
             try:
-                hashes[image.id] = item_hash(await asyncio.to_thread(self.source.read, image, self.limits.max_bytes), image.uri, image.labels)
+                hashes[image.id] = item_hash(await asyncio.to_thread(source.read, image, self.limits.max_bytes), image.uri, image.labels)
             except (OSError, InvalidArgument) as exc:
                 report.skipped.append((image.id, str(exc)))
         todo = [f for f in files if f.id in hashes and stored.get(f.id) != hashes[f.id]]
         report.unchanged = sum(1 for f in files if f.id in hashes and stored.get(f.id) == hashes[f.id])
         pipeline_start = time.perf_counter()
-        await self._index(todo, hashes, report, progress, creating, pool)
+        await self._index(source, todo, hashes, report, progress, creating, pool)
         report.pipeline_seconds = time.perf_counter() - pipeline_start
         if creating is not None and not report.collection:
             report.collection = await creating
@@ -200,6 +205,7 @@ class Reindexer:
 
     async def _index(
         self,
+        source: Source,
         todo: list[ImageFile],
         hashes: dict[str, str],
         report: ReindexReport,
@@ -216,7 +222,7 @@ class Reindexer:
         try:
 
             def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
-                return [(f, pool.submit(_load, self.source, f, config, self.limits)) for f in batch]
+                return [(f, pool.submit(_load, source, f, config, self.limits)) for f in batch]
 
             batches = list(_batches(todo, self.batch_size))
             decoding = deque(submit(batch) for batch in batches[: self.in_flight])  # decode ahead of the encoder

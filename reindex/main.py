@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from core.errors import FailedPrecondition
 from core.index import ImageIndex, index_from_settings
+from core.manifest import Manifest
 from core.records import ModelStamp
 from core.settings import Settings
 from inference.images import ImageLimits
@@ -144,7 +145,7 @@ def report_exit_code(report: ReindexReport, strict: bool) -> int:
 
 def _writer_index(settings: Settings) -> ImageIndex:
     """An index for promoting and rolling back, stamped with the newest export (only ``run_collection`` checks the stamp)."""
-    return index_from_settings(settings, ModelStamp.of(encoder_from_settings(settings).manifest))
+    return index_from_settings(settings, ModelStamp.of(Manifest.read(settings.model_repository)))  # no Triton channel needed
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,49 +39,48 @@ class Raising(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
-async def test_interceptor_over_real_grpc() -> None:
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+@contextlib.asynccontextmanager
+async def raising_server(interceptor: ErrorMappingInterceptor) -> AsyncIterator[grpc.aio.Channel]:
+    """A real gRPC server with ``Raising`` behind ``interceptor``, and a channel to it."""
+    server = grpc.aio.server(interceptors=[interceptor])
     health_pb2_grpc.add_HealthServicer_to_server(Raising(), server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            for index, (_, code, message) in enumerate(CASES):
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await stub.Check(health_pb2.HealthCheckRequest(service=str(index)), timeout=5)
-                assert caught.value.code() == code
-                assert message in caught.value.details()
-                assert "secret" not in caught.value.details()
-            ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
-            assert ok.status == health_pb2.HealthCheckResponse.SERVING  # still serving after every error
+            yield channel
     finally:
         await server.stop(None)
+
+
+async def test_interceptor_over_real_grpc() -> None:
+    async with raising_server(ErrorMappingInterceptor()) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for index, (_, code, message) in enumerate(CASES):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Check(health_pb2.HealthCheckRequest(service=str(index)), timeout=5)
+            assert caught.value.code() == code
+            assert message in caught.value.details()
+            assert "secret" not in caught.value.details()
+        ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
+        assert ok.status == health_pb2.HealthCheckResponse.SERVING  # still serving after every error
 
 
 async def test_requests_are_capped_and_bad_bytes_are_invalid_argument_before_parsing() -> None:
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor({"Check": 64})])
-    health_pb2_grpc.add_HealthServicer_to_server(Raising(), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+    async with raising_server(ErrorMappingInterceptor({"Check": 64})) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Check(health_pb2.HealthCheckRequest(service="9" * 100), timeout=5)
+        assert (
+            caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and "Check requests are limited to 64 bytes; this one is 102 bytes" in caught.value.details()
+        )
+        # Raw bytes on the wire: field 1 (service, a string) holding invalid UTF-8.
+        raw = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
+        for payload in (b"\x0a\x02\xff\xfe", b"\x0a\x05ab"):  # invalid UTF-8; a truncated message
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Check(health_pb2.HealthCheckRequest(service="9" * 100), timeout=5)
-            assert (
-                caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                and "Check requests are limited to 64 bytes; this one is 102 bytes" in caught.value.details()
-            )
-            # Raw bytes on the wire: field 1 (service, a string) holding invalid UTF-8.
-            raw = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
-            for payload in (b"\x0a\x02\xff\xfe", b"\x0a\x05ab"):  # invalid UTF-8; a truncated message
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await raw(payload, timeout=5)
-                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in caught.value.details()
-            ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
-            assert ok.status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        await server.stop(None)
+                await raw(payload, timeout=5)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in caught.value.details()
+        ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
+        assert ok.status == health_pb2.HealthCheckResponse.SERVING
