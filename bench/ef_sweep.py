@@ -25,7 +25,7 @@ from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
 from core.records import HnswParams, ModelStamp
-from devstack.milvus import start_milvus
+from devstack.milvus import local_uri, start_milvus
 from devstack.triton import start_triton
 
 START, END = "<!-- ef:start -->", "<!-- ef:end -->"
@@ -36,7 +36,7 @@ def sweep_size(size: int, efs: list[int], rounds: int, requests: int, repo: Path
     """Recall and SearchText load for each ``ef`` on one freshly built index of ``size`` vectors."""
     shutil.rmtree(data / "milvus-ef", ignore_errors=True)
     milvus, ports = start_milvus(data / "milvus-ef")
-    uri = f"http://127.0.0.1:{ports.proxy}"
+    uri = local_uri(ports, data / "milvus-ef")
     index = ImageIndex(uri, ALIAS, stamp, timeout_s=60, hnsw=HnswParams(16, 200, efs[0]))
     result: dict[str, Any] = {"recall_at_10": {}, "runs": {str(ef): [] for ef in efs}}
     try:
@@ -55,7 +55,7 @@ def sweep_size(size: int, efs: list[int], rounds: int, requests: int, repo: Path
                 gateway = Gateway(repo, f"127.0.0.1:{tports.grpc}", uri, ALIAS, ef, data / "gateway-ef.log")
                 try:
                     pids = {"triton": triton.pid or 0, "gateway": gateway.process.pid or 0, "milvus": milvus.pid or 0}
-                    measured = measure_search(gateway.address, queries, requests, pids)
+                    measured = measure_search(gateway, queries, requests, pids)
                 finally:
                     gateway.stop()
                 if number:

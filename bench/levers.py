@@ -32,7 +32,7 @@ from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
 from core.records import HnswParams, ModelStamp
-from devstack.milvus import start_milvus
+from devstack.milvus import local_uri, start_milvus
 from devstack.triton import start_triton
 from inference.tokenizer import TokenBatch
 from inference.triton_client import RetryPolicy, TritonEncoder
@@ -98,9 +98,9 @@ def variant_repo(source: Path, target: Path, text_config: Edit | None) -> Path:
     return target
 
 
-def measure_search(address: str, queries: list[str], requests: int, pids: dict[str, int]) -> dict[str, Any]:
+def measure_search(gateway: Gateway, queries: list[str], requests: int, pids: dict[str, int]) -> dict[str, Any]:
     """c=1 unique, c=1 repeated (cache hit) and c=16 unique SearchText load; CPU ms per query by process at c=16."""
-    client = GatewayClient(address, timeout_s=60)
+    client = GatewayClient(gateway.address, timeout_s=60, token=gateway.token)
     try:
         for i in range(5):
             client.search_text(f"warm up query number {i}", top_k=10)
@@ -236,7 +236,7 @@ def main() -> None:
     queries = sentences()
     shutil.rmtree(args.data / "milvus-levers", ignore_errors=True)
     milvus, ports = start_milvus(args.data / "milvus-levers")
-    milvus_uri = f"http://127.0.0.1:{ports.proxy}"
+    milvus_uri = local_uri(ports, args.data / "milvus-levers")
     index = ImageIndex(milvus_uri, "levers", stamp, timeout_s=60, hnsw=HnswParams(16, 200, 64))
     try:
         log(f"filling {args.size} vectors")
@@ -263,8 +263,8 @@ def main() -> None:
                     log(f"SearchText load: {variant.name}")
                     pids = {"triton": triton.pid or 0, "gateway": gateway.process.pid or 0, "milvus": milvus.pid or 0, "load client": os.getpid()}
                     if number == 0:  # a discarded pass: the first load after a bulk insert wakes Milvus's background work
-                        measure_search(gateway.address, queries[::-1], args.requests, pids)
-                    report["search"][variant.name] = measure_search(gateway.address, queries, args.requests, pids)
+                        measure_search(gateway, queries[::-1], args.requests, pids)
+                    report["search"][variant.name] = measure_search(gateway, queries, args.requests, pids)
                 finally:
                     gateway.stop()
             finally:

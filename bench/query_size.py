@@ -53,10 +53,10 @@ def main() -> None:
     report: dict[str, Any] = {**run_header(), "requests": args.requests, "sizes": {}}
     stack = LocalStack(repo, args.data / "query-size", gateway_address=f"127.0.0.1:{free_port()}", alias="query_size")
     with stack:
-        writer = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(Manifest.read(repo)), timeout_s=60)
+        writer = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(Manifest.read(repo)), timeout_s=60, token=stack.milvus_token)
         writer.ensure_active()  # an empty collection: searches encode and search (with nothing indexed they stop before encoding)
         writer.close()
-        client = GatewayClient(stack.gateway_address, timeout_s=60)
+        client = GatewayClient(stack.gateway_address, timeout_s=60, token=stack.token("write"))
         pid = stack.gateway.pid if stack.gateway else 0
         for name, size in SIZES.items():
             answers: dict[str, int] = {}

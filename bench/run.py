@@ -24,11 +24,12 @@ from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_v
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
 from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
+from core.auth import LocalTokens
 from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
 from core.records import HnswParams, ModelStamp, make_row
-from devstack.milvus import start_milvus
+from devstack.milvus import local_uri, start_milvus
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import gateway_serving
 from devstack.triton import start_triton
@@ -96,12 +97,16 @@ class Gateway:
 
     def __init__(self, repo: Path, triton_url: str, milvus_uri: str, alias: str, ef: int, log_path: Path, extra_env: dict[str, str] | None = None):
         self.address = f"127.0.0.1:{free_port()}"
+        # Tokens on, as shipped: the clients of the benchmark present the write token.
+        tokens = LocalTokens(log_path.parent / "auth").ensure()
+        self.token = tokens.token("write")
         env = {
             **os.environ,
             **(extra_env or {}),
             "T2I_LISTEN": self.address,
             "T2I_TRITON_URL": triton_url,
             "T2I_MILVUS_URI": milvus_uri,
+            "T2I_AUTH_TOKENS_FILE": str(tokens.server_file),
             "T2I_MODEL_REPOSITORY": str(repo),
             "T2I_COLLECTION_ALIAS": alias,
             "T2I_METRICS_PORT": "0",
@@ -119,7 +124,7 @@ def search_sweep(call: Any, levels: tuple[int, ...], per_level: int, seconds: fl
 
 
 def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
-    client = GatewayClient(gateway.address, timeout_s=60)
+    client = GatewayClient(gateway.address, timeout_s=60, token=gateway.token)
     offset = [0]
 
     def unique(i: int) -> None:
@@ -138,13 +143,14 @@ def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], 
     return {"unique": sweep, "cached_c1": cached, "gateway_rss_mb": rss}
 
 
-def soak(address: str, pid: int, queries: list[str], seconds: float, concurrency: int = 4, step_s: float = 10.0) -> dict[str, Any]:
+def soak(gateway: Gateway, queries: list[str], seconds: float, concurrency: int = 4, step_s: float = 10.0) -> dict[str, Any]:
     """Steady load below saturation for ``seconds``, sampling the gateway's RSS every ``step_s``.
 
     Every query is new (a numbered variant of a sentence), so the embedding cache fills to its
     bound and then evicts: growth in the second half would be a leak, not the cache filling.
     """
-    client = GatewayClient(address, timeout_s=60)
+    client = GatewayClient(gateway.address, timeout_s=60, token=gateway.token)
+    pid = gateway.process.pid or 0
     samples, served = [rss_mb(pid)], 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -283,7 +289,7 @@ def main() -> None:
     log(f"sizes {sizes}; generating {max(sizes)} clustered vectors")
     base = clustered_vectors(max(sizes), manifest.dimension)
     milvus, ports = start_milvus(args.data / "milvus")
-    milvus_uri = f"http://127.0.0.1:{ports.proxy}"
+    milvus_uri = local_uri(ports, args.data / "milvus")
     index = ImageIndex(milvus_uri, "bench", stamp, timeout_s=60, hnsw=HnswParams(16, 200, 64))
     try:
         for size in sizes:
@@ -318,7 +324,7 @@ def main() -> None:
                         report["search"][str(size)][f"ours_{precision}"] = measure_ours(gateway, queries, levels, per_level, seconds)
                         if size == sizes[-1] and precision == "fp32":
                             log(f"soak {soak_s:.0f} s at concurrency 4")
-                            report["soak"] = soak(gateway.address, gateway.process.pid or 0, queries[::-1], soak_s)
+                            report["soak"] = soak(gateway, queries[::-1], soak_s)
                     finally:
                         gateway.stop()
                 finally:

@@ -24,7 +24,7 @@ from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
 from core.records import HnswParams, ModelStamp
-from devstack.milvus import start_milvus
+from devstack.milvus import local_uri, start_milvus
 from devstack.triton import start_triton
 
 START, END = "<!-- tiers:start -->", "<!-- tiers:end -->"
@@ -61,7 +61,7 @@ def main() -> None:
     queries = sentences()
     shutil.rmtree(args.data / "milvus-tiers", ignore_errors=True)
     milvus, ports = start_milvus(args.data / "milvus-tiers")
-    milvus_uri = f"http://127.0.0.1:{ports.proxy}"
+    milvus_uri = local_uri(ports, args.data / "milvus-tiers")
     index = ImageIndex(milvus_uri, "tiers", ModelStamp.of(manifest), timeout_s=60, hnsw=HnswParams(16, 200, 64))
     try:
         log(f"filling {args.size} vectors")
@@ -74,11 +74,11 @@ def main() -> None:
                 pids = {"triton": triton.pid or 0, "gateway": gateway.process.pid or 0, "milvus": milvus.pid or 0, "load client": os.getpid()}
                 log(f"SearchText load, {precision} towers")
                 if number == 0:  # a discarded pass: the first load after a bulk insert wakes Milvus's background work
-                    measure_search(gateway.address, queries[::-1], args.requests, pids)
+                    measure_search(gateway, queries[::-1], args.requests, pids)
                 wait_for_quiet(milvus.pid or 0, 120)
-                measured = measure_search(gateway.address, queries, args.requests, pids)
+                measured = measure_search(gateway, queries, args.requests, pids)
                 # measure_search's c=16 run is unique queries; a second pass with one repeated query measures the cache-hit path.
-                cached = measure_search(gateway.address, ["a photo of a repeated query"] * len(queries), args.requests, pids)
+                cached = measure_search(gateway, ["a photo of a repeated query"] * len(queries), args.requests, pids)
                 report["runs"][precision] = {
                     "unique": {"load": measured["c16_unique"], "cpu_ms_per_query": measured["c16_cpu_ms_per_query"]},
                     "cached": {"load": cached["c16_unique"], "cpu_ms_per_query": cached["c16_cpu_ms_per_query"]},

@@ -21,7 +21,7 @@ from pymilvus import DataType, MilvusClient
 
 from bench.data import clustered_vectors, exact_top_k, query_vectors
 from bench.report import run_header
-from devstack.milvus import start_milvus
+from devstack.milvus import local_uri, start_milvus
 
 
 def schema(client: MilvusClient, dim: int, labels: bool) -> Any:
@@ -102,7 +102,7 @@ def main() -> None:
         server, ports = start_milvus(work / "server")
         startup = time.perf_counter() - t
         try:
-            client = MilvusClient(uri=f"http://127.0.0.1:{ports.proxy}")
+            client = MilvusClient(uri=local_uri(ports, work / "server"))
             results.append({**measure("milvus-server 2.3.5", client, vectors, queries, truth), "startup_s": startup})
             client.close()
         finally:

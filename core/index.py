@@ -60,6 +60,7 @@ class ImageIndex:
         client: MilvusClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         serves: Callable[[ModelStamp], bool] | None = None,
+        tls_args: dict[str, str] | None = None,
     ):
         """Describe the index; the connection opens on first use, so Milvus may start later.
 
@@ -74,12 +75,14 @@ class ImageIndex:
             clock: Monotonic clock for deadlines and the reuse window (tests).
             serves: Which collection stamps this process can encode for (default: ``stamp`` only);
                 a gateway serving several model versions during a rollout passes its catalog's.
+            tls_args: pymilvus TLS arguments (``Settings.milvus_tls_args``).
         """
         self.uri = uri
         self.alias = alias
         self.stamp = stamp
         self.timeout_s = timeout_s
         self.token = token
+        self.tls_args = tls_args or {}
         self.hnsw = hnsw
         self.clock = clock
         self._client = client
@@ -119,7 +122,7 @@ class ImageIndex:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout_s)
+                    self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout_s, **self.tls_args)
                 except Exception as exc:
                     error = classify(exc, "connect", self.uri, self.timeout_s)
                     if error is None:
@@ -489,7 +492,8 @@ def index_from_settings(settings: Settings, stamp: ModelStamp, serves: Callable[
         settings.collection_alias,
         stamp,
         timeout_s=settings.milvus_timeout_s,
-        token=settings.milvus_token,
+        token=settings.milvus_credentials(),
         hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
         serves=serves,
+        tls_args=settings.milvus_tls_args(),
     )

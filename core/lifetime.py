@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +33,22 @@ def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) ->
             logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when the launching thread exits.
+
+    libc is loaded here, before the fork, so that the child only makes the ``prctl`` call (no
+    ``dlopen`` between fork and exec). The child exits at once if the launcher is already gone.
+    """
+    parent = os.getpid()
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec

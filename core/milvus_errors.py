@@ -12,6 +12,7 @@ import grpc
 from pymilvus import MilvusException
 
 from core.errors import DeadlineExceeded, T2IError, Unavailable
+from core.settings import redact_uri
 
 # Milvus error codes (``MilvusException.code``; the server's merr codes, which pymilvus passes on).
 COLLECTION_NOT_FOUND = 100
@@ -43,11 +44,12 @@ def classify(exc: BaseException, what: str, uri: str, timeout_s: float, deadline
     Args:
         exc: What pymilvus or gRPC raised.
         what: The operation, for the message.
-        uri: The Milvus address, for the message.
+        uri: The Milvus address, for the message (credentials in it are removed).
         timeout_s: The timeout the call had.
         deadline: The caller's deadline on the monotonic clock, if any.
         now: The monotonic time of the failure (defaults to now).
     """
+    uri = redact_uri(uri)
     status = _status(exc)
     if status == grpc.StatusCode.DEADLINE_EXCEEDED or isinstance(exc, (grpc.FutureTimeoutError, TimeoutError)):
         if deadline is not None and (now if now is not None else time.monotonic()) >= deadline:

@@ -9,8 +9,10 @@ so an installed package never guesses where a checkout lies.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +38,23 @@ def split_address(address: str, default_host: str = "127.0.0.1") -> tuple[str, i
     return host.strip("[]") or default_host, int(port)
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without the credentials a ``scheme://user:password@host`` URI carries (for logs and error messages)."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS client: the CA that signs the server (None: the system's roots), and a certificate and key for mutual TLS."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
 class Settings(BaseSettings):
     """Peers, model repository, collection alias, timeouts and limits."""
 
@@ -45,6 +64,14 @@ class Settings(BaseSettings):
     model_repository: Path = Field(Path("model_repository"), description="exported repository (manifest, tokenizer)")
     milvus_uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI")
     milvus_token: str = Field("", description="Milvus token (user:password) when auth is on")
+    milvus_token_file: Path | None = Field(None, description="file that holds the Milvus token (a mounted Secret); read when T2I_MILVUS_TOKEN is empty")
+    milvus_tls_ca: Path | None = Field(None, description="CA bundle that signs Milvus's certificate (with an https:// T2I_MILVUS_URI)")
+    milvus_tls_cert: Path | None = Field(None, description="client certificate for Milvus mutual TLS")
+    milvus_tls_key: Path | None = Field(None, description="client key for Milvus mutual TLS")
+    triton_tls: bool = Field(False, description="talk to Triton over TLS")
+    triton_tls_ca: Path | None = Field(None, description="CA bundle that signs Triton's certificate (default: the system's roots)")
+    triton_tls_cert: Path | None = Field(None, description="client certificate for Triton mutual TLS")
+    triton_tls_key: Path | None = Field(None, description="client key for Triton mutual TLS")
     collection_alias: str = Field("t2i_images", description="alias that queries go through")
     triton_timeout_s: float = Field(5.0, gt=0, description="timeout of one Triton call")
     milvus_timeout_s: float = Field(5.0, gt=0, description="timeout of one Milvus call")
@@ -60,6 +87,31 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="where the local stack keeps its data and logs")
     triton_env: Path = Field(Path(".venv-triton"), description="virtual environment of the local Triton's python backend")
     model_template: Path = Field(Path("model_repository"), description="committed Triton configs that an export copies")
+
+    def triton_tls_files(self) -> TlsFiles | None:
+        """The TLS files of the Triton client, or None for plaintext."""
+        return TlsFiles(self.triton_tls_ca, self.triton_tls_cert, self.triton_tls_key) if self.triton_tls else None
+
+    def milvus_credentials(self) -> str:
+        """The Milvus token: ``T2I_MILVUS_TOKEN``, else the file ``T2I_MILVUS_TOKEN_FILE``, else empty (no auth).
+
+        For a loopback URI with neither set, the local stack's generated token (``t2i up`` keeps it
+        in ``<data_dir>/stack/milvus/root.token``) is used when it exists; it is never sent elsewhere.
+        """
+        if self.milvus_token:
+            return self.milvus_token
+        file = self.milvus_token_file
+        if file is None and urlsplit(self.milvus_uri).hostname in ("127.0.0.1", "localhost", "::1"):
+            file = self.data_dir / "stack" / "milvus" / "root.token"
+            if not file.is_file():
+                return ""
+        return file.read_text().strip() if file is not None else ""
+
+    def milvus_tls_args(self) -> dict[str, str]:
+        """pymilvus keyword arguments for TLS (an ``https://`` URI turns TLS on; these name the CA and client files)."""
+        if self.milvus_tls_cert and self.milvus_tls_key and self.milvus_tls_ca:
+            return {"ca_pem_path": str(self.milvus_tls_ca), "client_pem_path": str(self.milvus_tls_cert), "client_key_path": str(self.milvus_tls_key)}
+        return {"server_pem_path": str(self.milvus_tls_ca)} if self.milvus_tls_ca else {}
 
 
 class WebSettings(BaseSettings):
@@ -97,3 +149,10 @@ class GatewaySettings(Settings):
     max_connection_age_s: float = Field(
         60.0, ge=0, description="close client connections after this long (0: never), so clients re-resolve DNS and reach new replicas"
     )
+    auth: Literal["tokens", "open"] = Field(
+        "tokens", description="'tokens': every call but health and reflection needs a bearer token; 'open': none (only on a loopback listen address)"
+    )
+    auth_tokens_file: Path | None = Field(None, description="the token file (NAME SCOPES sha256:HASH per line), read again when it changes")
+    tls_cert: Path | None = Field(None, description="server certificate chain (PEM); with T2I_TLS_KEY the gateway serves TLS only")
+    tls_key: Path | None = Field(None, description="server private key (PEM)")
+    tls_client_ca: Path | None = Field(None, description="CA bundle for client certificates: set, it turns on mutual TLS")

@@ -1,19 +1,41 @@
-"""Launch the standalone Milvus server that ships in the ``milvus`` wheel, on loopback.
+"""Launch the standalone Milvus server that ships in the ``milvus`` wheel, on loopback, with authentication.
 
 The wheel's own ``milvus-server`` wrapper leaves its child running when it gets SIGTERM, so the
 ``milvus`` binary is started here directly, as a process this module owns: the wrapper's config
 code writes ``milvus.yaml`` (binding the exact proxy port asked for) and unpacks the binary.
+
+Milvus 2.3 binds its coordinators' ports on every interface, whatever the config says. So it
+runs in a network namespace of its own (``devstack.sandbox``), and only its proxy and health
+ports are reachable, on the host's 127.0.0.1. Where namespaces are not allowed (some containers),
+it runs on the host with a warning that its internal ports are open.
+
+Authentication is on. At the first start the root password is changed from Milvus's default to
+a generated one. The token ``root:<password>`` is kept in ``<data_dir>/root.token`` (mode 0600),
+where ``T2I_MILVUS_TOKEN_FILE`` can point; ``milvus_token`` reads it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import secrets
+import socket
+import subprocess
+import sys
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from devstack.process import ManagedProcess, free_port
+from core.auth import write_private
+from devstack.process import ManagedProcess, ProcessFailed, free_port
+from devstack.sockets import describe_pid, holders
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "root:Milvus"  # what a fresh Milvus accepts until the password is changed
+TOKEN_FILE = "root.token"
 
 
 @dataclass
@@ -26,11 +48,43 @@ class MilvusPorts:
     etcd_peer: int = field(default_factory=free_port)
 
 
+@functools.cache
+def sandbox_prefix() -> tuple[str, ...] | None:
+    """The ``unshare`` command that gives a child its own network namespace here, or None where that is refused."""
+    prefix = ("unshare", "--net") if os.geteuid() == 0 else ("unshare", "--user", "--map-root-user", "--net")
+    try:
+        allowed = subprocess.run([*prefix, "true"], check=False, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        allowed = False
+    if not allowed:
+        logger.warning("network namespaces are not allowed here: the local Milvus's internal ports will listen on every interface")
+    return prefix if allowed else None
+
+
+def _bind_loopback(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:``port`` for a sandboxed child to inherit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        taken = ", ".join(describe_pid(pid) for pid in holders(port)) or "another process"
+        raise ProcessFailed(f"cannot start milvus: port {port} on 127.0.0.1 is taken by {taken} ({exc.strerror}); stop it or choose another port") from exc
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
 def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
     """Write the config for ``data_dir`` and return a not-yet-started Milvus process.
 
+    In a sandbox, the proxy and health ports are bound here on loopback and handed to the process
+    when it starts.
+
     Raises:
         ImportError: with a hint when the ``milvus`` wheel is missing.
+        ProcessFailed: the proxy or health port is taken.
     """
     try:
         from milvus import MilvusServerConfig, _initialize_data_files
@@ -46,6 +100,7 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
         _initialize_data_files(config.base_data_dir)
         _use_own_etcd_ports(data_dir, ports)
         written.write_text(json.dumps(asdict(ports)))
+    _harden(data_dir / "configs" / "milvus.yaml")
     bin_dir = data_dir / "bin"
     env = dict(os.environ)
     env.update(
@@ -54,7 +109,71 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
         MILVUS_RUN_DIR=str(data_dir / "run"),
         LD_LIBRARY_PATH=":".join(filter(None, [str(bin_dir), env.get("LD_LIBRARY_PATH")])),
     )
-    return ManagedProcess("milvus", [str(bin_dir / "milvus"), "run", "standalone"], data_dir / "logs" / "milvus.log", env=env, cwd=data_dir)
+    argv = [str(bin_dir / "milvus"), "run", "standalone"]
+    log = data_dir / "logs" / "milvus.log"
+    prefix = sandbox_prefix()
+    if prefix is None:
+        return ManagedProcess("milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health))
+    sockets = [_bind_loopback(ports.proxy)]
+    try:
+        sockets.append(_bind_loopback(ports.health))
+    except ProcessFailed:
+        sockets[0].close()
+        raise
+    forwards = [f"--listen={sock.fileno()}:{port}" for sock, port in zip(sockets, (ports.proxy, ports.health), strict=True)]
+    return ManagedProcess(
+        "milvus",
+        [*prefix, sys.executable, "-m", "devstack.sandbox", *forwards, "--", *argv],
+        log,
+        env=env,
+        cwd=data_dir,
+        ports=(ports.proxy, ports.health),
+        inherit=sockets,
+    )
+
+
+def _harden(milvus_yaml: Path) -> None:
+    """Authentication on, and every component registering itself at 127.0.0.1."""
+    text = milvus_yaml.read_text()
+    text = text.replace("authorizationEnabled: false", "authorizationEnabled: true", 1)
+    text = "\n".join("  ip: 127.0.0.1" if line.startswith("  ip: #") else line for line in text.splitlines()) + "\n"
+    milvus_yaml.write_text(text)
+
+
+def milvus_token(data_dir: Path) -> str:
+    """``root:<password>`` of the Milvus in ``data_dir`` (its generated root password)."""
+    return (Path(data_dir) / TOKEN_FILE).read_text().strip()
+
+
+def local_uri(ports: MilvusPorts, data_dir: Path) -> str:
+    """``http://root:<password>@127.0.0.1:<proxy>``: the URI of a local Milvus with its credentials, for benchmark scripts.
+
+    pymilvus takes the token from the URI, so code that passes a URI around needs no other change.
+    Anything that logs such a URI must redact it (``core.settings.redact_uri``).
+    """
+    return f"http://{milvus_token(data_dir)}@127.0.0.1:{ports.proxy}"
+
+
+def secure_root(uri: str, data_dir: Path) -> str:
+    """Replace Milvus's default root password with a generated one (once); returns the root token.
+
+    Raises:
+        ProcessFailed: neither the stored password nor the default one is accepted.
+    """
+    from pymilvus import MilvusClient
+
+    stored = Path(data_dir) / TOKEN_FILE
+    if stored.is_file():
+        return milvus_token(data_dir)
+    password = secrets.token_urlsafe(24)
+    try:
+        client = MilvusClient(uri=uri, token=DEFAULT_ROOT, timeout=30)
+        client.update_password("root", DEFAULT_ROOT.split(":", 1)[1], password)
+        client.close()
+    except Exception as exc:
+        raise ProcessFailed(f"could not set the Milvus root password in {data_dir} ({exc}); remove that folder to start afresh") from exc
+    write_private(stored, f"root:{password}\n")
+    return milvus_token(data_dir)
 
 
 def _use_own_etcd_ports(data_dir: Path, ports: MilvusPorts) -> None:
@@ -77,7 +196,7 @@ def healthy(health_port: int) -> bool:
 
 
 def start_milvus(data_dir: Path, ports: MilvusPorts | None = None, timeout_s: float = 180.0) -> tuple[ManagedProcess, MilvusPorts]:
-    """Start Milvus and wait until it is healthy.
+    """Start Milvus, wait until it is healthy, and give root its generated password (``milvus_token`` reads it).
 
     Raises:
         ProcessFailed: Milvus exited or did not become healthy; the message has its log tail.
@@ -86,6 +205,7 @@ def start_milvus(data_dir: Path, ports: MilvusPorts | None = None, timeout_s: fl
     process = milvus_process(data_dir, ports).start()
     try:
         process.wait_until(lambda: healthy(ports.health), timeout_s, "healthy")
+        secure_root(f"http://127.0.0.1:{ports.proxy}", Path(data_dir).resolve())
     except BaseException:
         process.stop(timeout_s=5)
         raise

@@ -3,6 +3,13 @@
 Each server runs in its own session (process group), so stopping it also stops anything it
 spawned. Stopping sends SIGTERM, waits, then SIGKILL: Milvus can take over 30 s to stop
 gracefully, which a developer or CI should not have to wait for.
+
+A server in its own session gets no signal when its launcher dies, so each one also asks the
+kernel to SIGKILL it when the launcher's thread exits (``PR_SET_PDEATHSIG``): a launcher killed
+with SIGKILL, or by the OOM killer, leaves no server behind. Before start, the ports a server
+will listen on are checked: one taken by another process is named in the error. Readiness then
+counts only when the port is held by the process just started (or its children), never by a
+stale server of an earlier stack that still answers there.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import UserError
+from core.lifetime import parent_death_signal
+from devstack.sockets import descendants, describe_pid, holders
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +45,29 @@ def free_port() -> int:
 class ManagedProcess:
     """One server process with its log file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
-        """Describe the process; nothing starts until ``start``."""
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ports: tuple[int, ...] = (),
+        inherit: list[socket.socket] | None = None,
+    ):
+        """Describe the process; nothing starts until ``start``.
+
+        Args:
+            ports: TCP ports it will listen on: they must be free at start, and held by it when it is ready.
+            inherit: Listening sockets bound by the launcher that the child inherits; this process closes its copies at start.
+        """
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
+        self.ports = ports
+        self.inherit = inherit or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,8 +76,19 @@ class ManagedProcess:
         return self.proc.pid if self.proc else None
 
     def start(self) -> ManagedProcess:
-        """Start the process in a new session with stdout and stderr to the log file."""
+        """Start the process in a new session with stdout and stderr to the log file; it dies with this thread.
+
+        Raises:
+            ProcessFailed: one of its ports is taken by another process (named in the message).
+        """
+        for port in self.ports if not self.inherit else ():
+            if taken := [pid for pid in holders(port) if pid != os.getpid()]:
+                raise ProcessFailed(
+                    f"cannot start {self.name}: port {port} is taken by {', '.join(describe_pid(pid) for pid in taken)}; "
+                    "stop that process (a stack left from an earlier run?) or choose another port"
+                )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        dies_with_launcher = parent_death_signal(signal.SIGKILL)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -62,7 +98,11 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                pass_fds=[sock.fileno() for sock in self.inherit],
+                preexec_fn=dies_with_launcher,  # noqa: PLW1509 - one prctl call, prepared before the fork
             )
+        for sock in self.inherit:
+            sock.close()
         logger.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
         return self
 
@@ -91,11 +131,26 @@ class ManagedProcess:
                 )
             try:
                 if ready():
+                    self._check_owner(what)
                     return
+            except ProcessFailed:
+                raise
             except Exception:  # noqa: BLE001 - not ready yet
                 pass
             time.sleep(0.25)
         raise ProcessFailed(f"{self.name} not {what} after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+
+    def _check_owner(self, what: str) -> None:
+        """Raise unless every port in ``ports`` is held by this process or its children."""
+        assert self.proc is not None
+        tree = descendants(self.proc.pid)
+        for port in self.ports:
+            others = [pid for pid in holders(port) if pid not in tree and pid != os.getpid()]
+            if others:
+                raise ProcessFailed(
+                    f"{self.name} looked {what}, but port {port} is held by {', '.join(describe_pid(pid) for pid in others)}, "
+                    "not by the process just started: stop the stale server and start again"
+                )
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL it after ``timeout_s``."""

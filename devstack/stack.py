@@ -1,7 +1,10 @@
 """The local stack on loopback: Milvus, Triton and the gateway as child processes.
 
 Used by ``t2i up``, ``t2i demo`` and the integration tests. Children are stopped in reverse order
-by their own process ids, each with a kill after a timeout.
+by their own process ids, each with a kill after a timeout, and die with the launcher if it is
+killed. The stack is closed like a deployment: the gateway needs tokens (a read token and a
+write token are generated in ``<data_dir>/auth``, mode 0600), and Milvus has authentication on
+with a generated root password (``<data_dir>/milvus/root.token``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.settings import Settings
-from devstack.milvus import MilvusPorts, start_milvus
+from core.auth import LocalTokens
+from core.settings import Settings, split_address
+from devstack.milvus import TOKEN_FILE, MilvusPorts, milvus_token, start_milvus
 from devstack.process import ManagedProcess, free_port
 from devstack.triton import TritonPorts, start_triton
 
@@ -30,10 +34,15 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return bool(response.status == 200)
 
 
-def start_web(address: str, gateway_address: str, image_roots: str, log_path: Path) -> ManagedProcess:
-    """Start the search page (``python -m web.server``) on ``address`` and wait until it answers."""
+def start_web(address: str, gateway_address: str, image_roots: str, log_path: Path, token_file: Path | None = None) -> ManagedProcess:
+    """Start the search page (``python -m web.server``) on ``address`` and wait until it answers.
+
+    ``token_file`` holds the read token the page presents to the gateway.
+    """
     env = {**os.environ, "T2I_WEB_LISTEN": address, "T2I_WEB_GATEWAY": gateway_address, "T2I_WEB_IMAGE_ROOTS": image_roots}
-    process = ManagedProcess("web", [sys.executable, "-m", "web.server"], log_path, env=env).start()
+    if token_file is not None:
+        env["T2I_TOKEN_FILE"] = str(token_file)
+    process = ManagedProcess("web", [sys.executable, "-m", "web.server"], log_path, env=env, ports=(split_address(address)[1],)).start()
     try:
         process.wait_until(lambda: http_ok(f"http://{address}/healthz"), 60, "answering")
     except BaseException:
@@ -88,6 +97,20 @@ class LocalStack:
         return f"http://127.0.0.1:{self.milvus_ports.proxy}"
 
     @property
+    def milvus_token(self) -> str:
+        """``root:<password>`` of this stack's Milvus."""
+        return milvus_token(self.data_dir / "milvus")
+
+    @property
+    def tokens(self) -> LocalTokens:
+        """The gateway's token file and the read and write tokens (generated at start)."""
+        return LocalTokens(self.data_dir / "auth")
+
+    def token(self, scope: str = "write") -> str:
+        """The raw ``read`` or ``write`` token of this stack's gateway."""
+        return self.tokens.token(scope)
+
+    @property
     def triton_url(self) -> str:
         """gRPC address of Triton."""
         assert self.triton_ports, "stack not started"
@@ -98,19 +121,28 @@ class LocalStack:
         return {
             "T2I_TRITON_URL": self.triton_url,
             "T2I_MILVUS_URI": self.milvus_uri,
+            "T2I_MILVUS_TOKEN_FILE": str((self.data_dir / "milvus" / TOKEN_FILE).resolve()),
             "T2I_MODEL_REPOSITORY": str(Path(self.repo).resolve()),
             "T2I_COLLECTION_ALIAS": self.alias,
             "T2I_LISTEN": self.gateway_address,
             "T2I_METRICS_PORT": str(self.metrics_port),
+            "T2I_AUTH_TOKENS_FILE": str(self.tokens.server_file.resolve()),
         }
 
     def settings(self) -> Settings:
         """Settings that point a reindex job (or any client of Triton and Milvus) at this stack."""
-        return Settings(triton_url=self.triton_url, milvus_uri=self.milvus_uri, model_repository=Path(self.repo).resolve(), collection_alias=self.alias)
+        return Settings(
+            triton_url=self.triton_url,
+            milvus_uri=self.milvus_uri,
+            milvus_token=self.milvus_token,
+            model_repository=Path(self.repo).resolve(),
+            collection_alias=self.alias,
+        )
 
     def start(self, gateway: bool = True) -> LocalStack:
         """Start Milvus, Triton and (optionally) the gateway; wait for each to be ready."""
         try:
+            self.tokens.ensure()
             self.milvus, self.milvus_ports = start_milvus(self.data_dir / "milvus", self.milvus_ports)
             self.triton, self.triton_ports = start_triton(self.repo, self.data_dir / "triton", self.triton_ports, triton_env=self.triton_env)
             if gateway:
@@ -125,14 +157,21 @@ class LocalStack:
     def start_gateway(self) -> ManagedProcess:
         """Start the gateway process and wait until it reports SERVING."""
         env = {**os.environ, **self.env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
-        self.gateway = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server"], self.data_dir / "gateway.log", env=env).start()
+        port = split_address(self.gateway_address)[1]
+        self.gateway = ManagedProcess(
+            "gateway",
+            [sys.executable, "-m", "gateway.server"],
+            self.data_dir / "gateway.log",
+            env=env,
+            ports=(port, self.metrics_port) if self.metrics_port else (port,),
+        ).start()
         self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
         return self.gateway
 
     def start_web(self) -> ManagedProcess:
         """Start the search page and wait until it answers."""
         assert self.web_address, "no web_address"
-        self.web = start_web(self.web_address, self.gateway_address, self.image_roots, self.data_dir / "web.log")
+        self.web = start_web(self.web_address, self.gateway_address, self.image_roots, self.data_dir / "web.log", self.tokens.client_file("read"))
         return self.web
 
     def stop(self) -> None:
@@ -149,6 +188,7 @@ class LocalStack:
                 f"  gateway  grpc://{self.gateway_address}  (metrics http://127.0.0.1:{self.metrics_port}/metrics)",
                 f"  triton   grpc://{self.triton_url}  (http 127.0.0.1:{self.triton_ports.http if self.triton_ports else '?'})",
                 f"  milvus   {self.milvus_uri if self.milvus_ports else '?'}",
+                f"  tokens   {self.tokens.client_file('read')} (read), {self.tokens.client_file('write')} (write, mode 0600)",
                 f"  logs     {self.data_dir}",
             ]
         )

@@ -87,7 +87,7 @@ def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: P
     env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(site / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH")]))
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONHOME", None)
-    return ManagedProcess("triton", argv, work_dir / "triton.log", env=env, cwd=work_dir)
+    return ManagedProcess("triton", argv, work_dir / "triton.log", env=env, cwd=work_dir, ports=(ports.grpc, ports.http, ports.metrics))
 
 
 def models_ready(http_port: int) -> bool:

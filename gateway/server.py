@@ -13,12 +13,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from core.auth import TokenStore
+from core.errors import UserError
 from core.logs import configure_logging
-from core.settings import GatewaySettings, add_flags, from_flags, split_address
+from core.settings import GatewaySettings, add_flags, from_flags, redact_uri, split_address
+from gateway.auth import AuthInterceptor
 from gateway.health import SERVICE_NAMES, ReadinessMonitor
 from gateway.interceptors import ErrorMappingInterceptor
 from gateway.metrics import serve_metrics
 from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
+from gateway.tls import CertificateFiles
 from search.engine import engine_from_settings
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
@@ -36,13 +40,65 @@ def request_caps(settings: GatewaySettings) -> dict[str, int]:
     return {"SearchText": text, "EmbedText": text * settings.max_batch}
 
 
+def is_loopback(listen: str) -> bool:
+    """True when ``listen`` accepts connections from this machine only."""
+    host, _ = split_address(listen, default_host="")
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def authenticator(settings: GatewaySettings) -> AuthInterceptor | None:
+    """The auth interceptor of ``settings``, or None in open mode.
+
+    Raises:
+        UserError: no token file in token mode, or open mode on an address beyond loopback.
+    """
+    if settings.auth == "open":
+        if not is_loopback(settings.listen):
+            raise UserError(
+                f"T2I_AUTH=open lets anyone write and delete; it is allowed only on a loopback listen address, not {settings.listen}. "
+                "Give the gateway a token file (T2I_AUTH_TOKENS_FILE) instead"
+            )
+        logger.warning("T2I_AUTH=open: no token is checked (loopback only, for development)")
+        return None
+    if settings.auth_tokens_file is None:
+        raise UserError(
+            "the gateway needs tokens: set T2I_AUTH_TOKENS_FILE to a file of 'NAME SCOPES sha256:HASH' lines "
+            "('t2i up' makes one), or T2I_AUTH=open for a development gateway on loopback"
+        )
+    store = TokenStore(settings.auth_tokens_file)
+    logger.info("tokens from %s: %s", settings.auth_tokens_file, ", ".join(store.names))
+    return AuthInterceptor(store)
+
+
+def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> str:
+    """Listen on ``settings.listen``, over TLS when a certificate is set; returns 'TLS', 'mutual TLS' or 'plaintext'.
+
+    Raises:
+        UserError: half a TLS configuration, or the address cannot be bound.
+    """
+    if bool(settings.tls_cert) != bool(settings.tls_key) or (settings.tls_client_ca and not settings.tls_cert):
+        raise UserError("TLS needs both T2I_TLS_CERT and T2I_TLS_KEY (and T2I_TLS_CLIENT_CA only with them)")
+    if settings.tls_cert and settings.tls_key:
+        files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        bound, mode = server.add_secure_port(settings.listen, files.credentials()), "mutual TLS" if files.mutual else "TLS"
+    else:
+        bound, mode = server.add_insecure_port(settings.listen), "plaintext"
+    if bound == 0:
+        raise UserError(f"cannot listen on {settings.listen}: the address is taken or not this machine's")
+    return mode
+
+
 async def serve(settings: GatewaySettings) -> None:
     """Run the gateway until SIGTERM or SIGINT, then drain and stop."""
+    auth = authenticator(settings)
     engine = engine_from_settings(settings)
     max_bytes = settings.max_message_mb * 2**20
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(request_caps(settings))],
+        interceptors=[*([auth] if auth else []), ErrorMappingInterceptor(request_caps(settings))],
         options=[
+            # Never share the port with another process (grpc sets SO_REUSEPORT by default): a stale
+            # gateway left on the port would otherwise keep answering half the connections.
+            ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
             # A client re-resolves DNS only when a connection closes: without an age limit, pods added by
@@ -57,19 +113,20 @@ async def serve(settings: GatewaySettings) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if server.add_insecure_port(settings.listen) == 0:
-        raise RuntimeError(f"cannot listen on {settings.listen}")
+    mode = add_port(server, settings)
     host, _ = split_address(settings.listen)
     serve_metrics(host, settings.metrics_port)
     await server.start()
     logger.info(
-        "gateway listening on %s (metrics on %s:%s), models %s, Triton %s, Milvus %s",
+        "gateway listening on %s (%s, %s; metrics on %s:%s), models %s, Triton %s, Milvus %s",
         settings.listen,
+        mode,
+        "open" if auth is None else "tokens",
         host,
         settings.metrics_port,
         ", ".join(stamp.model_id for stamp in engine.models.stamps),
         settings.triton_url,
-        settings.milvus_uri,
+        redact_uri(settings.milvus_uri),
     )
     monitor = ReadinessMonitor(engine, health_servicer, settings.health_interval_s)
     monitor_task = asyncio.create_task(monitor.run())
@@ -97,7 +154,12 @@ def run(args: argparse.Namespace, log_level: str | None = None) -> int:
     """Run the gateway from parsed flags with JSON-line logs (``t2i serve`` and ``python -m gateway.server``)."""
     settings = from_flags(GatewaySettings, args)
     configure_logging(log_level or DEFAULT_LOG_LEVEL, structured=True)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except UserError as exc:
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from core.manifest import served_versions
 from core.records import ModelStamp
-from core.settings import Settings
+from core.settings import Settings, TlsFiles
 from inference.triton_client import RetryPolicy, TritonEncoder, triton_client
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class ModelCatalog:
         client: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        tls: TlsFiles | None = None,
     ):
         """Scan ``repo`` for versions (see ``core.manifest.served_versions``) and open one channel.
 
@@ -50,7 +51,7 @@ class ModelCatalog:
         self.policy = policy
         self.clock = clock
         self._sleep = sleep
-        self._client = client if client is not None else triton_client(url)
+        self._client = client if client is not None else triton_client(url, tls)
         self._lock = threading.Lock()
         self._encoders: dict[int, TritonEncoder] = {}
         self._by_stamp: dict[ModelStamp, TritonEncoder] = {}  # the newest version wins when two carry the same weights
@@ -107,4 +108,4 @@ class ModelCatalog:
 
 def catalog_from_settings(settings: Settings) -> ModelCatalog:
     """The catalog of ``settings``'s model repository on its Triton."""
-    return ModelCatalog(settings.triton_url, settings.model_repository, RetryPolicy(timeout_s=settings.triton_timeout_s))
+    return ModelCatalog(settings.triton_url, settings.model_repository, RetryPolicy(timeout_s=settings.triton_timeout_s), tls=settings.triton_tls_files())

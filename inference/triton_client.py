@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from core.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
-from core.settings import Settings
+from core.settings import Settings, TlsFiles
 from inference.images import PreprocessConfig
 from inference.tokenizer import ClipTokenizer, TokenBatch
 
@@ -72,9 +72,18 @@ TRITON_CHANNEL_ARGS = [
 ]
 
 
-def triton_client(url: str) -> Any:
-    """An async Triton client for ``url`` (``host:port`` or a ``dns:///`` target), balanced per request."""
-    return triton_aio.InferenceServerClient(url, channel_args=TRITON_CHANNEL_ARGS)
+def triton_client(url: str, tls: TlsFiles | None = None) -> Any:
+    """An async Triton client for ``url`` (``host:port`` or a ``dns:///`` target), balanced per request; over TLS when ``tls`` is given."""
+    if tls is None:
+        return triton_aio.InferenceServerClient(url, channel_args=TRITON_CHANNEL_ARGS)
+    return triton_aio.InferenceServerClient(
+        url,
+        channel_args=TRITON_CHANNEL_ARGS,
+        ssl=True,
+        root_certificates=str(tls.ca) if tls.ca else None,
+        private_key=str(tls.key) if tls.key else None,
+        certificate_chain=str(tls.cert) if tls.cert else None,
+    )
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -95,6 +104,7 @@ class TritonEncoder:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         version: int | None = None,
+        tls: TlsFiles | None = None,
     ):
         """Read the manifest, tokenizer and preprocessing config of ``repo`` and open a channel.
 
@@ -106,6 +116,7 @@ class TritonEncoder:
             clock: Monotonic clock that deadlines are measured on (tests).
             sleep: Coroutine function that waits between attempts (tests).
             version: The model version to encode with (default: the newest export, named by the root manifest).
+            tls: TLS files when Triton serves TLS (``Settings.triton_tls_files``).
         """
         self.url = url
         self.manifest = Manifest.read(repo) if version is None else Manifest.read_version(repo, version)
@@ -114,7 +125,7 @@ class TritonEncoder:
         self.policy = policy
         self.clock = clock
         self.sleep = sleep
-        self._client = client if client is not None else triton_client(url)
+        self._client = client if client is not None else triton_client(url, tls)
 
     async def close(self) -> None:
         """Close the gRPC channel."""
@@ -181,7 +192,13 @@ class TritonEncoder:
 
 def encoder_from_settings(settings: Settings, timeout_s: float | None = None, version: int | None = None) -> TritonEncoder:
     """The encoder that ``settings`` describe (``version``: default the newest export); ``timeout_s`` overrides the per-call timeout (batch jobs)."""
-    return TritonEncoder(settings.triton_url, settings.model_repository, RetryPolicy(timeout_s=timeout_s or settings.triton_timeout_s), version=version)
+    return TritonEncoder(
+        settings.triton_url,
+        settings.model_repository,
+        RetryPolicy(timeout_s=timeout_s or settings.triton_timeout_s),
+        version=version,
+        tls=settings.triton_tls_files(),
+    )
 
 
 def _tensor(name: str, array: np.ndarray) -> InferInput:

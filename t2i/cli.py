@@ -20,7 +20,7 @@ import grpc
 from core.errors import UserError
 from core.logs import configure_logging
 from core.manifest import DEFAULT_MODEL, PRECISIONS
-from core.settings import GatewaySettings, Settings, WebSettings
+from core.settings import GatewaySettings, Settings, TlsFiles, WebSettings
 from gateway import server as gateway_server
 from reindex import main as reindex_main
 from reindex import rollout
@@ -74,8 +74,14 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> GatewayClient:
+    """A client for ``search`` and ``info``: TLS from ``--tls``/``--ca``/``--cert``/``--key``; the token from T2I_TOKEN or the local stack."""
+    tls = TlsFiles(args.ca, args.cert, args.key) if args.tls or args.ca or args.cert else None
+    return GatewayClient(args.address, tls=tls)
+
+
 def _search(args: argparse.Namespace) -> int:
-    client = GatewayClient(args.address)
+    client = _client(args)
     try:
         if args.image:
             response = client.search_image(top_k=args.top_k, image=Path(args.image).read_bytes())
@@ -96,7 +102,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    client = GatewayClient(args.address)
+    client = _client(args)
     try:
         print(client.info())
     finally:
@@ -112,6 +118,9 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> str:
             f"error: cannot reach the gateway at {address} ({details}); start the local stack with 'make up' "
             "(or 't2i up'), or give the address of a running gateway with --address or T2I_LISTEN"
         )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        local = Settings().data_dir / "stack" / "auth"
+        return f"error: UNAUTHENTICATED: {details}; set T2I_TOKEN or T2I_TOKEN_FILE ('t2i up' keeps its tokens in {local})"
     return f"error: {code.name}: {details}"
 
 
@@ -157,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show the active index of a running gateway")
     for command in (search, info):
         command.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
+        command.add_argument("--tls", action="store_true", help="talk TLS to the gateway (the system's CA roots unless --ca)")
+        command.add_argument("--ca", type=Path, default=None, help="CA certificate (PEM) that signs the gateway's; implies --tls")
+        command.add_argument("--cert", type=Path, default=None, help="client certificate (PEM) for mutual TLS; implies --tls")
+        command.add_argument("--key", type=Path, default=None, help="client private key (PEM) for mutual TLS")
 
     reindex = sub.add_parser("reindex", help="index a folder or s3://bucket/prefix of images into Milvus (or one shard of it)")
     reindex_main.add_arguments(reindex)

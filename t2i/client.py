@@ -1,12 +1,21 @@
-"""A small gRPC client for the gateway, used by ``t2i search`` and the demo."""
+"""A small gRPC client for the gateway, used by ``t2i search`` and the demo.
+
+It presents a bearer token (``token=``, default ``T2I_TOKEN``, ``T2I_TOKEN_FILE``, or the token
+that ``t2i up`` generated) and talks TLS when given ``TlsFiles`` (``tls=``).
+"""
 
 from __future__ import annotations
 
+import collections
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from core.auth import client_token
+from core.settings import Settings, TlsFiles
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
@@ -38,16 +47,56 @@ CHANNEL_OPTIONS = [
 ]
 
 
+class _CallDetails(
+    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call."""
+
+    def __init__(self, token: str):
+        self.header = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails, request: Any) -> Any:
+        details = client_call_details
+        metadata = [*(details.metadata or ()), self.header]
+        return continuation(
+            _CallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression),
+            request,
+        )
+
+
+def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files (no CA: the system's roots; a certificate and key: mutual TLS)."""
+
+    def read(path: Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(root_certificates=read(tls.ca), private_key=read(tls.key), certificate_chain=read(tls.cert))
+
+
+def open_channel(address: str, token: str | None = None, tls: TlsFiles | None = None, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+    """A blocking channel to the gateway with ``token`` on every call, over TLS when ``tls`` is given."""
+    options = options if options is not None else CHANNEL_OPTIONS
+    channel = grpc.secure_channel(address, channel_credentials(tls), options=options) if tls else grpc.insecure_channel(address, options=options)
+    return grpc.intercept_channel(channel, BearerToken(token)) if token else channel
+
+
 class GatewayClient:
     """Blocking client for the three services.
 
     ``address`` is one ``host:port``, or a target that resolves to several gateways:
     ``ipv4:10.0.0.1:50051,10.0.0.2:50051`` or ``dns:///gateway-headless.ns.svc:50051`` (a headless
     Service). Requests go round robin over all of them, and UNAVAILABLE is retried (``SERVICE_CONFIG``).
+    ``token`` defaults to ``client_token(scope)``: ``T2I_TOKEN``, ``T2I_TOKEN_FILE``, or the local
+    stack's token of ``scope`` (``read`` or ``write``).
     """
 
-    def __init__(self, address: str, timeout_s: float = 30.0):
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(self, address: str, timeout_s: float = 30.0, token: str | None = None, tls: TlsFiles | None = None, scope: str = "read"):
+        self.channel = open_channel(address, token if token is not None else client_token(scope, Settings().data_dir), tls)
         self.search = pb_grpc.SearchServiceStub(self.channel)
         self.embedding = pb_grpc.EmbeddingServiceStub(self.channel)
         self.index = pb_grpc.IndexServiceStub(self.channel)

@@ -78,7 +78,7 @@ def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: s
         print(report.summary())
         for item_id, reason in report.skipped:
             print(f"  skipped {item_id}: {reason}")
-        client = GatewayClient(stack.gateway_address)
+        client = GatewayClient(stack.gateway_address, token=stack.token("read"))
         try:
             for query in DEMO_QUERIES:
                 print(format_hits(f'\nquery "{query}"', client.search_text(query, top_k=5)))

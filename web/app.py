@@ -25,7 +25,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.settings import WebSettings
+from core.auth import client_token
+from core.settings import Settings, WebSettings
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 from web.thumbnails import ThumbnailCache, make_thumbnail
@@ -108,13 +109,16 @@ def _hits(response: pb.SearchResponse) -> dict[str, Any]:
 class SearchPage:
     """The page's API over one gateway channel; ``routes`` wires it into Starlette."""
 
-    def __init__(self, settings: WebSettings, channel: grpc.aio.Channel) -> None:
+    def __init__(self, settings: WebSettings, channel: grpc.aio.Channel, token: str | None = None) -> None:
         self.settings = settings
         self.search = pb_grpc.SearchServiceStub(channel)
         self.index = pb_grpc.IndexServiceStub(channel)
         self.roots = settings.roots()
         self.cache = ThumbnailCache(settings.thumb_cache)
         self.timeout = settings.timeout_s
+        # The gateway's read token (default T2I_TOKEN, T2I_TOKEN_FILE, or the local stack's), presented on every call.
+        token = token if token is not None else client_token("read", Settings().data_dir)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def routes(self) -> list[Route | Mount]:
         """Every route of the page."""
@@ -150,8 +154,8 @@ class SearchPage:
 
     async def info(self, request: Request) -> dict[str, Any]:
         """The model, the count and the labels in use."""
-        answer = await self.index.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=self.timeout)
-        labels = await self.index.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout)
+        answer = await self.index.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=self.timeout, metadata=self.metadata)
+        labels = await self.index.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout, metadata=self.metadata)
         return {
             "model_id": answer.model_id, "random_weights": answer.random_weights, "count": answer.count, "collection": answer.collection,
             "labels": list(labels.labels), "labels_complete": labels.complete,
@@ -163,7 +167,7 @@ class SearchPage:
         message = pb.SearchTextRequest(
             query=request.query_params.get("q", ""), top_k=_int(request, "k", 12, 1, MAX_TOP_K), filter=search_filter, min_score=min_score
         )
-        return _hits(await self.search.SearchText(message, timeout=self.timeout))
+        return _hits(await self.search.SearchText(message, timeout=self.timeout, metadata=self.metadata))
 
     async def similar(self, request: Request) -> dict[str, Any]:
         """``SearchImage`` by an indexed ``id``, without the image itself."""
@@ -171,7 +175,7 @@ class SearchPage:
         message = pb.SearchImageRequest(
             id=request.query_params.get("id", ""), top_k=_int(request, "k", 12, 1, MAX_TOP_K), filter=search_filter, min_score=min_score, exclude_self=True
         )
-        return _hits(await self.search.SearchImage(message, timeout=self.timeout))
+        return _hits(await self.search.SearchImage(message, timeout=self.timeout, metadata=self.metadata))
 
     async def search_image(self, request: Request) -> dict[str, Any]:
         """``SearchImage`` with the request body as the image (at most ``max_upload_mb``)."""
@@ -185,12 +189,12 @@ class SearchPage:
                 raise BadRequest(f"the image is over the {self.settings.max_upload_mb} MiB limit")
         search_filter, min_score = _filter(request)
         message = pb.SearchImageRequest(image=bytes(body), top_k=_int(request, "k", 12, 1, MAX_TOP_K), filter=search_filter, min_score=min_score)
-        return _hits(await self.search.SearchImage(message, timeout=self.timeout))
+        return _hits(await self.search.SearchImage(message, timeout=self.timeout, metadata=self.metadata))
 
     async def thumbnail(self, request: Request) -> Response:
         """The thumbnail of an indexed image, by id: a file under an image root, or a redirect to its http(s) URL."""
         try:
-            found = await self.index.GetImages(pb.GetImagesRequest(ids=[request.path_params["id"]]), timeout=self.timeout)
+            found = await self.index.GetImages(pb.GetImagesRequest(ids=[request.path_params["id"]]), timeout=self.timeout, metadata=self.metadata)
             if not found.images:
                 raise FileNotFoundError("no indexed image has this id")
             uri = found.images[0].uri
@@ -237,13 +241,16 @@ class SearchPage:
         return real
 
 
-def create_app(settings: WebSettings, channel: grpc.aio.Channel | None = None) -> Starlette:
-    """The page and its API for ``settings``; the channel to the gateway is opened (and closed) here unless given."""
+def create_app(settings: WebSettings, channel: grpc.aio.Channel | None = None, token: str | None = None) -> Starlette:
+    """The page and its API for ``settings``; the channel to the gateway is opened (and closed) here unless given.
+
+    ``token`` is the gateway read token (default: ``core.auth.client_token``).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         link = channel or grpc.aio.insecure_channel(settings.gateway)
-        app.router.routes.extend(SearchPage(settings, link).routes())
+        app.router.routes.extend(SearchPage(settings, link, token).routes())
         try:
             yield
         finally:

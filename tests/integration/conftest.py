@@ -45,7 +45,7 @@ def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     local = LocalStack(tiny_repo, tmp_path_factory.mktemp("stack"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_test", extra_env=GATEWAY_ENV)
     local.start()
     try:
-        writer = ImageIndex(local.milvus_uri, local.alias, ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=30)
+        writer = ImageIndex(local.milvus_uri, local.alias, ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=30, token=local.milvus_token)
         writer.ensure_active()
         writer.close()
         yield local
@@ -55,7 +55,7 @@ def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="session")
 def client(stack: LocalStack) -> Iterator[GatewayClient]:
-    gateway = GatewayClient(stack.gateway_address, timeout_s=20)
+    gateway = GatewayClient(stack.gateway_address, timeout_s=20, token=stack.token("write"))
     yield gateway
     gateway.close()
 
@@ -64,7 +64,7 @@ def client(stack: LocalStack) -> Iterator[GatewayClient]:
 def index(stack: LocalStack, tiny_repo: Path) -> Iterator[ImageIndex]:
     """Direct Milvus access to the alias the gateway serves, for checking what is stored."""
     manifest = Manifest.read(tiny_repo)
-    direct = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(manifest), timeout_s=10)
+    direct = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(manifest), timeout_s=10, token=stack.milvus_token)
     yield direct
     direct.close()
 
@@ -94,5 +94,5 @@ def assert_serving(stack: LocalStack) -> None:
 
 def run_t2i(stack: LocalStack, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the ``t2i`` CLI against the test stack."""
-    env = {**os.environ, **stack.env(), **GATEWAY_ENV}
+    env = {**os.environ, **stack.env(), **GATEWAY_ENV, "T2I_TOKEN_FILE": str(stack.tokens.client_file("read"))}
     return subprocess.run([sys.executable, "-m", "t2i.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)

@@ -11,9 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from core.auth import LocalTokens
 from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
+from devstack.milvus import milvus_token
 from devstack.process import free_port
 from devstack.stack import gateway_serving
 from t2i.client import GatewayClient
@@ -54,7 +56,7 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
     try:
         wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
         assert processes_mentioning(str(data))  # Milvus, Triton and the gateway run from the data dir
-        client = GatewayClient(gateway)
+        client = GatewayClient(gateway, token=LocalTokens(data / "stack" / "auth").token("read"))
         info = client.info()
         assert (info.count, info.collection, info.model_id) == (0, "", "random:tiny")
         with pytest.raises(grpc.RpcError) as refused:  # nothing indexed yet: said plainly
@@ -62,7 +64,9 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "t2i reindex" in refused.value.details()
         client.close()
         # Readiness, GetIndexInfo and the search above wrote nothing: no collection, no alias.
-        milvus = ImageIndex(env["T2I_MILVUS_URI"], "t2i_up_test", ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=10)
+        milvus = ImageIndex(
+            env["T2I_MILVUS_URI"], "t2i_up_test", ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=10, token=milvus_token(data / "stack" / "milvus")
+        )
         assert milvus.active_collection() is None and milvus.orphans() == []
         milvus.close()
         proc.send_signal(signal.SIGTERM)

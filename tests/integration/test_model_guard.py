@@ -15,7 +15,7 @@ from tests.integration.conftest import run_t2i, wait_for
 
 def test_other_model_is_refused(stack: LocalStack, index: ImageIndex, client: GatewayClient, tmp_path: Path) -> None:
     ours = index.ensure_active()
-    other = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp("someone/else-clip", "f" * 64, 32), timeout_s=10)
+    other = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp("someone/else-clip", "f" * 64, 32), timeout_s=10, token=stack.milvus_token)
     foreign = other.new_collection()
     index.swap_alias(foreign)
     try:

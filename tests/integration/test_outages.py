@@ -32,7 +32,7 @@ def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     local = LocalStack(tiny_repo, tmp_path_factory.mktemp("outages"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_outages", extra_env=GATEWAY_ENV)
     local.start()
     try:
-        with GatewayClient(local.gateway_address, timeout_s=30) as client:
+        with GatewayClient(local.gateway_address, timeout_s=30, token=local.token("write")) as client:
             photo = sample_photos(1)[0]
             reply = client.index.UpsertImages(pb.UpsertImagesRequest(items=[pb.ImageItem(id="probe", content=photo.read_bytes(), uri=str(photo))]), timeout=60)
             assert reply.upserted == 1
@@ -43,7 +43,7 @@ def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def client(stack: LocalStack) -> Iterator[GatewayClient]:
-    with GatewayClient(stack.gateway_address, timeout_s=20) as gateway:
+    with GatewayClient(stack.gateway_address, timeout_s=20, token=stack.token("write")) as gateway:
         yield gateway
 
 

@@ -53,7 +53,7 @@ def scale_stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def scale_index(scale_stack: LocalStack) -> Iterator[ImageIndex]:
-    direct = ImageIndex(scale_stack.milvus_uri, ALIAS, ModelStamp.of(Manifest.read(scale_stack.repo)), timeout_s=30)
+    direct = ImageIndex(scale_stack.milvus_uri, ALIAS, ModelStamp.of(Manifest.read(scale_stack.repo)), timeout_s=30, token=scale_stack.milvus_token)
     yield direct
     direct.close()
 
@@ -105,7 +105,7 @@ def test_sharded_reindex_over_a_folder_with_a_killed_shard(scale_stack: LocalSta
     folder = tmp_path / "photos"
     synthetic_photos(folder, 45, seed=5)
     assert run_t2i(scale_stack, "reindex", str(folder), "--full", "--no-progress").returncode == 0
-    client = GatewayClient(scale_stack.gateway_address, timeout_s=20)
+    client = GatewayClient(scale_stack.gateway_address, timeout_s=20, token=scale_stack.token("write"))
     before = client.info().collection
     synthetic_photos(folder, 60, seed=6)  # 15 new files, 45 changed
     counts = Counter(shard_of(f.id, SHARDS) for f in Source(str(folder)).list())
@@ -194,7 +194,7 @@ def test_sharded_reindex_over_s3(scale_stack: LocalStack, scale_index: ImageInde
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-    client = GatewayClient(scale_stack.gateway_address, timeout_s=20)
+    client = GatewayClient(scale_stack.gateway_address, timeout_s=20, token=scale_stack.token("write"))
     wait_for(lambda: client.search_text("noise", top_k=30).model_id != "", 10, "searches")
     hits = client.search_text("noise", top_k=30).hits
     assert len(hits) == 24 and all(h.uri.startswith("s3://photos/catalog/2026/") and h.labels[0] in ("even", "odd") for h in hits)
@@ -221,7 +221,7 @@ def test_three_gateways_round_robin_and_a_kill(scale_stack: LocalStack, tmp_path
             process.wait_until(lambda a=address: gateway_serving(a), 60, "SERVING")
         all_three = [(scale_stack.gateway_address, scale_stack.metrics_port), *[(a, m) for a, m, _ in gateways]]
         before = [metric(port, "SearchText") for _, port in all_three]
-        client = GatewayClient("ipv4:" + ",".join(address for address, _ in all_three), timeout_s=20)
+        client = GatewayClient("ipv4:" + ",".join(address for address, _ in all_three), timeout_s=20, token=scale_stack.token("read"))
         with Load(client) as load:
             wait_for(lambda: len(load.answers) >= 60, 60, "60 answers")
             spread = [metric(port, "SearchText") - b for (_, port), b in zip(all_three, before, strict=True)]
@@ -242,7 +242,7 @@ def test_model_upgrade_under_load_has_zero_errors(scale_stack: LocalStack, scale
     folder = tmp_path / "photos"
     synthetic_photos(folder, 20, seed=9)
     assert run_t2i(scale_stack, "reindex", str(folder), "--full", "--no-progress").returncode == 0
-    client = GatewayClient(scale_stack.gateway_address, timeout_s=20)
+    client = GatewayClient(scale_stack.gateway_address, timeout_s=20, token=scale_stack.token("write"))
     v1 = client.info()
     assert v1.model_id == "random:tiny"
     with Load(client) as load:

@@ -64,7 +64,7 @@ def photo_root(stack: LocalStack, client: GatewayClient, tmp_path_factory: pytes
 @pytest.fixture(scope="module")
 def page(stack: LocalStack, photo_root: Path) -> Iterator[TestClient]:
     settings = WebSettings(gateway=stack.gateway_address, image_roots=str(photo_root))
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(settings, token=stack.token("read"))) as http:
         yield http
 
 
@@ -160,7 +160,7 @@ def test_gateway_down_is_a_clear_503() -> None:
 def web_server(stack: LocalStack, photo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The page as its own process, the way ``t2i up`` runs it."""
     address = f"127.0.0.1:{free_port()}"
-    process = start_web(address, stack.gateway_address, str(photo_root), tmp_path_factory.mktemp("weblog") / "web.log")
+    process = start_web(address, stack.gateway_address, str(photo_root), tmp_path_factory.mktemp("weblog") / "web.log", stack.tokens.client_file("read"))
     try:
         yield f"http://{address}"
     finally:

@@ -8,6 +8,7 @@ bundled schema (ServiceMonitor, the Milvus operator's ``Milvus``).
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from core.auth import parse_tokens, token_hash
 from core.settings import GatewaySettings, split_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +202,21 @@ def test_prod_runs_milvus_with_production_settings() -> None:
     assert milvus["dependencies"]["etcd"]["inCluster"]["values"]["replicaCount"] == 3
     assert milvus["dependencies"]["storage"]["type"] == "S3" and milvus["dependencies"]["storage"]["external"] is True
     assert milvus["components"]["queryNode"]["replicas"] >= 2 and milvus["components"]["mixCoord"]["replicas"] >= 2
+
+
+def test_the_gateway_reads_its_tokens_from_a_mounted_secret(objects: list[dict[str, Any]]) -> None:
+    gateway = named(objects, "Deployment", "t2i-gateway")
+    spec = pod_spec(gateway)
+    container = spec["containers"][0]
+    path = next(item["value"] for item in container["env"] if item["name"] == "T2I_AUTH_TOKENS_FILE")
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert "subPath" not in mount  # a subPath mount never sees Secret updates: rotation would need a restart
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"].startswith("t2i-gateway-tokens") and volume["secret"]["items"][0]["path"] == path.rsplit("/", 1)[1]
+
+
+def test_the_dev_token_secret_is_a_valid_token_file() -> None:
+    secret = next(o for o in render("dev") if o["kind"] == "Secret" and o["metadata"]["name"].startswith("t2i-gateway-tokens"))
+    entries = parse_tokens(base64.b64decode(secret["data"]["tokens"]).decode())
+    assert {entry.name: sorted(entry.scopes) for entry in entries} == {"dev-read": ["read"], "dev-write": ["read", "write"]}
+    assert entries[1].digest == token_hash("t2i-dev-write-token")  # the value the overlay's comment gives

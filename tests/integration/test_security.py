@@ -1,0 +1,70 @@
+"""The local stack is closed: tokens on the gateway, Milvus with auth, and nothing listening beyond loopback."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+import pytest
+from pymilvus import MilvusClient
+
+from devstack.sockets import descendants, tree_listeners
+from devstack.stack import LocalStack
+from t2i.client import GatewayClient
+from tests.integration.conftest import assert_serving
+from text2image.v1 import text2image_pb2 as pb
+
+
+def upsert(stack: LocalStack, token: str | None) -> pb.UpsertImagesResponse:
+    client = GatewayClient(stack.gateway_address, timeout_s=20, token=token or "")
+    try:
+        return client.index.UpsertImages(pb.UpsertImagesRequest(items=[pb.ImageItem(id="security/none", content=b"not an image")]), timeout=20)
+    finally:
+        client.close()
+
+
+def test_writes_need_the_write_token(stack: LocalStack) -> None:
+    for token, code in (
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        ("t2i_forged", grpc.StatusCode.UNAUTHENTICATED),
+        (stack.token("read"), grpc.StatusCode.PERMISSION_DENIED),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            upsert(stack, token)
+        assert refused.value.code() == code, refused.value.details()
+    reply = upsert(stack, stack.token("write"))  # accepted: the bad bytes fail that item alone
+    assert reply.failed == 1 and "not a recognized image" in reply.results[0].error
+    with GatewayClient(stack.gateway_address, timeout_s=20, token="") as anonymous, pytest.raises(grpc.RpcError) as refused:
+        anonymous.info()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # reads need a token too
+    with GatewayClient(stack.gateway_address, timeout_s=20, token=stack.token("read")) as reader:
+        assert reader.info().alias == stack.alias
+    assert_serving(stack)
+
+
+def test_milvus_refuses_clients_without_the_generated_password(stack: LocalStack) -> None:
+    for token in ("", "root:Milvus"):  # no credentials, and the default root password
+        with pytest.raises(Exception, match=r"auth|illegal|password|credential|Unauthenticated|denied"):
+            client = MilvusClient(uri=stack.milvus_uri, token=token, timeout=10)
+            client.list_collections()
+    client = MilvusClient(uri=stack.milvus_uri, token=stack.milvus_token, timeout=10)
+    assert isinstance(client.list_collections(), list)
+    client.close()
+    assert oct((stack.data_dir / "milvus" / "root.token").stat().st_mode & 0o777) == "0o600"
+
+
+def test_no_socket_of_the_stack_listens_beyond_loopback(stack: LocalStack) -> None:
+    processes = {"milvus": stack.milvus, "triton": stack.triton, "gateway": stack.gateway}
+    found = {}
+    for name, process in processes.items():
+        assert process is not None and process.pid is not None
+        found[name] = tree_listeners(process.pid)
+    assert all(found.values()), found  # each one listens somewhere: the check sees real sockets
+    open_to_the_network = {name: [f"{s.host}:{s.port}" for s in sockets if not s.loopback] for name, sockets in found.items()}
+    assert open_to_the_network == {name: [] for name in processes}
+    # Milvus's own ports live in a network namespace of their own: only the proxy and health
+    # ports reach the host, through the sockets the launcher bound on 127.0.0.1.
+    assert stack.milvus is not None and stack.milvus.pid is not None and stack.milvus_ports is not None
+    assert sorted(s.port for s in found["milvus"]) == sorted([stack.milvus_ports.proxy, stack.milvus_ports.health])
+    namespaces = {os.readlink(f"/proc/{pid}/ns/net") for pid in descendants(stack.milvus.pid)}
+    assert os.readlink("/proc/self/ns/net") not in namespaces
