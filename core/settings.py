@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(16, ge=4, description="HNSW M for new collections")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW efConstruction for new collections")
     hnsw_ef: int = Field(64, ge=1, description="HNSW ef at search time (raised to top_k when smaller)")
+    otlp_endpoint: str = Field("", description="OpenTelemetry collector (OTLP/gRPC, e.g. http://otel-collector:4317); empty: no tracing")
     data_dir: Path = Field(Path("data"), description="where the local stack keeps its data and logs")
     triton_env: Path = Field(Path(".venv-triton"), description="virtual environment of the local Triton's python backend")
     model_template: Path = Field(Path("model_repository"), description="committed Triton configs that an export copies")
@@ -148,6 +149,9 @@ class GatewaySettings(Settings):
     )
     max_connection_age_s: float = Field(
         60.0, ge=0, description="close client connections after this long (0: never), so clients re-resolve DNS and reach new replicas"
+    )
+    max_in_flight: int = Field(
+        32, ge=1, description="requests served at once; more are refused at once with RESOURCE_EXHAUSTED and a retry hint (health is never refused)"
     )
     auth: Literal["tokens", "open"] = Field(
         "tokens", description="'tokens': every call but health and reflection needs a bearer token; 'open': none (only on a loopback listen address)"

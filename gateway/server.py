@@ -12,11 +12,14 @@ import sys
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from core.auth import TokenStore
 from core.errors import UserError
 from core.logs import configure_logging
 from core.settings import GatewaySettings, add_flags, from_flags, redact_uri, split_address
+from core.tracing import configure as configure_tracing
+from gateway.admission import Admission
 from gateway.auth import AuthInterceptor
 from gateway.health import SERVICE_NAMES, ReadinessMonitor
 from gateway.interceptors import ErrorMappingInterceptor
@@ -91,10 +94,13 @@ def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> str:
 async def serve(settings: GatewaySettings) -> None:
     """Run the gateway until SIGTERM or SIGINT, then drain and stop."""
     auth = authenticator(settings)
+    tracing = configure_tracing("t2i-gateway", settings.otlp_endpoint)
     engine = engine_from_settings(settings)
     max_bytes = settings.max_message_mb * 2**20
     server = grpc.aio.server(
-        interceptors=[*([auth] if auth else []), ErrorMappingInterceptor(request_caps(settings))],
+        interceptors=[*([auth] if auth else []), ErrorMappingInterceptor(request_caps(settings), Admission(settings.max_in_flight))],
+        # A backstop for floods of any method (health and reflection included), well above the shedding bound.
+        maximum_concurrent_rpcs=settings.max_in_flight * 4 + 16,
         options=[
             # Never share the port with another process (grpc sets SO_REUSEPORT by default): a stale
             # gateway left on the port would otherwise keep answering half the connections.
@@ -142,6 +148,8 @@ async def serve(settings: GatewaySettings) -> None:
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_s)
     await engine.close()
+    if tracing:
+        trace.get_tracer_provider().shutdown()  # type: ignore[attr-defined]  # the SDK provider: flush the last spans
     logger.info("gateway stopped")
 
 

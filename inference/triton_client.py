@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from core.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
 from core.settings import Settings, TlsFiles
+from core.tracing import outgoing, span
 from inference.images import PreprocessConfig
 from inference.tokenizer import ClipTokenizer, TokenBatch
 
@@ -153,7 +154,8 @@ class TritonEncoder:
 
     async def encode_texts(self, texts: list[str], deadline: float | None = None) -> tuple[np.ndarray, TokenBatch]:
         """Tokenize and encode texts; returns the vectors and the token batch (lengths, truncation)."""
-        tokens = self.tokenizer.encode(texts)
+        with span("tokenize", texts=len(texts)):
+            tokens = self.tokenizer.encode(texts)
         return await self.encode_tokens(tokens, deadline), tokens
 
     async def encode_pixels(self, pixel_values: np.ndarray, deadline: float | None = None) -> np.ndarray:
@@ -170,7 +172,9 @@ class TritonEncoder:
                 if timeout <= 0:
                     raise DeadlineExceeded(f"deadline passed before Triton answered ({model})")
             try:
-                result = await self._client.infer(model, inputs, model_version=self.version, outputs=[InferRequestedOutput(output)], client_timeout=timeout)
+                result = await self._client.infer(
+                    model, inputs, model_version=self.version, outputs=[InferRequestedOutput(output)], client_timeout=timeout, headers=dict(outgoing())
+                )
                 return np.asarray(result.as_numpy(output))
             except InferenceServerException as exc:
                 status = status_of(exc)

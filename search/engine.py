@@ -30,6 +30,7 @@ from core.metrics import downstream
 from core.milvus_errors import CollectionMissing
 from core.records import Hit, IndexInfo, ModelStamp, Record, item_hash, make_row
 from core.settings import GatewaySettings
+from core.tracing import span
 from inference.images import ImageLimits, load_pixels
 from inference.models import ModelCatalog, catalog_from_settings
 from inference.triton_client import TritonEncoder
@@ -187,7 +188,8 @@ class SearchEngine:
         raise AssertionError("unreachable")
 
     async def _pixels(self, data: bytes, encoder: TritonEncoder) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels, data, encoder.preprocess_config, self.limits)
+        with span("decode", bytes=len(data)):
+            return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels, data, encoder.preprocess_config, self.limits)
 
     async def _embed_text(self, encoder: TritonEncoder, text: str, deadline: float | None) -> CachedText:
         """``text``'s vector from ``encoder``'s model, through the cache (keyed by the model's checksum)."""

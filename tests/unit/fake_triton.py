@@ -26,9 +26,19 @@ class FakeTritonClient:
         self.timeouts: list[float] = []
         self.ready = True
         self.versions: list[str] = []  # the model version of each infer call
+        self.headers: list[dict[str, str]] = []  # the metadata of each infer call (trace context)
 
-    async def infer(self, model: str, inputs: list[Any], model_version: str = "", outputs: Any = None, client_timeout: float | None = None) -> FakeResult:
+    async def infer(
+        self,
+        model: str,
+        inputs: list[Any],
+        model_version: str = "",
+        outputs: Any = None,
+        client_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> FakeResult:
         self.calls += 1
+        self.headers.append(dict(headers or {}))
         self.versions.append(model_version)
         self.timeouts.append(float(client_timeout or 0))
         if self.failures:

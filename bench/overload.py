@@ -1,0 +1,197 @@
+"""Load shedding under overload: the shipped gateway (``T2I_MAX_IN_FLIGHT``) against the same gateway with no bound.
+
+Starts Milvus and Triton on loopback (the random ViT-B/32, fp32: the shipped default) with a
+collection of ``--size`` clustered vectors, and two gateways on them: the shipped one and a
+baseline whose in-flight bound is out of reach (how the gateway behaved before: every request
+queued). The saturating concurrency is measured once, on the shipped gateway, as the smallest closed-loop concurrency whose throughput is within 10% of the
+best. Then, for each gateway, ``4 ×`` that concurrency and 256 clients send SearchText back to
+back for ``--seconds``; a refused client waits the server's retry hint (``grpc-retry-pushback-ms``)
+and sends again. Reported: accepted p50/p99, refusals and their client-side latency, gateway CPU
+per refused request (the phase's gateway CPU less the accepted requests' share at the CPU cost
+measured at saturation), and recovery: the latency of the first requests after the load stops.
+Writes bench/results/<date>-<host>-overload.json and the table between the markers of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from bench.data import clustered_vectors
+from bench.load import run_load
+from bench.procs import cpu_seconds
+from bench.report import describe_flags, publish, run_header
+from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
+from core.index import HnswParams, ImageIndex
+from core.manifest import Manifest
+from core.records import ModelStamp
+from devstack.milvus import local_uri
+from devstack.stack import LocalStack
+from t2i.client import GatewayClient
+
+START, END = "<!-- overload:start -->", "<!-- overload:end -->"
+UNBOUNDED = 1_000_000
+
+
+def saturation(client: GatewayClient, queries: list[str], seconds: float) -> tuple[int, list[dict[str, float]]]:
+    """The smallest concurrency within 10% of the best throughput, and the sweep."""
+    levels = []
+    for concurrency in (1, 2, 4, 8, 16):
+        result = run_load(lambda i: client.search_text(queries[i % len(queries)], top_k=10), concurrency, 10**9, seconds).as_dict()
+        levels.append(result)
+        log(f"c={concurrency}: {result['qps']:.1f} q/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
+    best = max(level["qps"] for level in levels)
+    return int(next(level["concurrency"] for level in levels if level["qps"] >= 0.9 * best)), levels
+
+
+def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float, cpu_per_accepted_ms: float) -> dict[str, Any]:
+    """``clients`` closed-loop clients for ``seconds``; refused clients wait the server's hint."""
+    client = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
+    accepted: list[float] = []
+    refused: list[float] = []
+    other: dict[str, int] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        i = offset
+        while time.monotonic() < stop_at:
+            i += clients
+            start = time.perf_counter()
+            try:
+                client.search_text(queries[i % len(queries)], top_k=10)
+                with lock:
+                    accepted.append((time.perf_counter() - start) * 1000)
+            except grpc.RpcError as exc:
+                elapsed = (time.perf_counter() - start) * 1000
+                code = exc.code()
+                with lock:
+                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        refused.append(elapsed)
+                    else:
+                        other[code.name] = other.get(code.name, 0) + 1
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms", "50")  # type: ignore[attr-defined]
+                    time.sleep(int(hint) / 1000)
+
+    pid = gateway.process.pid or 0
+    cpu_before, wall = cpu_seconds(pid, descendants=False), time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - wall
+    cpu_ms = (cpu_seconds(pid, descendants=False) - cpu_before) * 1000
+    # Recovery: the first requests once the load has stopped.
+    after = []
+    for i in range(10):
+        start = time.perf_counter()
+        client.search_text(f"after the storm {i}", top_k=10)
+        after.append((time.perf_counter() - start) * 1000)
+    client.close()
+    ok = np.asarray(accepted or [float("nan")])
+    no = np.asarray(refused or [float("nan")])
+    per_refusal = (cpu_ms - len(accepted) * cpu_per_accepted_ms) / len(refused) if refused else float("nan")
+    return {
+        "clients": clients,
+        "seconds": wall,
+        "accepted": len(accepted),
+        "accepted_qps": len(accepted) / wall,
+        "accepted_p50_ms": float(np.percentile(ok, 50)),
+        "accepted_p99_ms": float(np.percentile(ok, 99)),
+        "refused": len(refused),
+        "refused_p50_ms": float(np.percentile(no, 50)),
+        "refused_p99_ms": float(np.percentile(no, 99)),
+        "other_errors": other,
+        "gateway_cpu_ms": cpu_ms,
+        "gateway_cpu_ms_per_refusal": max(per_refusal, 0.0),
+        "after_first_ms": after[0],
+        "after_p50_ms": float(np.median(after)),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The Markdown table."""
+    lines = [
+        f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}: SearchText over "
+        f"{report['size']:,} vectors, random ViT-B/32 fp32 on CPU Triton; saturation at {report['saturating_concurrency']} clients "
+        f"({report['saturating_qps']:.0f} q/s, {report['cpu_per_accepted_ms']:.1f} ms of gateway CPU per answer), shipped bound "
+        f"T2I_MAX_IN_FLIGHT={report['max_in_flight']} ({report['path']}):",
+        "",
+        "| gateway | clients | answered q/s | answered p50 | answered p99 | refused (RESOURCE_EXHAUSTED) | refusal latency p50 / p99 | gateway CPU per refusal | other errors | first request after the load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, runs in report["runs"].items():
+        for run in runs:
+            refusal = f"{run['refused_p50_ms']:.1f} / {run['refused_p99_ms']:.1f} ms" if run["refused"] else "–"
+            cpu = f"{run['gateway_cpu_ms_per_refusal']:.2f} ms" if run["refused"] else "–"
+            lines.append(
+                f"| {name} | {run['clients']} | {run['accepted_qps']:.0f} | {run['accepted_p50_ms']:.0f} ms | {run['accepted_p99_ms']:.0f} ms | "
+                f"{run['refused']} | {refusal} | {cpu} | {sum(run['other_errors'].values())} | {run['after_first_ms']:.0f} ms |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--max-in-flight", type=int, default=None, help="the shipped bound (default: T2I_MAX_IN_FLIGHT's default)")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    from core.settings import GatewaySettings
+
+    bound = args.max_in_flight or GatewaySettings.model_fields["max_in_flight"].default
+    repo = ensure_repo(args.data / "repo-fp32", "fp32")
+    manifest = Manifest.read(repo)
+    queries = sentences()
+    report: dict[str, Any] = {**run_header(), "size": args.size, "max_in_flight": bound, "runs": {}}
+    stack = LocalStack(repo, args.data / "overload", alias="overload")
+    with stack.start(gateway=False):
+        assert stack.milvus_ports is not None
+        uri = local_uri(stack.milvus_ports, stack.data_dir / "milvus")
+        index = ImageIndex(uri, "overload", ModelStamp.of(manifest), timeout_s=60, hnsw=HnswParams(16, 200, 64))
+        log(f"filling {args.size} vectors")
+        fill_collection(index, clustered_vectors(args.size, manifest.dimension))
+        index.close()
+        gateways = {
+            "shipped (bounded)": {"T2I_MAX_IN_FLIGHT": str(bound)},
+            "baseline (no bound: every request queues)": {"T2I_MAX_IN_FLIGHT": str(UNBOUNDED)},
+        }
+        for number, (name, env) in enumerate(gateways.items()):
+            gateway = Gateway(
+                repo, stack.triton_url, uri, "overload", 64, args.data / f"gateway-overload-{number}.log", {**env, "T2I_EMBEDDING_CACHE_SIZE": "0"}
+            )
+            try:
+                if number == 0:
+                    client = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
+                    for i in range(10):
+                        client.search_text(f"warm up {i}", top_k=10)
+                    cpu_before = cpu_seconds(gateway.process.pid or 0, descendants=False)
+                    concurrency, sweep = saturation(client, queries, args.seconds / 4)
+                    served = sum(level["requests"] for level in sweep)
+                    report["cpu_per_accepted_ms"] = (cpu_seconds(gateway.process.pid or 0, descendants=False) - cpu_before) * 1000 / served
+                    client.close()
+                    report.update(saturating_concurrency=concurrency, saturating_qps=max(level["qps"] for level in sweep), sweep=sweep)
+                    log(f"saturation at {concurrency} clients; {report['cpu_per_accepted_ms']:.2f} ms gateway CPU per answer")
+                report["runs"][name] = []
+                for clients in (4 * report["saturating_concurrency"], 256):
+                    log(f"{name}: {clients} clients for {args.seconds:.0f} s")
+                    run = overload(gateway, queries, clients, args.seconds, report["cpu_per_accepted_ms"])
+                    log(f"  {run}")
+                    report["runs"][name].append(run)
+            finally:
+                gateway.stop()
+    publish(report, args.out, "-overload", START, END, render)
+
+
+if __name__ == "__main__":
+    main()
