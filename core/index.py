@@ -34,6 +34,27 @@ T = TypeVar("T")
 _QUERY_PAGE = 1000
 ADMIN_TIMEOUT_S = 60.0  # creating and loading a collection is rare and slower than a query
 STAMP_TTL_S = 10.0  # how long a collection's checked model stamp is trusted before it is read again
+# Calls that may run twice without harm (reads, and writes by primary key), which a batch job retries
+# through an outage (a disk busy for a few seconds made a reindex fail on one "scan").
+IDEMPOTENT = frozenset(
+    {
+        "describe alias",
+        "has collection",
+        "describe collection",
+        "list collections",
+        "query",
+        "scan",
+        "get",
+        "scan labels",
+        "count",
+        "search",
+        "load state",
+        "upsert",
+        "delete",
+        "flush",
+    }
+)
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 8.0
 
 
 def _query_hashes(client: MilvusClient, timeout: float, collection: str, expression: str) -> dict[str, str]:
@@ -61,6 +82,8 @@ class ImageIndex:
         clock: Callable[[], float] = time.monotonic,
         serves: Callable[[ModelStamp], bool] | None = None,
         tls_args: dict[str, str] | None = None,
+        retry_budget_s: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         """Describe the index; the connection opens on first use, so Milvus may start later.
 
@@ -76,6 +99,10 @@ class ImageIndex:
             serves: Which collection stamps this process can encode for (default: ``stamp`` only);
                 a gateway serving several model versions during a rollout passes its catalog's.
             tls_args: pymilvus TLS arguments (``Settings.milvus_tls_args``).
+            retry_budget_s: How long an idempotent call (``IDEMPOTENT``) that met an outage is
+                retried, with capped backoff, before its error is raised; 0 (the gateway: fail fast
+                within the request's deadline) never retries. Batch jobs set it (``T2I_MILVUS_RETRY_S``).
+            sleep: Waits between attempts (tests).
         """
         self.uri = uri
         self.alias = alias
@@ -83,6 +110,8 @@ class ImageIndex:
         self.timeout_s = timeout_s
         self.token = token
         self.tls_args = tls_args or {}
+        self.retry_budget_s = retry_budget_s
+        self.sleep = sleep
         self.hnsw = hnsw
         self.clock = clock
         self._client = client
@@ -106,7 +135,23 @@ class ImageIndex:
         return min(timeout, left)
 
     def _call(self, what: str, fn: Callable[[MilvusClient, float], T], deadline: float | None = None, limit: float | None = None) -> T:
-        """Run ``fn(client, timeout)`` and turn Milvus failures into domain errors."""
+        """Run ``fn(client, timeout)`` and turn Milvus failures into domain errors; idempotent calls are retried within ``retry_budget_s``."""
+        if what not in IDEMPOTENT or self.retry_budget_s <= 0:
+            return self._call_once(what, fn, deadline, limit)
+        give_up = self.clock() + self.retry_budget_s
+        pause = RETRY_FIRST_S
+        while True:
+            try:
+                return self._call_once(what, fn, deadline, limit)
+            except Unavailable as exc:
+                now = self.clock()
+                if now + pause > give_up or (deadline is not None and now + pause >= deadline):
+                    raise
+                logger.warning("%s; retrying in %.1f s (%.0f s of the retry budget left)", exc, pause, give_up - now)
+                self.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+
+    def _call_once(self, what: str, fn: Callable[[MilvusClient, float], T], deadline: float | None = None, limit: float | None = None) -> T:
         timeout = self._timeout(what, deadline, limit)
         try:
             return fn(self._connect(), timeout)
@@ -485,8 +530,8 @@ class ImageIndex:
         return str(state.get("state")).endswith("Loaded")
 
 
-def index_from_settings(settings: Settings, stamp: ModelStamp, serves: Callable[[ModelStamp], bool] | None = None) -> ImageIndex:
-    """The index that ``settings`` describe, filled with the model ``stamp`` (``serves``: see ``ImageIndex``)."""
+def index_from_settings(settings: Settings, stamp: ModelStamp, serves: Callable[[ModelStamp], bool] | None = None, retry_budget_s: float = 0.0) -> ImageIndex:
+    """The index that ``settings`` describe, filled with the model ``stamp`` (``serves``, ``retry_budget_s``: see ``ImageIndex``)."""
     return ImageIndex(
         settings.milvus_uri,
         settings.collection_alias,
@@ -496,4 +541,5 @@ def index_from_settings(settings: Settings, stamp: ModelStamp, serves: Callable[
         hnsw=HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef),
         serves=serves,
         tls_args=settings.milvus_tls_args(),
+        retry_budget_s=retry_budget_s,
     )

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     collection_alias: str = Field("t2i_images", description="alias that queries go through")
     triton_timeout_s: float = Field(5.0, gt=0, description="timeout of one Triton call")
     milvus_timeout_s: float = Field(5.0, gt=0, description="timeout of one Milvus call")
+    milvus_retry_s: float = Field(
+        120.0, ge=0, description="batch jobs: how long an idempotent Milvus call is retried through an outage before the job fails (the gateway never retries)"
+    )
     milvus_threads: int = Field(4, ge=1, description="threads that run blocking Milvus calls")
     decode_threads: int = Field(2, ge=1, description="threads that decode images in the gateway")
     max_batch: int = Field(64, ge=1, description="most items in one Embed/Upsert/Delete request")

@@ -69,7 +69,7 @@ async def reindex(
     """Run one reindex pass (one shard of it) with the Triton and Milvus of ``settings`` (``on_batch``: see ``Reindexer``)."""
     source = Source(str(location))
     encoder = encoder_from_settings(settings, timeout_s=max(settings.triton_timeout_s, batch_timeout_s), version=model_version)
-    index = index_from_settings(settings, ModelStamp.of(encoder.manifest))
+    index = index_from_settings(settings, ModelStamp.of(encoder.manifest), retry_budget_s=settings.milvus_retry_s)
     limits = ImageLimits.from_settings(settings)
     try:
         if not await encoder.ready():
@@ -145,7 +145,8 @@ def report_exit_code(report: ReindexReport, strict: bool) -> int:
 
 def _writer_index(settings: Settings) -> ImageIndex:
     """An index for promoting and rolling back, stamped with the newest export (only ``run_collection`` checks the stamp)."""
-    return index_from_settings(settings, ModelStamp.of(Manifest.read(settings.model_repository)))  # no Triton channel needed
+    # No Triton channel needed.
+    return index_from_settings(settings, ModelStamp.of(Manifest.read(settings.model_repository)), retry_budget_s=settings.milvus_retry_s)
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:

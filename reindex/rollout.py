@@ -75,7 +75,7 @@ def reload_models(settings: Settings) -> list[str]:
 def version_states(settings: Settings) -> list[VersionState]:
     """Every finished version of the repository, oldest first."""
     repo = settings.model_repository
-    index = index_from_settings(settings, ModelStamp.of(Manifest.read(repo)))
+    index = index_from_settings(settings, ModelStamp.of(Manifest.read(repo)), retry_budget_s=settings.milvus_retry_s)
     client = _triton(settings)
     try:
         used = index.family_stamps()

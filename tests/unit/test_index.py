@@ -6,6 +6,8 @@ and ``tests/integration`` runs the same behaviour against the real server.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import numpy as np
 import pytest
@@ -186,3 +188,42 @@ def test_a_collection_created_again_under_its_name_is_checked_again() -> None:
     clock.now += STAMP_TTL_S
     with pytest.raises(FailedPrecondition, match="someone/else-clip"):
         index.active()
+
+
+class FlakyOnce(FakeMilvusClient):
+    """Fails the first ``failures`` calls with a Milvus timeout (a busy disk), then answers."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def _enter(self, name: str, collection: str | None = None) -> dict[str, Any] | None:
+        if self.failures:
+            self.failures -= 1
+            self.calls.append(name)
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED)
+        return super()._enter(name, collection)
+
+
+def test_a_batch_job_retries_idempotent_calls_through_an_outage_within_its_budget() -> None:
+    clock, waits = Clock(), []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    client = FlakyOnce(3)
+    client.add("c1", STAMP.describe(), {"y": {"vector": [1.0, 0.0]}})
+    index = ImageIndex("http://fake:19530", "alias", STAMP, client=client, clock=clock, retry_budget_s=30, sleep=sleep)  # type: ignore[arg-type]  # the fake client
+    np.testing.assert_array_equal(index.vector_of("c1", "y"), [1.0, 0.0])
+    assert waits == [0.5, 1.0, 2.0] and client.calls == ["get"] * 4
+    # The budget runs out: the outage is raised, after as many attempts as fit.
+    client.failures = 100
+    with pytest.raises(Unavailable, match=r"did not answer \(get\)"):
+        index.vector_of("c1", "y")
+    assert sum(waits) <= 3.5 + 30
+    # No budget (the gateway, bound by the request deadline): one attempt only.
+    client.failures, client.calls = 1, []
+    with pytest.raises(Unavailable):
+        make_index(client).vector_of("c1", "y")
+    assert client.calls == ["get"]

@@ -37,7 +37,9 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 def tree(spans: tuple[ReadableSpan, ...], root: ReadableSpan, depth: int = 0) -> list[str]:
     """``root`` and its descendants, indented by depth, in start order."""
     lines = ["  " * depth + root.name]
-    children = sorted((s for s in spans if s.parent is not None and root.context is not None and s.parent.span_id == root.context.span_id), key=lambda s: s.start_time or 0)
+    children = sorted(
+        (s for s in spans if s.parent is not None and root.context is not None and s.parent.span_id == root.context.span_id), key=lambda s: s.start_time or 0
+    )
     for child in children:
         lines += tree(spans, child, depth + 1)
     return lines
