@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,devstack,dev
 
-.PHONY: install protos demo up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload clean
+.PHONY: install protos demo up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT)
 
@@ -134,6 +134,10 @@ bench-gpu:
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m bench.gpu
 
 # CPU ms per query of the gateway, Triton and Milvus at c=16 (bench/results/*-tiers.json; docs/benchmarks.md; about 6 minutes).
+# The fault and abuse campaign on a local stack of its own (docs/reliability.md); 'make test' runs a short one.
+chaos: install
+	$(BIN)/python -m bench.chaos
+
 # Load shedding at 4x the saturating concurrency and at 256 clients, against an unbounded gateway (docs/benchmarks.md).
 bench-overload: install
 	$(BIN)/pip install --quiet -r requirements-bench.txt

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -35,20 +34,18 @@ def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) ->
         os._exit(1)
 
 
-def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None]:
-    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when the launching thread exits.
+# Runs in the child, then execs the server: prctl(PR_SET_PDEATHSIG), exit if the launcher is already
+# gone, exec. A separate program, not a ``preexec_fn``: a ``preexec_fn`` makes subprocess fork() instead
+# of vfork(), and gRPC's fork handlers abort a child forked while other threads use gRPC (seen here:
+# Triton restarted under load exited with SIGABRT before writing a line).
+_EXEC_DYING_WITH_PARENT = (
+    "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, int(sys.argv[1]), 0, 0, 0); "
+    "os.getppid() == int(sys.argv[2]) or os._exit(1); os.execvp(sys.argv[3], sys.argv[3:])"
+)
 
-    libc is loaded here, before the fork, so that the child only makes the ``prctl`` call (no
-    ``dlopen`` between fork and exec). The child exits at once if the launcher is already gone.
-    """
-    parent = os.getpid()
+
+def dying_with_parent(argv: list[str], sig: int = signal.SIGKILL) -> list[str]:
+    """``argv`` wrapped so that the process gets ``sig`` when the launching thread exits (Linux; elsewhere ``argv``)."""
     if not sys.platform.startswith("linux"):
-        return lambda: None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
+        return argv
+    return [sys.executable, "-S", "-c", _EXEC_DYING_WITH_PARENT, str(int(sig)), str(os.getpid()), *argv]

@@ -16,6 +16,7 @@ from core.settings import redact_uri
 
 # Milvus error codes (``MilvusException.code``; the server's merr codes, which pymilvus passes on).
 COLLECTION_NOT_FOUND = 100
+COLLECTION_NOT_LOADED = 101  # after a Milvus restart, until its query node has loaded the collection again
 ALIAS_NOT_FOUND = 1600
 # The service cannot answer now: not ready (1), unavailable or connection failed (2), memory,
 # request, disk and rate limits (3, 4, 7, 8), time tick delay (11). pymilvus also uses 1 for
@@ -60,6 +61,9 @@ def classify(exc: BaseException, what: str, uri: str, timeout_s: float, deadline
     if isinstance(exc, MilvusException):
         if exc.code == COLLECTION_NOT_FOUND:
             return CollectionMissing(f"Milvus collection gone ({what}): the alias was moved; retry")
-        if exc.code in UNAVAILABLE_CODES and type(exc) is MilvusException:
-            return Unavailable(f"Milvus at {uri} is unavailable ({what}): {exc.message}")
+        if exc.code == COLLECTION_NOT_LOADED or (exc.code in UNAVAILABLE_CODES and type(exc) is MilvusException):
+            return Unavailable(
+                f"Milvus at {uri} is unavailable ({what}): {exc.message}"
+                + ("; the collection is loading, as after a restart: retry shortly" if exc.code == COLLECTION_NOT_LOADED else "")
+            )
     return None

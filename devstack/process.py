@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import UserError
-from core.lifetime import parent_death_signal
+from core.lifetime import dying_with_parent
 from devstack.sockets import descendants, describe_pid, holders
 
 logger = logging.getLogger(__name__)
@@ -88,10 +88,9 @@ class ManagedProcess:
                     "stop that process (a stack left from an earlier run?) or choose another port"
                 )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        dies_with_launcher = parent_death_signal(signal.SIGKILL)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv,
+                dying_with_parent(self.argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -99,7 +98,6 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
                 pass_fds=[sock.fileno() for sock in self.inherit],
-                preexec_fn=dies_with_launcher,  # noqa: PLW1509 - one prctl call, prepared before the fork
             )
         for sock in self.inherit:
             sock.close()

@@ -25,7 +25,7 @@ import struct
 import subprocess
 import sys
 
-from core.lifetime import parent_death_signal
+from core.lifetime import die_with_parent, dying_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ def _forwarder(port: int):  # type: ignore[no-untyped-def]
 
 async def run(listen: list[tuple[int, int]], command: list[str]) -> int:
     """Forward each inherited listening socket to its port inside the namespace while ``command`` runs."""
+    # Again here: entering a user namespace (unshare --map-root-user, when not root) clears the setting.
+    die_with_parent(signal.SIGKILL)
     loopback_up()
-    child = subprocess.Popen(command, preexec_fn=parent_death_signal(signal.SIGKILL))  # noqa: PLW1509 - one prctl call
+    child = subprocess.Popen(dying_with_parent(command))
     servers = [await asyncio.start_server(_forwarder(port), sock=socket.socket(fileno=fd)) for fd, port in listen]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

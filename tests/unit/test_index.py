@@ -52,6 +52,7 @@ def make_index(client: FakeMilvusClient, clock: Clock | None = None) -> ImageInd
         (MilvusException(COLLECTION_NOT_FOUND, "collection not found"), CollectionMissing),
         (MilvusException(2, "Fail connecting to server"), Unavailable),  # pymilvus's connection failure
         (MilvusException(8, "rate limit exceeded"), Unavailable),
+        (MilvusException(101, "failed to search: collection not loaded"), Unavailable),  # met after a Milvus SIGKILL and restart
         (MilvusException(grpc.StatusCode.UNAVAILABLE, "Retry timeout: 5s"), Unavailable),  # pymilvus's retry wrapper
         (RpcFailure(grpc.StatusCode.UNAVAILABLE), Unavailable),
         (RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED), Unavailable),  # slower than one call may take

@@ -1,0 +1,542 @@
+"""The fault and abuse campaign (``make chaos``; a short version runs in ``make test``).
+
+On a local stack of its own (the tiny random CLIP: this measures robustness, not speed) it runs
+SearchText load from closed-loop clients at about 80% of the saturating concurrency and:
+
+- injects faults, several times each: SIGKILL Triton (restarted after a pause), SIGSTOP Milvus
+  (SIGCONT after ``--stop-s``), SIGKILL Milvus (restarted), SIGKILL the gateway (restarted). For
+  each: the load's errors by status during the fault and in a window after recovery, the time to
+  recover (first answer after the component is back), and whether the gateway process is still
+  the same one (recovery without a restart);
+- kills the reindex job at random moments while the folder changes, reruns it, and checks that
+  the index holds exactly the folder: every id once, with the right content hash;
+- sends bad input: mutated real requests of every RPC as raw bytes (bit flips, truncation,
+  inserted bytes, invalid UTF-8, huge and empty values, odd Unicode); slow clients that open
+  connections and never finish them; a flood of new connections.
+
+It records the RSS of the gateway, Triton and Milvus before and after, writes
+bench/results/<date>-<host>-chaos.json and the table between the markers of docs/reliability.md,
+and fails (exit 1) when an invariant breaks: an INTERNAL or UNKNOWN status for client input, a
+crash of a component that was not the one killed, a gateway restart needed to recover, or an
+index that is not exact after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from bench.procs import rss_mb
+from bench.report import ROOT, replace_between, run_header
+from core.index import ImageIndex
+from core.manifest import Manifest
+from core.records import ModelStamp, item_hash
+from devstack.milvus import start_milvus
+from devstack.process import free_port
+from devstack.sockets import descendants
+from devstack.stack import LocalStack
+from devstack.triton import start_triton
+from export.main import run_export
+from reindex.sources import Source
+from t2i.client import GatewayClient, open_channel
+from text2image.v1 import text2image_pb2 as pb
+
+START, END = "<!-- chaos:start -->", "<!-- chaos:end -->"
+FORBIDDEN = {"INTERNAL", "UNKNOWN"}
+QUERY_WORDS = ("red", "green", "blue", "dog", "cat", "car", "beach", "snow", "two", "small")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """Closed-loop SearchText clients; every outcome is kept as (monotonic time, status name)."""
+
+    client: GatewayClient
+    clients: int
+    outcomes: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self._stop.is_set():
+            query = " ".join(rng.choice(QUERY_WORDS) for _ in range(4)) + f" {rng.random():.6f}"  # new text: Triton is always asked
+            try:
+                self.client.search.SearchText(pb.SearchTextRequest(query=query, top_k=5), timeout=5)
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+                time.sleep(0.05)  # a failing client backs off a little, as a real one would
+            self.outcomes.append((time.monotonic(), code))
+
+    def __enter__(self) -> Load:
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(self.clients)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def codes(self, start: float, end: float) -> dict[str, int]:
+        return dict(Counter(code for at, code in list(self.outcomes) if start <= at < end))
+
+    def first_ok_after(self, moment: float, timeout_s: float) -> float | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for at, code in list(self.outcomes):
+                if at > moment and code == "OK":
+                    return at
+            time.sleep(0.1)
+        return None
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+def _kill_group(pid: int | None, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, TypeError):
+        os.killpg(pid, sig)  # type: ignore[arg-type]
+
+
+def kill_triton(stack: LocalStack, pause_s: float) -> float:
+    assert stack.triton is not None and stack.triton_ports is not None
+    _kill_group(stack.triton.pid, signal.SIGKILL)
+    stack.triton.proc.wait()  # type: ignore[union-attr]
+    time.sleep(pause_s)
+    stack.triton, _ = start_triton(stack.repo, stack.data_dir / "triton", stack.triton_ports)
+    return time.monotonic()
+
+
+def stop_milvus(stack: LocalStack, pause_s: float) -> float:
+    assert stack.milvus is not None
+    _kill_group(stack.milvus.pid, signal.SIGSTOP)
+    time.sleep(pause_s)
+    _kill_group(stack.milvus.pid, signal.SIGCONT)
+    return time.monotonic()
+
+
+def kill_milvus(stack: LocalStack, pause_s: float) -> float:
+    assert stack.milvus is not None and stack.milvus_ports is not None
+    _kill_group(stack.milvus.pid, signal.SIGKILL)
+    stack.milvus.proc.wait()  # type: ignore[union-attr]
+    time.sleep(pause_s)
+    stack.milvus, _ = start_milvus(stack.data_dir / "milvus", stack.milvus_ports)
+    return time.monotonic()
+
+
+def kill_gateway(stack: LocalStack, pause_s: float) -> float:
+    assert stack.gateway is not None
+    _kill_group(stack.gateway.pid, signal.SIGKILL)
+    stack.gateway.proc.wait()  # type: ignore[union-attr]
+    time.sleep(pause_s)
+    stack.start_gateway()
+    return time.monotonic()
+
+
+FAULTS: dict[str, Callable[[LocalStack, float], float]] = {
+    "Triton SIGKILL, restarted": kill_triton,
+    "Milvus SIGSTOP, then SIGCONT": stop_milvus,
+    "Milvus SIGKILL, restarted": kill_milvus,
+    "gateway SIGKILL, restarted": kill_gateway,
+}
+
+
+def alive(stack: LocalStack) -> dict[str, bool]:
+    return {p.name: p.alive() for p in (stack.milvus, stack.triton, stack.gateway) if p is not None}
+
+
+def run_fault(stack: LocalStack, load: Load, name: str, pause_s: float, after_s: float) -> dict[str, Any]:
+    """Inject one fault under load; errors during it and after recovery, recovery time, survivors."""
+    gateway_pid = stack.gateway.pid if stack.gateway else None
+    injected = time.monotonic()
+    healed = FAULTS[name](stack, pause_s)
+    recovered = load.first_ok_after(healed, 120)
+    end = (recovered or time.monotonic()) + after_s
+    time.sleep(max(0.0, end - time.monotonic()))
+    same_gateway = stack.gateway is not None and stack.gateway.pid == gateway_pid
+    return {
+        "fault": name,
+        "during": load.codes(injected, recovered or healed),
+        "after": load.codes(recovered, end) if recovered else {},
+        "recovery_s": None if recovered is None else recovered - healed,
+        "gateway_restarted": not same_gateway,
+        "alive": alive(stack),
+    }
+
+
+# -- reindex kills ---------------------------------------------------------------------------------
+
+
+def write_image(path: Path, rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path, format="PNG")
+
+
+def expected(folder: Path) -> dict[str, str]:
+    source = Source(str(folder))
+    return {image.id: item_hash(source.read(image, 1 << 30), image.uri, image.labels) for image in source.list()}
+
+
+def change_folder(folder: Path, rng: np.random.Generator, run: int) -> None:
+    """Add two images, rewrite one, delete one: the folder moves between runs, as a real one does."""
+    files = sorted(folder.rglob("*.png"))
+    for n in range(2):
+        write_image(folder / f"batch{run % 3}" / f"new_{run:03d}_{n}.png", rng)
+    if files:
+        write_image(files[int(rng.integers(len(files)))], rng)
+        if len(files) > 4:
+            files[int(rng.integers(len(files)))].unlink(missing_ok=True)
+
+
+def reindex_kills(stack: LocalStack, runs: int, folder: Path, seed: int) -> list[dict[str, Any]]:
+    """Kill ``t2i reindex`` at random moments ``runs`` times, rerun it, and compare the index with the folder."""
+    rng = np.random.default_rng(seed)
+    env = {**os.environ, **stack.env()}
+    index = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(Manifest.read(stack.repo)), timeout_s=30, token=stack.milvus_token)
+    results = []
+    try:
+        for run in range(runs):
+            change_folder(folder, rng, run)
+            full = ["--full"] if run % 4 == 3 else []
+            delay = float(rng.uniform(0.3, 4.0))
+            log_path = stack.data_dir / f"reindex-{run}.log"
+            with log_path.open("wb") as out:
+                job = subprocess.Popen(
+                    [sys.executable, "-m", "t2i.cli", "reindex", str(folder), *full], env=env, cwd=ROOT, stdout=out, stderr=out, start_new_session=True
+                )
+                try:
+                    job.wait(timeout=delay)
+                    killed = False
+                except subprocess.TimeoutExpired:
+                    _kill_group(job.pid, signal.SIGKILL)
+                    job.wait()
+                    killed = True
+            rerun = subprocess.run(
+                [sys.executable, "-m", "t2i.cli", "reindex", str(folder)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+            )
+            want = expected(folder)
+            collection = index.active()
+            have = index.hashes(collection) if collection else {}
+            count = index.count(collection) if collection else 0
+            exact = rerun.returncode == 0 and have == want and count == len(want)
+            results.append(
+                {"run": run, "full": bool(full), "killed_after_s": round(delay, 2) if killed else None, "files": len(want), "rows": count, "exact": exact}
+            )
+            how = f"killed after {delay:.1f} s" if killed else "finished before the kill"
+            log(f"reindex run {run}: {how}, {len(want)} files, {count} rows, exact={exact}")
+            if not exact:
+                results[-1]["detail"] = {"missing": sorted(set(want) - set(have))[:5], "extra": sorted(set(have) - set(want))[:5], "rerun": rerun.stderr[-500:]}
+    finally:
+        index.close()
+    return results
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+ODD = ["", "\u0000", "\u202e" * 50, "🐕" * 3000, "ǅ" * 100, "\ud7ff", "x" * 20_000, " \t\n" * 500, "%", "_" * 64, "id\u0000null"]
+
+
+def sample_requests(rng: random.Random) -> dict[str, list[bytes]]:
+    """Valid and strange requests of every RPC, serialized."""
+    image = (ROOT / "docs" / "web-search.png").read_bytes()[:20_000]
+    text = rng.choice(ODD)
+    labels = pb.LabelFilter(all_of=[rng.choice(ODD)], any_of=[text], none_of=["%"])
+    messages: dict[str, list[Any]] = {
+        "/text2image.v1.SearchService/SearchText": [
+            pb.SearchTextRequest(query=t, top_k=rng.choice([0, 1, 5, 10**6]), filter=pb.Filter(labels=labels)) for t in ODD
+        ],
+        "/text2image.v1.SearchService/SearchImage": [
+            pb.SearchImageRequest(image=image, top_k=5),
+            pb.SearchImageRequest(id=text, top_k=3),
+            pb.SearchImageRequest(image=b"\x89PNG" + b"\0" * 64),
+        ],
+        "/text2image.v1.EmbeddingService/EmbedText": [pb.EmbedTextRequest(texts=ODD), pb.EmbedTextRequest(texts=[])],
+        "/text2image.v1.EmbeddingService/EmbedImage": [pb.EmbedImageRequest(images=[image, b"", b"GIF89a"])],
+        "/text2image.v1.IndexService/UpsertImages": [pb.UpsertImagesRequest(items=[pb.ImageItem(id=t, content=image, uri=t, labels=[t]) for t in ODD[:5]])],
+        "/text2image.v1.IndexService/DeleteImages": [pb.DeleteImagesRequest(ids=["chaos-none", text])],
+        "/text2image.v1.IndexService/GetIndexInfo": [pb.GetIndexInfoRequest()],
+        "/text2image.v1.IndexService/GetImages": [pb.GetImagesRequest(ids=ODD)],
+        "/text2image.v1.IndexService/ListLabels": [pb.ListLabelsRequest(max_rows=rng.choice([-1, 0, 2**31 - 1]))],
+    }
+    return {method: [m.SerializeToString() for m in items] for method, items in messages.items()}
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One random mutation of a serialized message."""
+    if not data:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+    buffer = bytearray(data)
+    kind = rng.randrange(6)
+    if kind == 0:  # flip bits
+        for _ in range(rng.randrange(1, 8)):
+            buffer[rng.randrange(len(buffer))] ^= 1 << rng.randrange(8)
+    elif kind == 1:  # truncate
+        del buffer[rng.randrange(len(buffer)) :]
+    elif kind == 2:  # insert random bytes (invalid UTF-8 inside strings, odd tags)
+        at = rng.randrange(len(buffer) + 1)
+        buffer[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 32)))
+    elif kind == 3:  # a string field of invalid UTF-8 (field 1, wire type 2)
+        buffer = bytearray(b"\x0a\x04\xff\xfe\xc3\x28") + buffer
+    elif kind == 4:  # an absurd length prefix
+        buffer = bytearray(b"\x0a\xff\xff\xff\xff\x0f") + buffer
+    else:  # duplicate the message (repeated fields doubled, scalars overwritten)
+        buffer += data
+    return bytes(buffer)
+
+
+def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
+    """``cases`` mutated requests spread over every RPC, as raw bytes; statuses counted by method."""
+    rng = random.Random(seed)
+    by_method: dict[str, Counter[str]] = {}
+    samples = sample_requests(rng)
+    channel = open_channel(address, token)
+    try:
+        for n in range(cases):
+            method = list(samples)[n % len(samples)]
+            data = rng.choice(samples[method])
+            payload = data if n < len(samples) else mutate(data, rng)
+            call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+            try:
+                call(payload, timeout=20)
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+            by_method.setdefault(method.rsplit("/", 1)[1], Counter())[code] += 1
+    finally:
+        channel.close()
+    totals = sum(by_method.values(), Counter())
+    return {"cases": cases, "codes": dict(totals), "by_method": {m: dict(c) for m, c in by_method.items()}}
+
+
+def slow_clients(address: str, count: int, hold_s: float, probe: Callable[[], bool]) -> dict[str, Any]:
+    """``count`` connections that send half an HTTP/2 preface and hang; the service must keep answering meanwhile."""
+    host, port = address.rsplit(":", 1)
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(b"PRI * HTTP/2.0\r\n")  # and nothing more
+            sockets.append(sock)
+        answered, start = 0, time.monotonic()
+        while time.monotonic() - start < hold_s:
+            answered += probe()
+        return {"connections": count, "held_s": hold_s, "answered_meanwhile": answered}
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def connection_flood(address: str, token: str, count: int) -> dict[str, Any]:
+    """``count`` new connections, each making one GetIndexInfo call and closing."""
+    codes: Counter[str] = Counter()
+    for _ in range(count):
+        channel = open_channel(address, token, options=[("grpc.use_local_subchannel_pool", 1)])
+        try:
+            channel.unary_unary("/text2image.v1.IndexService/GetIndexInfo", request_serializer=None, response_deserializer=None)(b"", timeout=10)
+            codes["OK"] += 1
+        except grpc.RpcError as exc:
+            codes[exc.code().name] += 1
+        finally:
+            channel.close()
+    return {"connections": count, "codes": dict(codes)}
+
+
+# -- the campaign ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each kind: ``short`` for make test, the defaults of ``main`` for make chaos."""
+
+    rounds: int
+    clients: int
+    stop_s: float
+    pause_s: float
+    after_s: float
+    reindex_runs: int
+    fuzz_cases: int
+    slow: int
+    flood: int
+    images: int
+
+
+SHORT = Plan(rounds=1, clients=2, stop_s=3.0, pause_s=1.0, after_s=2.0, reindex_runs=3, fuzz_cases=120, slow=20, flood=50, images=12)
+FULL = Plan(rounds=3, clients=3, stop_s=10.0, pause_s=2.0, after_s=5.0, reindex_runs=10, fuzz_cases=2000, slow=200, flood=500, images=40)
+
+
+def rss(stack: LocalStack) -> dict[str, float]:
+    """RSS of each server with its children (Milvus runs under its sandbox, Triton with its python-backend stubs)."""
+    return {p.name: sum(rss_mb(pid) for pid in descendants(p.pid or 0)) for p in (stack.gateway, stack.triton, stack.milvus) if p is not None}
+
+
+def violations(report: dict[str, Any]) -> list[str]:
+    """Every broken invariant, one line each (empty: the campaign passed)."""
+    found = []
+    for name in ("fuzz", "flood"):
+        if bad := FORBIDDEN & set(report[name]["codes"]):
+            found.append(f"{name}: {sorted(bad)} for client input")
+    for fault in report["faults"]:
+        if bad := FORBIDDEN & (set(fault["during"]) | set(fault["after"])):
+            found.append(f"{fault['fault']}: {sorted(bad)}")
+        if fault["recovery_s"] is None:
+            found.append(f"{fault['fault']}: no recovery within 120 s")
+        if fault["gateway_restarted"] and not fault["fault"].startswith("gateway"):
+            found.append(f"{fault['fault']}: the gateway had to be restarted")
+        if not all(fault["alive"].values()):
+            found.append(f"{fault['fault']}: a component died: {fault['alive']}")
+        if set(fault["after"]) - {"OK"}:
+            found.append(f"{fault['fault']}: errors after recovery: {fault['after']}")
+    found += [f"reindex run {run['run']} is not exact: {run.get('detail')}" for run in report["reindex"] if not run["exact"]]
+    if report["slow_clients"]["answered_meanwhile"] == 0:
+        found.append("nothing was answered while slow clients held connections")
+    return found
+
+
+@contextlib.contextmanager
+def campaign_stack(work: Path) -> Iterator[LocalStack]:
+    repo = work / "model_repository"
+    if not (repo / "manifest.json").is_file():
+        run_export("tiny", repo)
+    stack = LocalStack(repo, work / "stack", gateway_address=f"127.0.0.1:{free_port()}", alias="chaos", extra_env={"T2I_HEALTH_INTERVAL_S": "0.5"})
+    with stack:
+        yield stack
+
+
+def run_campaign(plan: Plan, work: Path, seed: int = 0) -> dict[str, Any]:
+    """The whole campaign on a fresh stack under ``work``; returns the report (with ``violations``)."""
+    shutil.rmtree(work / "stack", ignore_errors=True)
+    report: dict[str, Any] = {**run_header(), "plan": plan.__dict__, "faults": []}
+    with campaign_stack(work) as stack:
+        folder = work / "photos"
+        shutil.rmtree(folder, ignore_errors=True)
+        rng = np.random.default_rng(seed)
+        for n in range(plan.images):
+            write_image(folder / f"batch{n % 3}" / f"img_{n:03d}.png", rng)
+        assert (
+            subprocess.run([sys.executable, "-m", "t2i.cli", "reindex", str(folder)], env={**os.environ, **stack.env()}, cwd=ROOT, check=False).returncode == 0
+        )
+        report["rss_before_mb"] = rss(stack)
+        client = GatewayClient(stack.gateway_address, timeout_s=10, token=stack.token("write"))
+        with Load(client, plan.clients) as load:
+            time.sleep(2)
+            for round_number in range(plan.rounds):
+                for name in FAULTS:
+                    log(f"round {round_number + 1}: {name}")
+                    pause = plan.stop_s if name.startswith("Milvus SIGSTOP") else plan.pause_s
+                    report["faults"].append(run_fault(stack, load, name, pause, plan.after_s))
+                    log(f"  {report['faults'][-1]}")
+        report["load"] = {"clients": plan.clients, "requests": len(load.outcomes), "codes": dict(Counter(code for _, code in load.outcomes))}
+        log("reindex kills")
+        report["reindex"] = reindex_kills(stack, plan.reindex_runs, folder, seed)
+        log("fuzz")
+        report["fuzz"] = fuzz(stack.gateway_address, stack.token("write"), plan.fuzz_cases, seed)
+        log(f"  {report['fuzz']['codes']}")
+
+        def probe() -> bool:
+            try:
+                client.info()
+                return True
+            except grpc.RpcError:
+                return False
+
+        report["slow_clients"] = slow_clients(stack.gateway_address, plan.slow, 3.0, probe)
+        report["flood"] = connection_flood(stack.gateway_address, stack.token("read"), plan.flood)
+        report["rss_after_mb"] = rss(stack)
+        report["alive_at_end"] = alive(stack)
+        client.close()
+    report["violations"] = violations(report)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The Markdown tables of docs/reliability.md."""
+    plan = report["plan"]
+    lines = [
+        f"Measured {report['date']} on {report['machine']}, commit {report['commit']}; {plan['rounds']} round(s) of each fault under "
+        f"{report['load']['clients']} closed-loop SearchText clients ({report['load']['requests']} requests in all), Milvus stopped for {plan['stop_s']:.0f} s, "
+        f"components restarted {plan['pause_s']:.0f} s after a kill.",
+        "",
+        "| fault | statuses during the fault | statuses after recovery | recovery after the component is back | gateway restarted |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for fault in report["faults"]:
+        recovery = "none" if fault["recovery_s"] is None else f"{fault['recovery_s']:.1f} s"
+        lines.append(
+            f"| {fault['fault']} | {_codes(fault['during'])} | {_codes(fault['after'])} | {recovery} | {'yes (it was the one killed)' if fault['gateway_restarted'] else 'no'} |"
+        )
+    kills = report["reindex"]
+    killed = [run for run in kills if run["killed_after_s"] is not None]
+    lines += [
+        "",
+        f"Reindex: {len(kills)} runs, {len(killed)} killed mid-run (SIGKILL after 0.3–4 s) and rerun while the folder changed; "
+        f"exact index (every file once, right hash) after {sum(run['exact'] for run in kills)} of {len(kills)}.",
+        "",
+        "| bad input | cases | statuses |",
+        "| --- | --- | --- |",
+        f"| mutated requests of every RPC (raw bytes) | {report['fuzz']['cases']} | {_codes(report['fuzz']['codes'])} |",
+        f"| slow clients holding half-open connections | {report['slow_clients']['connections']} | {report['slow_clients']['answered_meanwhile']} "
+        f"GetIndexInfo calls answered during {report['slow_clients']['held_s']:.0f} s |",
+        f"| a flood of new connections | {report['flood']['connections']} | {_codes(report['flood']['codes'])} |",
+        "",
+        "RSS (MB) before → after: "
+        + ", ".join(f"{name} {report['rss_before_mb'][name]:.0f} → {report['rss_after_mb'].get(name, 0):.0f}" for name in report["rss_before_mb"])
+        + ".",
+        "",
+        f"Invariants broken: {', '.join(report['violations']) or 'none'}.",
+    ]
+    return "\n".join(lines)
+
+
+def _codes(codes: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(codes.items(), key=lambda item: -item[1])) or "–"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--short", action="store_true", help="the short campaign of make test (a few cases of each kind)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=ROOT / "data" / "chaos")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    report = run_campaign(SHORT if args.short else FULL, args.work, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{report['date']}-{report['host']}-chaos{'-short' if args.short else ''}.json"
+    path.write_text(json.dumps(report, indent=2))
+    text = render(report)
+    if not args.short:
+        replace_between(ROOT / "docs" / "reliability.md", START, END, text)
+    print(text)
+    print(f"report: {path}")
+    return 1 if report["violations"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
