@@ -74,11 +74,11 @@ def log(message: str) -> None:
 
 @dataclass
 class Load:
-    """Closed-loop SearchText clients; every outcome is kept as (monotonic time, status name)."""
+    """Closed-loop SearchText clients; every outcome is kept as (sent, answered, status name) on the monotonic clock."""
 
     client: GatewayClient
     clients: int
-    outcomes: list[tuple[float, str]] = field(default_factory=list)
+    outcomes: list[tuple[float, float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -86,13 +86,14 @@ class Load:
         rng = random.Random(seed)
         while not self._stop.is_set():
             query = " ".join(rng.choice(QUERY_WORDS) for _ in range(4)) + f" {rng.random():.6f}"  # new text: Triton is always asked
+            sent = time.monotonic()
             try:
                 self.client.search.SearchText(pb.SearchTextRequest(query=query, top_k=5), timeout=5)
                 code = "OK"
             except grpc.RpcError as exc:
                 code = exc.code().name
                 time.sleep(0.05)  # a failing client backs off a little, as a real one would
-            self.outcomes.append((time.monotonic(), code))
+            self.outcomes.append((sent, time.monotonic(), code))
 
     def __enter__(self) -> Load:
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(self.clients)]
@@ -106,14 +107,16 @@ class Load:
             thread.join(timeout=10)
 
     def codes(self, start: float, end: float) -> dict[str, int]:
-        return dict(Counter(code for at, code in list(self.outcomes) if start <= at < end))
+        """Statuses of the requests sent between ``start`` and ``end``."""
+        return dict(Counter(code for sent, _, code in list(self.outcomes) if start <= sent < end))
 
     def first_ok_after(self, moment: float, timeout_s: float) -> float | None:
+        """When the first request sent after ``moment`` was answered OK (waiting up to ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for at, code in list(self.outcomes):
-                if at > moment and code == "OK":
-                    return at
+            answered = [done for sent, done, code in list(self.outcomes) if sent >= moment and code == "OK"]
+            if answered:
+                return min(answered)
             time.sleep(0.1)
         return None
 
@@ -180,7 +183,7 @@ def run_fault(stack: LocalStack, load: Load, name: str, pause_s: float, after_s:
     healed = FAULTS[name](stack, pause_s)
     recovered = load.first_ok_after(healed, 120)
     end = (recovered or time.monotonic()) + after_s
-    time.sleep(max(0.0, end - time.monotonic()))
+    time.sleep(max(0.0, end - time.monotonic()) + 6)  # the window's requests get their answers (or their 5 s deadline)
     same_gateway = stack.gateway is not None and stack.gateway.pid == gateway_pid
     return {
         "fault": name,
@@ -453,7 +456,7 @@ def run_campaign(plan: Plan, work: Path, seed: int = 0) -> dict[str, Any]:
                     pause = plan.stop_s if name.startswith("Milvus SIGSTOP") else plan.pause_s
                     report["faults"].append(run_fault(stack, load, name, pause, plan.after_s))
                     log(f"  {report['faults'][-1]}")
-        report["load"] = {"clients": plan.clients, "requests": len(load.outcomes), "codes": dict(Counter(code for _, code in load.outcomes))}
+        report["load"] = {"clients": plan.clients, "requests": len(load.outcomes), "codes": dict(Counter(code for _, _, code in load.outcomes))}
         log("reindex kills")
         report["reindex"] = reindex_kills(stack, plan.reindex_runs, folder, seed)
         log("fuzz")
