@@ -3,20 +3,27 @@
 Starts Milvus and Triton on loopback (the random ViT-B/32, fp32: the shipped default) with a
 collection of ``--size`` clustered vectors, and two gateways on them: the shipped one and a
 baseline whose in-flight bound is out of reach (how the gateway behaved before: every request
-queued). The saturating concurrency is measured once, on the shipped gateway, as the smallest closed-loop concurrency whose throughput is within 10% of the
-best. Then, for each gateway, ``4 ×`` that concurrency and 256 clients send SearchText back to
-back for ``--seconds``; a refused client waits the server's retry hint (``grpc-retry-pushback-ms``)
-and sends again. Reported: accepted p50/p99, refusals and their client-side latency, gateway CPU
-per refused request (the phase's gateway CPU less the accepted requests' share at the CPU cost
-measured at saturation), and recovery: the latency of the first requests after the load stops.
+queued). The saturating concurrency is measured once, on the shipped gateway: the closed-loop
+concurrency from which doubling it adds less than 15% throughput. Then, for each gateway,
+``4 ×`` that concurrency and 256 clients send SearchText back to back for ``--seconds``; a
+refused client waits the server's retry hint (``grpc-retry-pushback-ms``) and sends again.
+Reported: accepted p50/p99, refusals and their client-side latency, and recovery (the latency of
+the first requests after the load stops). The gateway CPU of one refusal is measured apart: a
+gateway with a bound of one request, whose slot a request holds while Triton is stopped
+(SIGSTOP), gets ``--refusals`` requests, every one refused, and its CPU time is divided by them.
 Writes bench/results/<date>-<host>-overload.json and the table between the markers of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
+import os
+import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +47,63 @@ UNBOUNDED = 1_000_000
 
 
 def saturation(client: GatewayClient, queries: list[str], seconds: float) -> tuple[int, list[dict[str, float]]]:
-    """The smallest concurrency within 10% of the best throughput, and the sweep."""
+    """The concurrency from which doubling adds under 15% throughput, and the sweep."""
     levels = []
-    for concurrency in (1, 2, 4, 8, 16):
+    for concurrency in (1, 2, 4, 8, 16, 32):
         result = run_load(lambda i: client.search_text(queries[i % len(queries)], top_k=10), concurrency, 10**9, seconds).as_dict()
         levels.append(result)
         log(f"c={concurrency}: {result['qps']:.1f} q/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
-    best = max(level["qps"] for level in levels)
-    return int(next(level["concurrency"] for level in levels if level["qps"] >= 0.9 * best)), levels
+    for level, doubled in itertools.pairwise(levels):
+        if doubled["qps"] < 1.15 * level["qps"]:
+            return int(level["concurrency"]), levels
+    return int(levels[-1]["concurrency"]), levels
 
 
-def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float, cpu_per_accepted_ms: float) -> dict[str, Any]:
+def refusal_cost(stack: LocalStack, repo: Path, uri: str, data: Path, refusals: int) -> dict[str, float]:
+    """Gateway CPU per refused request: a bound of 1, its slot held by a request waiting on a stopped Triton."""
+    gateway = Gateway(repo, stack.triton_url, uri, "overload", 64, data / "gateway-refusals.log", {"T2I_MAX_IN_FLIGHT": "1", "T2I_TRITON_TIMEOUT_S": "120"})
+    client = GatewayClient(gateway.address, timeout_s=120, token=gateway.token)
+    triton = stack.triton.pid if stack.triton else 0
+    holder: threading.Thread | None = None
+    try:
+        client.search_text("warm up", top_k=10)
+        os.killpg(triton or 0, signal.SIGSTOP)
+
+        def hold() -> None:
+            with contextlib.suppress(grpc.RpcError):  # it ends when Triton is continued, or with UNAVAILABLE
+                client.search_text("held while Triton is stopped", top_k=10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        time.sleep(1.0)
+        pid = gateway.process.pid or 0
+        cpu_before, codes = cpu_seconds(pid, descendants=False), Counter[str]()
+
+        def one(i: int) -> None:
+            try:
+                client.search_text(f"refused {i}", top_k=10)
+                codes["OK"] += 1
+            except grpc.RpcError as exc:
+                codes[exc.code().name] += 1
+
+        timing = run_load(one, 4, refusals, 120)
+        cpu_ms = (cpu_seconds(pid, descendants=False) - cpu_before) * 1000
+    finally:
+        os.killpg(triton or 0, signal.SIGCONT)
+        if holder is not None:
+            holder.join(timeout=130)
+        client.close()
+        gateway.stop()
+    return {
+        "requests": refusals,
+        "codes": dict(codes),
+        "gateway_cpu_ms_per_refusal": cpu_ms / refusals,
+        "client_p50_ms": timing.p50_ms,
+        "client_p99_ms": timing.p99_ms,
+    }
+
+
+def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` closed-loop clients for ``seconds``; refused clients wait the server's hint."""
     client = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
     accepted: list[float] = []
@@ -80,15 +133,13 @@ def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float,
                     hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms", "50")  # type: ignore[attr-defined]
                     time.sleep(int(hint) / 1000)
 
-    pid = gateway.process.pid or 0
-    cpu_before, wall = cpu_seconds(pid, descendants=False), time.perf_counter()
+    wall = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - wall
-    cpu_ms = (cpu_seconds(pid, descendants=False) - cpu_before) * 1000
     # Recovery: the first requests once the load has stopped.
     after = []
     for i in range(10):
@@ -98,7 +149,6 @@ def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float,
     client.close()
     ok = np.asarray(accepted or [float("nan")])
     no = np.asarray(refused or [float("nan")])
-    per_refusal = (cpu_ms - len(accepted) * cpu_per_accepted_ms) / len(refused) if refused else float("nan")
     return {
         "clients": clients,
         "seconds": wall,
@@ -110,8 +160,6 @@ def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float,
         "refused_p50_ms": float(np.percentile(no, 50)),
         "refused_p99_ms": float(np.percentile(no, 99)),
         "other_errors": other,
-        "gateway_cpu_ms": cpu_ms,
-        "gateway_cpu_ms_per_refusal": max(per_refusal, 0.0),
         "after_first_ms": after[0],
         "after_p50_ms": float(np.median(after)),
     }
@@ -122,20 +170,26 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}: SearchText over "
         f"{report['size']:,} vectors, random ViT-B/32 fp32 on CPU Triton; saturation at {report['saturating_concurrency']} clients "
-        f"({report['saturating_qps']:.0f} q/s, {report['cpu_per_accepted_ms']:.1f} ms of gateway CPU per answer), shipped bound "
-        f"T2I_MAX_IN_FLIGHT={report['max_in_flight']} ({report['path']}):",
+        f"({report['saturating_qps']:.0f} q/s; sweep: "
+        + ", ".join(f"c={int(level['concurrency'])} {level['qps']:.0f} q/s p99 {level['p99_ms']:.0f} ms" for level in report["sweep"])
+        + f"), shipped bound T2I_MAX_IN_FLIGHT={report['max_in_flight']} ({report['path']}):",
         "",
-        "| gateway | clients | answered q/s | answered p50 | answered p99 | refused (RESOURCE_EXHAUSTED) | refusal latency p50 / p99 | gateway CPU per refusal | other errors | first request after the load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| gateway | clients | answered q/s | answered p50 | answered p99 | refused (RESOURCE_EXHAUSTED) | refusal latency at the client p50 / p99 | other errors | first request after the load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, runs in report["runs"].items():
         for run in runs:
             refusal = f"{run['refused_p50_ms']:.1f} / {run['refused_p99_ms']:.1f} ms" if run["refused"] else "–"
-            cpu = f"{run['gateway_cpu_ms_per_refusal']:.2f} ms" if run["refused"] else "–"
             lines.append(
                 f"| {name} | {run['clients']} | {run['accepted_qps']:.0f} | {run['accepted_p50_ms']:.0f} ms | {run['accepted_p99_ms']:.0f} ms | "
-                f"{run['refused']} | {refusal} | {cpu} | {sum(run['other_errors'].values())} | {run['after_first_ms']:.0f} ms |"
+                f"{run['refused']} | {refusal} | {sum(run['other_errors'].values())} | {run['after_first_ms']:.0f} ms |"
             )
+    cost = report["refusal_cost"]
+    lines += [
+        "",
+        f"One refusal costs the gateway {cost['gateway_cpu_ms_per_refusal']:.2f} ms of CPU ({cost['requests']} requests to a gateway with its one slot held: "
+        f"{', '.join(f'{k} {v}' for k, v in cost['codes'].items())}; {cost['client_p50_ms']:.1f} ms p50 and {cost['client_p99_ms']:.1f} ms p99 at the client).",
+    ]
     return "\n".join(lines)
 
 
@@ -143,6 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--refusals", type=int, default=2000)
     parser.add_argument("--max-in-flight", type=int, default=None, help="the shipped bound (default: T2I_MAX_IN_FLIGHT's default)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -155,7 +210,8 @@ def main() -> None:
     queries = sentences()
     report: dict[str, Any] = {**run_header(), "size": args.size, "max_in_flight": bound, "runs": {}}
     stack = LocalStack(repo, args.data / "overload", alias="overload")
-    with stack.start(gateway=False):
+    stack.start(gateway=False)
+    try:
         assert stack.milvus_ports is not None
         uri = local_uri(stack.milvus_ports, stack.data_dir / "milvus")
         index = ImageIndex(uri, "overload", ModelStamp.of(manifest), timeout_s=60, hnsw=HnswParams(16, 200, 64))
@@ -175,21 +231,23 @@ def main() -> None:
                     client = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
                     for i in range(10):
                         client.search_text(f"warm up {i}", top_k=10)
-                    cpu_before = cpu_seconds(gateway.process.pid or 0, descendants=False)
                     concurrency, sweep = saturation(client, queries, args.seconds / 4)
-                    served = sum(level["requests"] for level in sweep)
-                    report["cpu_per_accepted_ms"] = (cpu_seconds(gateway.process.pid or 0, descendants=False) - cpu_before) * 1000 / served
                     client.close()
                     report.update(saturating_concurrency=concurrency, saturating_qps=max(level["qps"] for level in sweep), sweep=sweep)
-                    log(f"saturation at {concurrency} clients; {report['cpu_per_accepted_ms']:.2f} ms gateway CPU per answer")
+                    log(f"saturation at {concurrency} clients")
                 report["runs"][name] = []
                 for clients in (4 * report["saturating_concurrency"], 256):
                     log(f"{name}: {clients} clients for {args.seconds:.0f} s")
-                    run = overload(gateway, queries, clients, args.seconds, report["cpu_per_accepted_ms"])
+                    run = overload(gateway, queries, clients, args.seconds)
                     log(f"  {run}")
                     report["runs"][name].append(run)
             finally:
                 gateway.stop()
+        log(f"refusal cost: {args.refusals} requests at a full gateway")
+        report["refusal_cost"] = refusal_cost(stack, repo, uri, args.data, args.refusals)
+        log(f"  {report['refusal_cost']}")
+    finally:
+        stack.stop()
     publish(report, args.out, "-overload", START, END, render)
 
 

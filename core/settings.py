@@ -154,7 +154,7 @@ class GatewaySettings(Settings):
         60.0, ge=0, description="close client connections after this long (0: never), so clients re-resolve DNS and reach new replicas"
     )
     max_in_flight: int = Field(
-        32, ge=1, description="requests served at once; more are refused at once with RESOURCE_EXHAUSTED and a retry hint (health is never refused)"
+        16, ge=1, description="requests served at once; more are refused at once with RESOURCE_EXHAUSTED and a retry hint (health is never refused)"
     )
     auth: Literal["tokens", "open"] = Field(
         "tokens", description="'tokens': every call but health and reflection needs a bearer token; 'open': none (only on a loopback listen address)"

@@ -194,7 +194,8 @@ class LocalStack:
         )
 
     def __enter__(self) -> LocalStack:
-        return self.start()
+        # ``with stack:`` starts it; ``with stack.start(gateway=False):`` must not start a second Milvus on the same ports.
+        return self if self.milvus is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

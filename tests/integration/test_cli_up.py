@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from core.auth import LocalTokens
 from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
+from core.settings import split_address
 from devstack.milvus import milvus_token
 from devstack.process import free_port
 from devstack.stack import gateway_serving
@@ -34,9 +36,8 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path) -> None:
-    gateway = f"127.0.0.1:{free_port()}"
-    env = {
+def up_env(gateway: str) -> dict[str, str]:
+    return {
         **os.environ,
         "T2I_LISTEN": gateway,
         "T2I_TRITON_URL": f"127.0.0.1:{free_port()}",
@@ -44,15 +45,24 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
         "T2I_METRICS_PORT": str(free_port()),
         "T2I_COLLECTION_ALIAS": "t2i_up_test",
     }
-    data = tmp_path / "updata"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "t2i.cli", "up", "--model", "tiny", "--model-repository", str(tiny_repo), "--data-dir", str(data)],
+
+
+def start_up(tiny_repo: Path, data: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "t2i.cli", "up", "--model", "tiny", "--model-repository", str(tiny_repo), "--data-dir", str(data), *extra],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path) -> None:
+    gateway = f"127.0.0.1:{free_port()}"
+    env = up_env(gateway)
+    data = tmp_path / "updata"
+    proc = start_up(tiny_repo, data, env)
     try:
         wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
         assert processes_mentioning(str(data))  # Milvus, Triton and the gateway run from the data dir
@@ -79,6 +89,33 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
     assert f"gateway  grpc://{gateway}" in output and "triton   grpc://" in output and "milvus   http://127.0.0.1:" in output
     assert "stopping" in output
     assert processes_mentioning(str(data)) == []  # every child is gone
+
+
+def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Path, tmp_path: Path) -> None:
+    gateway = f"127.0.0.1:{free_port()}"
+    env = up_env(gateway)
+    data = tmp_path / "killed"
+    proc = start_up(tiny_repo, data, env, "--no-web")
+    try:
+        wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
+        children = processes_mentioning(str(data))
+        assert len(children) >= 3  # Milvus (and its sandbox), Triton and the gateway
+        proc.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+        proc.wait(timeout=10)
+        wait_for(lambda: processes_mentioning(str(data)) == [], 20, "every server of the killed t2i up to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # A second stack whose gateway port is taken says by whom, and starts nothing that stays.
+    with socket.socket() as squatter:
+        squatter.bind(split_address(gateway))
+        squatter.listen()
+        second = start_up(tiny_repo, tmp_path / "second", up_env(gateway), "--no-web")
+        output, _ = second.communicate(timeout=180)
+    assert second.returncode == 2, output
+    assert f"port {split_address(gateway)[1]} is taken by pid {os.getpid()}" in output
+    assert processes_mentioning(str(tmp_path / "second")) == []
 
 
 def test_search_without_a_gateway_says_how_to_start_one(capsys: pytest.CaptureFixture[str]) -> None:

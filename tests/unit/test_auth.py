@@ -13,14 +13,16 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from core.auth import HASH_PREFIX, LocalTokens, TokenFileError, TokenStore, client_token, parse_tokens, token_hash
 from core.errors import UserError
-from core.settings import GatewaySettings
+from core.settings import GatewaySettings, TlsFiles, redact_uri
 from devstack.process import free_port
 from gateway.auth import REFUSALS, AuthInterceptor, required_scope
 from gateway.server import add_port, authenticator
 from gateway.tls import CertificateFiles
+from inference.triton_client import triton_client
 from tests.certs import Authority
 
 READ, WRITE = "t2i_read-secret", "t2i_write-secret"
@@ -230,3 +232,49 @@ async def test_half_a_tls_configuration_is_refused() -> None:
         add_port(grpc.aio.server(), GatewaySettings(listen="127.0.0.1:0", tls_cert=Path("x.crt")))
     with pytest.raises(UserError, match="TLS file missing"):
         CertificateFiles(Path("/nonexistent.crt"), Path("/nonexistent.key"))
+
+
+async def test_the_triton_client_talks_tls_with_the_configured_ca(tmp_path: Path) -> None:
+    """The Triton client's TLS settings, against a TLS server that has no Triton service: a finished
+    handshake shows as UNIMPLEMENTED, a refused one as UNAVAILABLE."""
+    ours, theirs = Authority(tmp_path / "ours"), Authority(tmp_path / "theirs", "another CA")
+    server = ours.issue("server", server=True)
+    address = f"127.0.0.1:{free_port()}"
+
+    async def status(tls: TlsFiles | None) -> str:
+        client = triton_client(address, tls)
+        try:
+            await client.is_server_live(client_timeout=5)
+        except InferenceServerException as exc:
+            return str(exc.status())
+        finally:
+            await client.close()
+        return "OK"
+
+    async with server_with([], GatewaySettings(listen=address, auth="open", tls_cert=server.cert, tls_key=server.key)):
+        assert await status(TlsFiles(ca=ours.ca)) == "StatusCode.UNIMPLEMENTED"
+        assert await status(TlsFiles(ca=theirs.ca)) == "StatusCode.UNAVAILABLE"
+        assert await status(None) == "StatusCode.UNAVAILABLE"  # plaintext to a TLS port
+
+
+def test_milvus_tls_settings_become_pymilvus_arguments(tmp_path: Path) -> None:
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem"
+    assert GatewaySettings().milvus_tls_args() == {}
+    assert GatewaySettings(milvus_tls_ca=ca).milvus_tls_args() == {"server_pem_path": str(ca)}
+    mutual = GatewaySettings(milvus_tls_ca=ca, milvus_tls_cert=cert, milvus_tls_key=key).milvus_tls_args()
+    assert mutual == {"ca_pem_path": str(ca), "client_pem_path": str(cert), "client_key_path": str(key)}
+    assert GatewaySettings(triton_tls=False, triton_tls_ca=ca).triton_tls_files() is None
+    assert GatewaySettings(triton_tls=True, triton_tls_ca=ca).triton_tls_files() == TlsFiles(ca, None, None)
+
+
+def test_milvus_credentials_come_from_the_token_the_file_or_the_local_stack(tmp_path: Path) -> None:
+    local = tmp_path / "stack" / "milvus" / "root.token"
+    local.parent.mkdir(parents=True)
+    local.write_text("root:local\n")
+    assert GatewaySettings(data_dir=tmp_path).milvus_credentials() == "root:local"  # loopback URI: the local stack's
+    assert GatewaySettings(data_dir=tmp_path, milvus_uri="http://milvus.prod:19530").milvus_credentials() == ""  # never sent elsewhere
+    secret = tmp_path / "mounted"
+    secret.write_text("svc:secret\n")
+    assert GatewaySettings(data_dir=tmp_path, milvus_token_file=secret).milvus_credentials() == "svc:secret"
+    assert GatewaySettings(data_dir=tmp_path, milvus_token="a:b", milvus_token_file=secret).milvus_credentials() == "a:b"
+    assert redact_uri("http://root:pw@127.0.0.1:19530") == "http://127.0.0.1:19530" and redact_uri("http://h:1") == "http://h:1"
