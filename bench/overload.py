@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.data import clustered_vectors
 from bench.load import run_load
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, wait_for_quiet
 from bench.report import describe_flags, publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
 from core.index import HnswParams, ImageIndex
@@ -218,6 +218,8 @@ def main() -> None:
         log(f"filling {args.size} vectors")
         fill_collection(index, clustered_vectors(args.size, manifest.dimension))
         index.close()
+        milvus = stack.milvus.pid if stack.milvus else 0
+        log(f"Milvus quiet after {wait_for_quiet(milvus or 0, 300):.0f} s (compaction and index builds after the bulk load)")
         gateways = {
             "shipped (bounded)": {"T2I_MAX_IN_FLIGHT": str(bound)},
             "baseline (no bound: every request queues)": {"T2I_MAX_IN_FLIGHT": str(UNBOUNDED)},
@@ -227,6 +229,7 @@ def main() -> None:
                 repo, stack.triton_url, uri, "overload", 64, args.data / f"gateway-overload-{number}.log", {**env, "T2I_EMBEDDING_CACHE_SIZE": "0"}
             )
             try:
+                wait_for_quiet(milvus or 0, 120)
                 if number == 0:
                     client = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
                     for i in range(10):

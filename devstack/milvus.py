@@ -7,7 +7,7 @@ code writes ``milvus.yaml`` (binding the exact proxy port asked for) and unpacks
 Milvus 2.3 binds its coordinators' ports on every interface, whatever the config says. So it
 runs in a network namespace of its own (``devstack.sandbox``), and only its proxy and health
 ports are reachable, on the host's 127.0.0.1. Where namespaces are not allowed (some containers),
-it runs on the host with a warning that its internal ports are open.
+it runs on the host with a warning that its internal ports are open (``namespace_prefix``).
 
 Authentication is on. At the first start the root password is changed from Milvus's default to
 a generated one. The token ``root:<password>`` is kept in ``<data_dir>/root.token`` (mode 0600),
@@ -16,20 +16,18 @@ where ``T2I_MILVUS_TOKEN_FILE`` can point; ``milvus_token`` reads it.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import secrets
 import socket
-import subprocess
 import sys
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.auth import write_private
-from devstack.process import ManagedProcess, ProcessFailed, free_port
+from devstack.process import ManagedProcess, ProcessFailed, free_port, namespace_prefix
 from devstack.sockets import describe_pid, holders
 
 logger = logging.getLogger(__name__)
@@ -46,19 +44,6 @@ class MilvusPorts:
     health: int = field(default_factory=free_port)
     etcd_client: int = field(default_factory=free_port)
     etcd_peer: int = field(default_factory=free_port)
-
-
-@functools.cache
-def sandbox_prefix() -> tuple[str, ...] | None:
-    """The ``unshare`` command that gives a child its own network namespace here, or None where that is refused."""
-    prefix = ("unshare", "--net") if os.geteuid() == 0 else ("unshare", "--user", "--map-root-user", "--net")
-    try:
-        allowed = subprocess.run([*prefix, "true"], check=False, capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        allowed = False
-    if not allowed:
-        logger.warning("network namespaces are not allowed here: the local Milvus's internal ports will listen on every interface")
-    return prefix if allowed else None
 
 
 def _bind_loopback(port: int) -> socket.socket:
@@ -111,8 +96,9 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
     )
     argv = [str(bin_dir / "milvus"), "run", "standalone"]
     log = data_dir / "logs" / "milvus.log"
-    prefix = sandbox_prefix()
+    prefix = namespace_prefix("--net")
     if prefix is None:
+        logger.warning("no network namespace for the local Milvus: its internal ports will listen on every interface")
         return ManagedProcess("milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health))
     sockets = [_bind_loopback(ports.proxy)]
     try:

@@ -15,6 +15,7 @@ stale server of an earlier stack that still answers there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -33,6 +34,23 @@ logger = logging.getLogger(__name__)
 
 class ProcessFailed(UserError):
     """A server of the local stack exited or did not become ready; the message has its log tail."""
+
+
+@functools.cache
+def namespace_prefix(*flags: str) -> tuple[str, ...] | None:
+    """The ``unshare`` command that runs a child in new namespaces (``--net``, ``--pid --kill-child``...), or None where that is refused.
+
+    Root gets them directly; anyone else through a user namespace. Refused in some containers: the
+    callers then run the child on the host and say what that costs.
+    """
+    prefix = ("unshare", *flags) if os.geteuid() == 0 else ("unshare", "--user", "--map-root-user", *flags)
+    try:
+        allowed = subprocess.run([*prefix, "true"], check=False, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        allowed = False
+    if not allowed:
+        logger.warning("'unshare %s' is refused here", " ".join(flags))
+    return prefix if allowed else None
 
 
 def free_port() -> int:

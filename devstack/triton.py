@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.manifest import TEXT_MODEL, VISION_MODEL
 from core.settings import Settings
-from devstack.process import ManagedProcess, free_port
+from devstack.process import ManagedProcess, free_port, namespace_prefix
 
 STUB_PYTHON = "3.11"
 
@@ -87,7 +87,11 @@ def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: P
     env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(site / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH")]))
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONHOME", None)
-    return ManagedProcess("triton", argv, work_dir / "triton.log", env=env, cwd=work_dir, ports=(ports.grpc, ports.http, ports.metrics))
+    # In a PID namespace of its own, Triton is its init: when it dies (even by SIGKILL, as when its
+    # launcher dies), the kernel kills its python-backend stubs too, which would otherwise run on
+    # with no parent (seen: a stub at 35% CPU half a minute after its Triton was killed).
+    prefix = namespace_prefix("--pid", "--kill-child") or ()
+    return ManagedProcess("triton", [*prefix, *argv], work_dir / "triton.log", env=env, cwd=work_dir, ports=(ports.grpc, ports.http, ports.metrics))
 
 
 def models_ready(http_port: int) -> bool:
