@@ -3,7 +3,8 @@
 Starts Milvus and Triton on loopback (the random ViT-B/32, fp32: the shipped default) with a
 collection of ``--size`` clustered vectors, and two gateways on them: the shipped one and a
 baseline whose in-flight bound is out of reach (how the gateway behaved before: every request
-queued). The saturating concurrency is measured once, on the shipped gateway: the closed-loop
+queued), and one with half the shipped bound. The saturating concurrency is measured once, on the
+unbounded gateway: the closed-loop
 concurrency from which doubling it adds less than 15% throughput. Then, for each gateway,
 ``4 ×`` that concurrency and 256 clients send SearchText back to back for ``--seconds``; a
 refused client waits the server's retry hint (``grpc-retry-pushback-ms``) and sends again.
@@ -174,15 +175,20 @@ def render(report: dict[str, Any]) -> str:
         + ", ".join(f"c={int(level['concurrency'])} {level['qps']:.0f} q/s p99 {level['p99_ms']:.0f} ms" for level in report["sweep"])
         + f"), shipped bound T2I_MAX_IN_FLIGHT={report['max_in_flight']} ({report['path']}):",
         "",
+        f"Each row: {report['rounds']} runs of {report['seconds']:.0f} s, alternated with the other gateways; q/s is their mean, latencies the worst of them, refusals their sum.",
+        "",
         "| gateway | clients | answered q/s | answered p50 | answered p99 | refused (RESOURCE_EXHAUSTED) | refusal latency at the client p50 / p99 | other errors | first request after the load |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, runs in report["runs"].items():
-        for run in runs:
-            refusal = f"{run['refused_p50_ms']:.1f} / {run['refused_p99_ms']:.1f} ms" if run["refused"] else "–"
+        for clients in sorted({run["clients"] for run in runs}):
+            same = [run for run in runs if run["clients"] == clients]
+            refused = [run for run in same if run["refused"]]
+            refusal = f"{max(r['refused_p50_ms'] for r in refused):.1f} / {max(r['refused_p99_ms'] for r in refused):.1f} ms" if refused else "–"
             lines.append(
-                f"| {name} | {run['clients']} | {run['accepted_qps']:.0f} | {run['accepted_p50_ms']:.0f} ms | {run['accepted_p99_ms']:.0f} ms | "
-                f"{run['refused']} | {refusal} | {sum(run['other_errors'].values())} | {run['after_first_ms']:.0f} ms |"
+                f"| {name} | {clients} | {np.mean([r['accepted_qps'] for r in same]):.0f} | {max(r['accepted_p50_ms'] for r in same):.0f} ms | "
+                f"{max(r['accepted_p99_ms'] for r in same):.0f} ms | {sum(r['refused'] for r in same)} | {refusal} | "
+                f"{sum(sum(r['other_errors'].values()) for r in same)} | {max(r['after_first_ms'] for r in same):.0f} ms |"
             )
     cost = report["refusal_cost"]
     lines += [
@@ -198,6 +204,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--refusals", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="each gateway and load, alternated")
     parser.add_argument("--max-in-flight", type=int, default=None, help="the shipped bound (default: T2I_MAX_IN_FLIGHT's default)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -208,7 +215,7 @@ def main() -> None:
     repo = ensure_repo(args.data / "repo-fp32", "fp32")
     manifest = Manifest.read(repo)
     queries = sentences()
-    report: dict[str, Any] = {**run_header(), "size": args.size, "max_in_flight": bound, "runs": {}}
+    report: dict[str, Any] = {**run_header(), "size": args.size, "max_in_flight": bound, "rounds": args.rounds, "seconds": args.seconds, "runs": {}}
     stack = LocalStack(repo, args.data / "overload", alias="overload")
     stack.start(gateway=False)
     try:
@@ -220,31 +227,46 @@ def main() -> None:
         index.close()
         milvus = stack.milvus.pid if stack.milvus else 0
         log(f"Milvus quiet after {wait_for_quiet(milvus or 0, 300):.0f} s (compaction and index builds after the bulk load)")
-        gateways = {
-            "shipped (bounded)": {"T2I_MAX_IN_FLIGHT": str(bound)},
-            "baseline (no bound: every request queues)": {"T2I_MAX_IN_FLIGHT": str(UNBOUNDED)},
+        bounds = {
+            f"shipped (bound {bound})": bound,
+            f"bound {max(1, bound // 2)}": max(1, bound // 2),
+            "baseline (no bound: every request queues)": UNBOUNDED,
         }
-        for number, (name, env) in enumerate(gateways.items()):
-            gateway = Gateway(
-                repo, stack.triton_url, uri, "overload", 64, args.data / f"gateway-overload-{number}.log", {**env, "T2I_EMBEDDING_CACHE_SIZE": "0"}
+        gateways = {
+            name: Gateway(
+                repo,
+                stack.triton_url,
+                uri,
+                "overload",
+                64,
+                args.data / f"gateway-overload-{n}.log",
+                {"T2I_MAX_IN_FLIGHT": str(limit), "T2I_EMBEDDING_CACHE_SIZE": "0"},
             )
-            try:
-                wait_for_quiet(milvus or 0, 120)
-                if number == 0:
-                    client = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
-                    for i in range(10):
-                        client.search_text(f"warm up {i}", top_k=10)
-                    concurrency, sweep = saturation(client, queries, args.seconds / 4)
-                    client.close()
-                    report.update(saturating_concurrency=concurrency, saturating_qps=max(level["qps"] for level in sweep), sweep=sweep)
-                    log(f"saturation at {concurrency} clients")
-                report["runs"][name] = []
-                for clients in (4 * report["saturating_concurrency"], 256):
-                    log(f"{name}: {clients} clients for {args.seconds:.0f} s")
-                    run = overload(gateway, queries, clients, args.seconds)
-                    log(f"  {run}")
-                    report["runs"][name].append(run)
-            finally:
+            for n, (name, limit) in enumerate(bounds.items())
+        }
+        try:
+            wait_for_quiet(milvus or 0, 120)
+            baseline = gateways["baseline (no bound: every request queues)"]  # capacity, unaffected by shedding
+            client = GatewayClient(baseline.address, timeout_s=30, token=baseline.token)
+            for gateway in gateways.values():
+                warm = GatewayClient(gateway.address, timeout_s=30, token=gateway.token)
+                for i in range(10):
+                    warm.search_text(f"warm up {i}", top_k=10)
+                warm.close()
+            concurrency, sweep = saturation(client, queries, args.seconds / 4)
+            client.close()
+            report.update(saturating_concurrency=concurrency, saturating_qps=max(level["qps"] for level in sweep), sweep=sweep)
+            log(f"saturation at {concurrency} clients")
+            # Rounds alternate the gateways, so that a slow spell of the machine does not favour one of them.
+            for round_number in range(args.rounds):
+                for clients in (4 * concurrency, 256):
+                    for name, gateway in gateways.items():
+                        log(f"round {round_number + 1}: {name}, {clients} clients for {args.seconds:.0f} s")
+                        run = overload(gateway, queries, clients, args.seconds)
+                        log(f"  {run}")
+                        report["runs"].setdefault(name, []).append(run)
+        finally:
+            for gateway in gateways.values():
                 gateway.stop()
         log(f"refusal cost: {args.refusals} requests at a full gateway")
         report["refusal_cost"] = refusal_cost(stack, repo, uri, args.data, args.refusals)
