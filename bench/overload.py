@@ -1,12 +1,12 @@
 """Load shedding under overload: the shipped gateway (``T2I_MAX_IN_FLIGHT``) against the same gateway with no bound.
 
 Starts Milvus and Triton on loopback (the random ViT-B/32, fp32: the shipped default) with a
-collection of ``--size`` clustered vectors, and two gateways on them: the shipped one and a
-baseline whose in-flight bound is out of reach (how the gateway behaved before: every request
-queued), and one with half the shipped bound. The saturating concurrency is measured once, on the
-unbounded gateway: the closed-loop
-concurrency from which doubling it adds less than 15% throughput. Then, for each gateway,
-``4 ×`` that concurrency and 256 clients send SearchText back to back for ``--seconds``; a
+collection of ``--size`` clustered vectors, and three gateways on them: the shipped one, one with
+half its bound, and a baseline whose bound is out of reach (how the gateway behaved before: every
+request queued). The saturating concurrency is measured once, on the baseline: the closed-loop
+concurrency from which doubling it adds less than 15% throughput. Then, in ``--rounds`` rounds
+that alternate the gateways, ``4 ×`` that concurrency and 256 clients send SearchText back to
+back for ``--seconds``; a
 refused client waits the server's retry hint (``grpc-retry-pushback-ms``) and sends again.
 Reported: accepted p50/p99, refusals and their client-side latency, and recovery (the latency of
 the first requests after the load stops). The gateway CPU of one refusal is measured apart: a
