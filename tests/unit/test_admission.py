@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from devstack.process import free_port
 from gateway.admission import SHED, Admission
 from gateway.interceptors import ErrorMappingInterceptor
+from tests.unit.servers import real_server
 
 METHOD = "/text2image.v1.SearchService/SearchText"
 
@@ -34,18 +34,13 @@ class Slow:
 
 @contextlib.asynccontextmanager
 async def shedding_server(limit: int, handler: Slow) -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(admission=Admission(limit))])
-    service = grpc.method_handlers_generic_handler("text2image.v1.SearchService", {"SearchText": grpc.unary_unary_rpc_method_handler(handler)})
-    server.add_generic_rpc_handlers([service])
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel
-    finally:
-        await server.stop(None)
+    def register(server: grpc.aio.Server) -> None:
+        service = grpc.method_handlers_generic_handler("text2image.v1.SearchService", {"SearchText": grpc.unary_unary_rpc_method_handler(handler)})
+        server.add_generic_rpc_handlers([service])
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+
+    async with real_server([ErrorMappingInterceptor(admission=Admission(limit))], register) as address, grpc.aio.insecure_channel(address) as channel:
+        yield channel
 
 
 async def outcome(channel: grpc.aio.Channel, timeout: float = 10) -> tuple[grpc.StatusCode, str, dict[str, str]]:

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import re
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from gateway.server import add_port, authenticator
 from gateway.tls import CertificateFiles
 from inference.triton_client import triton_client
 from tests.certs import Authority
+from tests.unit.servers import real_server
 
 READ, WRITE = "t2i_read-secret", "t2i_write-secret"
 TOKENS = f"reader read {HASH_PREFIX}{token_hash(READ).hex()}\nwriter read,write {WRITE}\n"
@@ -126,19 +126,14 @@ def _generic() -> list[grpc.GenericRpcHandler]:
     return [grpc.method_handlers_generic_handler(service, {name: grpc.unary_unary_rpc_method_handler(_echo)}) for name, service in SERVICES.items()]
 
 
-@contextlib.asynccontextmanager
-async def server_with(interceptors: list[grpc.aio.ServerInterceptor], settings: GatewaySettings | None = None) -> AsyncIterator[str]:
+def server_with(interceptors: list[grpc.aio.ServerInterceptor], settings: GatewaySettings | None = None) -> contextlib.AbstractAsyncContextManager[str]:
     """A real server with echo ``SearchText`` and ``UpsertImages`` methods and health behind ``interceptors``; yields its address."""
-    server = grpc.aio.server(interceptors=interceptors)
-    server.add_generic_rpc_handlers(_generic())
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    address = f"127.0.0.1:{free_port()}"
-    add_port(server, settings or GatewaySettings(listen=address, auth="open"))
-    await server.start()
-    try:
-        yield address
-    finally:
-        await server.stop(None)
+
+    def register(server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers(_generic())
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+
+    return real_server(interceptors, register, settings)
 
 
 async def call(channel: grpc.aio.Channel, method: str, token: str | None) -> bytes:

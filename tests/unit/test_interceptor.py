@@ -10,8 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core import errors
-from devstack.process import free_port
 from gateway.interceptors import ErrorMappingInterceptor, status_for
+from tests.unit.servers import real_server
 
 CASES = [
     (errors.InvalidArgument("bad top_k"), grpc.StatusCode.INVALID_ARGUMENT, "bad top_k"),
@@ -42,16 +42,11 @@ class Raising(health_pb2_grpc.HealthServicer):
 @contextlib.asynccontextmanager
 async def raising_server(interceptor: ErrorMappingInterceptor) -> AsyncIterator[grpc.aio.Channel]:
     """A real gRPC server with ``Raising`` behind ``interceptor``, and a channel to it."""
-    server = grpc.aio.server(interceptors=[interceptor])
-    health_pb2_grpc.add_HealthServicer_to_server(Raising(), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel
-    finally:
-        await server.stop(None)
+    async with (
+        real_server([interceptor], lambda server: health_pb2_grpc.add_HealthServicer_to_server(Raising(), server)) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        yield channel
 
 
 async def test_interceptor_over_real_grpc() -> None:
