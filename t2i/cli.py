@@ -58,7 +58,7 @@ def _up(args: argparse.Namespace) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    print("starting Milvus, Triton, the gateway and the search page ...")
+    print(f"starting Milvus, Triton, the gateway{'' if args.no_web else ' and the search page'} ...")
     with stack:
         print("text2image-search is up:")
         print(stack.describe())
