@@ -144,7 +144,7 @@ def secure_root(uri: str, data_dir: Path) -> str:
     """Replace Milvus's default root password with a generated one (once); returns the root token.
 
     Raises:
-        ProcessFailed: neither the stored password nor the default one is accepted.
+        ProcessFailed: no token is stored and Milvus refuses its default password (a data folder from elsewhere).
     """
     from pymilvus import MilvusClient
 
