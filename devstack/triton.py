@@ -54,10 +54,13 @@ def build_backend_dir(site: Path, work_dir: Path) -> Path:
     return target.parent
 
 
-def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: Path | None = None, config_name: str = "cpu") -> ManagedProcess:
+def triton_process(
+    repo: Path, work_dir: Path, ports: TritonPorts, triton_env: Path | None = None, config_name: str = "cpu", extra_args: tuple[str, ...] = ()
+) -> ManagedProcess:
     """A not-yet-started Triton server serving ``clip_text`` and ``clip_vision`` from ``repo``.
 
-    ``triton_env`` is the python backend's virtual environment (default ``T2I_TRITON_ENV``).
+    ``triton_env`` is the python backend's virtual environment (default ``T2I_TRITON_ENV``);
+    ``extra_args`` go to ``tritonserver`` as they are (``--grpc-use-ssl=true``...).
     """
     work_dir = Path(work_dir).resolve()  # Triton runs with work_dir as its cwd
     triton_env = Path(triton_env or Settings().triton_env).resolve()
@@ -81,6 +84,7 @@ def triton_process(repo: Path, work_dir: Path, ports: TritonPorts, triton_env: P
         "--allow-cpu-metrics=true",
         "--exit-timeout-secs=5",
         "--log-verbose=0",
+        *extra_args,
     ]
     env = dict(os.environ)
     env["PATH"] = f"{triton_env / 'bin'}:{env.get('PATH', '')}"
@@ -110,6 +114,7 @@ def start_triton(
     timeout_s: float = 120.0,
     triton_env: Path | None = None,
     config_name: str = "cpu",
+    extra_args: tuple[str, ...] = (),
 ) -> tuple[ManagedProcess, TritonPorts]:
     """Start Triton and wait until both models are ready.
 
@@ -117,7 +122,7 @@ def start_triton(
         ProcessFailed: Triton exited or did not become ready; the message has its log tail.
     """
     ports = ports or TritonPorts()
-    process = triton_process(repo, work_dir, ports, triton_env, config_name).start()
+    process = triton_process(repo, work_dir, ports, triton_env, config_name, extra_args).start()
     try:
         process.wait_until(lambda: models_ready(ports.http), timeout_s, "ready (clip_text and clip_vision loaded)")
     except BaseException:

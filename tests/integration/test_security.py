@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import grpc
 import pytest
 from pymilvus import MilvusClient
 
+from core.errors import Unavailable
+from core.settings import TlsFiles
 from devstack.sockets import descendants, tree_listeners
 from devstack.stack import LocalStack
+from devstack.triton import start_triton
+from inference.triton_client import RetryPolicy, TritonEncoder
 from t2i.client import GatewayClient
+from tests.certs import Authority
 from tests.integration.conftest import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
@@ -68,3 +74,23 @@ def test_no_socket_of_the_stack_listens_beyond_loopback(stack: LocalStack) -> No
     assert sorted(s.port for s in found["milvus"]) == sorted([stack.milvus_ports.proxy, stack.milvus_ports.health])
     namespaces = {os.readlink(f"/proc/{pid}/ns/net") for pid in descendants(stack.milvus.pid)}
     assert os.readlink("/proc/self/ns/net") not in namespaces
+
+
+async def test_the_triton_client_over_a_real_triton_serving_tls(tiny_repo: Path, tmp_path: Path) -> None:
+    """``T2I_TRITON_TLS*`` against the real Triton with ``--grpc-use-ssl``: encodes with the CA, fails without TLS."""
+    authority = Authority(tmp_path / "ca")
+    server = authority.issue("triton", server=True)
+    tls_args = ("--grpc-use-ssl=true", f"--grpc-server-cert={server.cert}", f"--grpc-server-key={server.key}")
+    triton, ports = start_triton(tiny_repo, tmp_path / "triton", extra_args=tls_args)
+    url, policy = f"127.0.0.1:{ports.grpc}", RetryPolicy(timeout_s=10, attempts=1)
+    try:
+        secure = TritonEncoder(url, tiny_repo, policy, tls=TlsFiles(ca=authority.ca))
+        vectors, _ = await secure.encode_texts(["a red car"])
+        assert vectors.shape[0] == 1 and abs(float((vectors[0] ** 2).sum()) - 1.0) < 1e-4
+        await secure.close()
+        plain = TritonEncoder(url, tiny_repo, policy)
+        with pytest.raises(Unavailable, match="Triton"):
+            await plain.encode_texts(["a red car"])
+        await plain.close()
+    finally:
+        triton.stop()
