@@ -104,53 +104,48 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# Every benchmark installs its extras (plots) first, then runs its module.
+RUN_BENCH = $(BIN)/pip install --quiet -r requirements-bench.txt && $(BIN)/python -m
+
 # The product against the hand-written baseline in one run (bench/results/*.json, plots, docs/benchmarks.md).
 bench: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.run
+	$(RUN_BENCH) bench.run
 
 bench-quick: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.run --quick
+	$(RUN_BENCH) bench.run --quick
 
 # Each speed lever changed on its own against the shipped config (bench/results/*-levers.json, docs/benchmarks.md).
 bench-levers: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.levers
+	$(RUN_BENCH) bench.levers
 
 # The models alone with onnxruntime on this CPU: the floors the targets meet (docs/benchmarks.md).
 bench-floor: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.floor
+	$(RUN_BENCH) bench.floor
 
 # HNSW ef against recall and SearchText latency at 100k and 1M vectors (about 45 minutes; docs/benchmarks.md).
 bench-ef: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.ef_sweep
+	$(RUN_BENCH) bench.ef_sweep
 
 # The GPU path (towers in fp16, CUDA graphs, nvJPEG) on a host with a CUDA GPU; GPU_PYTHON must have CUDA torch and torchvision.
 GPU_PYTHON ?= python3
 bench-gpu:
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m bench.gpu
 
-# CPU ms per query of the gateway, Triton and Milvus at c=16 (bench/results/*-tiers.json; docs/benchmarks.md; about 6 minutes).
 # The fault and abuse campaign on a local stack of its own (docs/reliability.md); 'make test' runs a short one.
 chaos: install
 	$(BIN)/python -m bench.chaos
 
 # Load shedding at 4x the saturating concurrency and at 256 clients, against an unbounded gateway (docs/benchmarks.md).
 bench-overload: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.overload
+	$(RUN_BENCH) bench.overload
 
+# CPU ms per query of the gateway, Triton and Milvus at c=16 (bench/results/*-tiers.json; docs/benchmarks.md; about 6 minutes).
 bench-tiers: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.tiers
+	$(RUN_BENCH) bench.tiers
 
 # Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
 bench-store: install
-	$(BIN)/pip install --quiet -r requirements-bench.txt
-	$(BIN)/python -m bench.vector_store
+	$(RUN_BENCH) bench.vector_store
 
 clean:
 	rm -rf data .pytest_cache

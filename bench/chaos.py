@@ -46,12 +46,12 @@ from PIL import Image
 
 from bench.abuse import connection_flood, fuzz, slow_clients
 from bench.procs import rss_mb
-from bench.report import ROOT, replace_between, run_header
+from bench.report import ROOT, measured, replace_between, run_header
 from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp, item_hash
 from devstack.milvus import start_milvus
-from devstack.process import free_port
+from devstack.process import free_port, signal_group
 from devstack.sockets import descendants
 from devstack.stack import LocalStack
 from devstack.triton import start_triton
@@ -124,14 +124,9 @@ class Load:
 # -- faults ----------------------------------------------------------------------------------------
 
 
-def _kill_group(pid: int | None, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, TypeError):
-        os.killpg(pid, sig)  # type: ignore[arg-type]
-
-
 def kill_triton(stack: LocalStack, pause_s: float) -> float:
     assert stack.triton is not None and stack.triton_ports is not None
-    _kill_group(stack.triton.pid, signal.SIGKILL)
+    signal_group(stack.triton.pid, signal.SIGKILL)
     stack.triton.proc.wait()  # type: ignore[union-attr]
     time.sleep(pause_s)
     stack.triton, _ = start_triton(stack.repo, stack.data_dir / "triton", stack.triton_ports)
@@ -140,15 +135,15 @@ def kill_triton(stack: LocalStack, pause_s: float) -> float:
 
 def stop_milvus(stack: LocalStack, pause_s: float) -> float:
     assert stack.milvus is not None
-    _kill_group(stack.milvus.pid, signal.SIGSTOP)
+    signal_group(stack.milvus.pid, signal.SIGSTOP)
     time.sleep(pause_s)
-    _kill_group(stack.milvus.pid, signal.SIGCONT)
+    signal_group(stack.milvus.pid, signal.SIGCONT)
     return time.monotonic()
 
 
 def kill_milvus(stack: LocalStack, pause_s: float) -> float:
     assert stack.milvus is not None and stack.milvus_ports is not None
-    _kill_group(stack.milvus.pid, signal.SIGKILL)
+    signal_group(stack.milvus.pid, signal.SIGKILL)
     stack.milvus.proc.wait()  # type: ignore[union-attr]
     time.sleep(pause_s)
     stack.milvus, _ = start_milvus(stack.data_dir / "milvus", stack.milvus_ports)
@@ -157,7 +152,7 @@ def kill_milvus(stack: LocalStack, pause_s: float) -> float:
 
 def kill_gateway(stack: LocalStack, pause_s: float) -> float:
     assert stack.gateway is not None
-    _kill_group(stack.gateway.pid, signal.SIGKILL)
+    signal_group(stack.gateway.pid, signal.SIGKILL)
     stack.gateway.proc.wait()  # type: ignore[union-attr]
     time.sleep(pause_s)
     stack.start_gateway()
@@ -239,7 +234,7 @@ def reindex_kills(stack: LocalStack, runs: int, folder: Path, seed: int) -> list
                     job.wait(timeout=delay)
                     killed = False
                 except subprocess.TimeoutExpired:
-                    _kill_group(job.pid, signal.SIGKILL)
+                    signal_group(job.pid, signal.SIGKILL)
                     job.wait()
                     killed = True
             rerun = subprocess.run(
@@ -373,7 +368,7 @@ def render(report: dict[str, Any]) -> str:
     """The Markdown tables of docs/reliability.md."""
     plan = report["plan"]
     lines = [
-        f"Measured {report['date']} on {report['machine']}, commit {report['commit']}; {plan['rounds']} round(s) of each fault under "
+        f"{measured(report)}; {plan['rounds']} round(s) of each fault under "
         f"{report['load']['clients']} closed-loop SearchText clients ({report['load']['requests']} requests in all), Milvus stopped for {plan['stop_s']:.0f} s, "
         f"components restarted {plan['pause_s']:.0f} s after a kill.",
         "",

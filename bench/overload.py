@@ -34,7 +34,7 @@ import numpy as np
 from bench.data import clustered_vectors
 from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
-from bench.report import describe_flags, publish, run_header
+from bench.report import measured, publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
 from core.index import HnswParams, ImageIndex
 from core.manifest import Manifest
@@ -169,7 +169,7 @@ def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float)
 def render(report: dict[str, Any]) -> str:
     """The Markdown table."""
     lines = [
-        f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}: SearchText over "
+        f"{measured(report)}: SearchText over "
         f"{report['size']:,} vectors, random ViT-B/32 fp32 on CPU Triton; saturation at {report['saturating_concurrency']} clients "
         f"({report['saturating_qps']:.0f} q/s; sweep: "
         + ", ".join(f"c={int(level['concurrency'])} {level['qps']:.0f} q/s p99 {level['p99_ms']:.0f} ms" for level in report["sweep"])

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from bench.procs import cpu_seconds
-from bench.report import describe_flags, publish, run_header
+from bench.report import measured, publish, run_header
 from bench.run import ROOT, ensure_repo, log
 from core.index import ImageIndex
 from core.manifest import Manifest
@@ -33,7 +33,7 @@ SIZES = {"1 KB": 1_000, "100 KB": 100_000, "4 MB": 4_000_000}
 def render(report: dict[str, Any]) -> str:
     """The Markdown table."""
     lines = [
-        f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}, {report['requests']} requests per size ({report['path']}):",
+        f"{measured(report)}, {report['requests']} requests per size ({report['path']}):",
         "",
         "| query | answer | gateway CPU per request | wall time per request (client) |",
         "| --- | --- | --- | --- |",

@@ -30,6 +30,11 @@ def describe_flags(flags: list[str]) -> str:
     return ", ".join(flags) + ("" if any("vnni" in f or "amx" in f for f in flags) else "; no VNNI/AMX")
 
 
+def measured(report: dict[str, Any]) -> str:
+    """The opening of a results paragraph: "Measured <date> on <machine> (<CPU flags>), commit <commit>"."""
+    return f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}"
+
+
 def run_header(accelerator: str = "no GPU") -> dict[str, Any]:
     """What every benchmark report starts with: the date, the host, the machine, its CPU flags and the commit."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()

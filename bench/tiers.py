@@ -18,7 +18,7 @@ from typing import Any
 from bench.data import clustered_vectors
 from bench.levers import measure_search
 from bench.procs import wait_for_quiet
-from bench.report import describe_flags, publish, run_header
+from bench.report import measured, publish, run_header
 from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
 from core.index import ImageIndex
 from core.logs import configure_logging
@@ -34,8 +34,7 @@ TIERS = ("gateway", "triton", "milvus")
 def render(report: dict[str, Any]) -> str:
     """The Markdown table of CPU ms per query by tier."""
     lines = [
-        f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}, "
-        f"{report['size']:,} vectors, SearchText at concurrency 16 ({report['path']}):",
+        f"{measured(report)}, {report['size']:,} vectors, SearchText at concurrency 16 ({report['path']}):",
         "",
         "| towers | queries | queries/s | p99 ms | gateway CPU ms/query | Triton CPU ms/query | Milvus CPU ms/query |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -53,6 +53,13 @@ def namespace_prefix(*flags: str) -> tuple[str, ...] | None:
     return prefix if allowed else None
 
 
+def signal_group(pgid: int | None, sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group ``pgid`` (a server started by ``ManagedProcess``); gone is fine."""
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -173,17 +180,12 @@ class ManagedProcess:
         if self.proc is None or self.proc.poll() is not None:
             return
         pgid = self.proc.pid
-        self._signal(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             logger.info("%s did not stop within %.0f s; killing pid %d", self.name, timeout_s, pgid)
-            self._signal(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-        self._signal(pgid, signal.SIGKILL)  # stray children of the group, if any
+        signal_group(pgid, signal.SIGKILL)  # stray children of the group, if any
         logger.info("stopped %s (pid %d)", self.name, pgid)
-
-    @staticmethod
-    def _signal(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
