@@ -81,11 +81,14 @@ def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> str:
     """
     if bool(settings.tls_cert) != bool(settings.tls_key) or (settings.tls_client_ca and not settings.tls_cert):
         raise UserError("TLS needs both T2I_TLS_CERT and T2I_TLS_KEY (and T2I_TLS_CLIENT_CA only with them)")
-    if settings.tls_cert and settings.tls_key:
-        files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        bound, mode = server.add_secure_port(settings.listen, files.credentials()), "mutual TLS" if files.mutual else "TLS"
-    else:
-        bound, mode = server.add_insecure_port(settings.listen), "plaintext"
+    try:
+        if settings.tls_cert and settings.tls_key:
+            files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            bound, mode = server.add_secure_port(settings.listen, files.credentials()), "mutual TLS" if files.mutual else "TLS"
+        else:
+            bound, mode = server.add_insecure_port(settings.listen), "plaintext"
+    except RuntimeError:  # grpc raises "Failed to bind" rather than returning 0 for a taken port
+        bound = 0
     if bound == 0:
         raise UserError(f"cannot listen on {settings.listen}: the address is taken or not this machine's")
     return mode

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -94,3 +96,12 @@ async def test_the_triton_client_over_a_real_triton_serving_tls(tiny_repo: Path,
         await plain.close()
     finally:
         triton.stop()
+
+
+def test_a_second_gateway_cannot_share_the_port(stack: LocalStack) -> None:
+    """grpc sets SO_REUSEPORT by default: two gateways on one port would split the connections (a stale one kept answering)."""
+    env = {**os.environ, **stack.env(), "T2I_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    second = subprocess.run([sys.executable, "-m", "gateway.server"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"cannot listen on {stack.gateway_address}" in second.stderr
+    assert_serving(stack)
