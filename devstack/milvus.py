@@ -3,6 +3,7 @@
 The wheel's own ``milvus-server`` wrapper leaves its child running when it gets SIGTERM, so the
 ``milvus`` binary is started here directly, as a process this module owns: the wrapper's config
 code writes ``milvus.yaml`` (binding the exact proxy port asked for) and unpacks the binary.
+The binaries (about 250 MB) are unpacked once per environment and linked into each data folder.
 
 Milvus 2.3 binds its coordinators' ports on every interface, whatever the config says. So it
 runs in a network namespace of its own (``devstack.sandbox``), and only its proxy and health
@@ -16,13 +17,17 @@ where ``T2I_MILVUS_TOKEN_FILE`` can point; ``milvus_token`` reads it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,10 +87,10 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
         # ports still in TIME_WAIT, which the server itself (SO_REUSEADDR) can bind.
         config = MilvusServerConfig(data_dir=str(data_dir), proxy_port=ports.proxy, etcd_port=ports.etcd_client)
         config.resolve()
-        _initialize_data_files(config.base_data_dir)
         _use_own_etcd_ports(data_dir, ports)
         written.write_text(json.dumps(asdict(ports)))
     _harden(data_dir / "configs" / "milvus.yaml")
+    _link_binaries(data_dir, _initialize_data_files)  # also after a restart: the environment may be new
     bin_dir = data_dir / "bin"
     env = dict(os.environ)
     env.update(
@@ -116,6 +121,39 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
         ports=(ports.proxy, ports.health),
         inherit=sockets,
     )
+
+
+def _link_binaries(data_dir: Path, unpack: Callable[[str], None]) -> None:
+    """Point ``data_dir/bin`` at binaries unpacked once for this environment (``<prefix>/share/t2i``).
+
+    Each stack used to unpack its own copy: with several stacks per test run that was gigabytes of
+    disk. A ``bin`` folder from that time is refreshed in place; where the shared folder cannot be
+    written, the binaries are unpacked into ``data_dir`` as before.
+    """
+    bin_dir = data_dir / "bin"
+    if bin_dir.is_dir() and not bin_dir.is_symlink():
+        unpack(str(data_dir))
+        return
+    shared = Path(sys.prefix) / "share" / "t2i" / f"milvus-{importlib.metadata.version('milvus')}"
+    if not shared.is_dir():
+        try:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=shared.parent))
+        except OSError as exc:
+            logger.warning("cannot share the Milvus binaries in %s (%s): unpacking them into %s", shared.parent, exc, data_dir)
+            unpack(str(data_dir))
+            return
+        logger.info("unpacking the Milvus binaries into %s (once per environment)", shared)
+        try:
+            unpack(str(staging))
+            os.replace(staging / "bin", shared)  # atomic: a concurrent unpack loses the race harmlessly
+        except OSError:
+            if not shared.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    bin_dir.unlink(missing_ok=True)
+    bin_dir.symlink_to(shared, target_is_directory=True)
 
 
 def _harden(milvus_yaml: Path) -> None:

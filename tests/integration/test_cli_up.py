@@ -109,6 +109,7 @@ def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Pa
             proc.wait()
     # A second stack whose gateway port is taken says by whom, and starts nothing that stays.
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the killed gateway's connections may be in TIME_WAIT
         squatter.bind(split_address(gateway))
         squatter.listen()
         second = start_up(tiny_repo, tmp_path / "second", up_env(gateway), "--no-web")
