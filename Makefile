@@ -11,7 +11,7 @@ PROTO_OUT := protos/text2image/v1/text2image_pb2.py
 PYTEST_ARGS ?=
 
 # The extras of pyproject.toml that the development environment holds (all of them).
-EXTRAS := gateway,reindex,web,export,devstack,dev
+EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
 .PHONY: install protos demo up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload chaos clean
 

@@ -454,6 +454,30 @@ class ImageIndex:
         self._call("scan", scan, deadline, limit=self.timeout_s * 2)
         return result
 
+    def vectors(self, collection: str, deadline: float | None = None) -> tuple[list[str], np.ndarray, list[list[str]]]:
+        """Every row's id, vector and labels (exact search for evaluations: memory grows with the collection)."""
+        ids: list[str] = []
+        vectors: list[list[float]] = []
+        labels: list[list[str]] = []
+
+        def scan(client: MilvusClient, timeout: float) -> None:
+            for found in (ids, vectors, labels):  # a retried scan starts over
+                found.clear()
+            iterator = client.query_iterator(
+                collection, batch_size=_QUERY_PAGE, filter="", output_fields=["id", "vector", "labels"], timeout=timeout, consistency_level="Strong"
+            )
+            try:
+                while rows := iterator.next():
+                    for row in rows:
+                        ids.append(row["id"])
+                        vectors.append(row["vector"])
+                        labels.append(list(row["labels"] or []))
+            finally:
+                iterator.close()
+
+        self._call("scan", scan, deadline, limit=self.timeout_s * 2)
+        return ids, np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1), labels
+
     def vector_of(self, collection: str, item_id: str, deadline: float | None = None) -> np.ndarray:
         """The stored vector of ``item_id``.
 

@@ -1,7 +1,7 @@
 """``t2i``: the command line of text2image-search.
 
 Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``info``, ``reindex``, ``finalize``,
-``rollback`` and ``models``.
+``rollback``, ``models``, ``dataset shapes``, ``finetune``, ``eval`` and ``shapes-demo``.
 Addresses and limits come from ``T2I_*`` environment variables (see ``core/settings.py``);
 flags override them. Errors a person can act on print one line and exit 2; bugs keep their
 traceback.
@@ -24,9 +24,11 @@ from core.settings import GatewaySettings, Settings, TlsFiles, WebSettings
 from gateway import server as gateway_server
 from reindex import main as reindex_main
 from reindex import rollout
+from relevance import shapes
+from t2i import evaluate as t2i_evaluate
 from t2i.client import GatewayClient, format_hits
 
-# export, up and demo import torch and transformers (seconds): they are imported only when used.
+# export, up, demo, finetune and shapes-demo import torch and transformers (seconds): they are imported only when used.
 DEFAULT_LOG_LEVEL = "WARNING"
 
 
@@ -110,6 +112,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relevance(args: argparse.Namespace) -> int:
+    """``eval``, ``dataset``, ``finetune`` and ``shapes-demo``."""
+    if args.command == "eval":
+        return t2i_evaluate.command(args, None if args.compare else _client(args))
+    if args.command == "dataset":
+        return shapes.command(args)
+    if args.command == "finetune":
+        from relevance.finetune import command as finetune_command
+
+        return finetune_command(args)
+    from t2i.shapes_demo import run_shapes_demo
+
+    run_shapes_demo(Path(args.data_dir or Settings().data_dir) / "shapes-demo", retrain=args.retrain)
+    return 0
+
+
 def _rpc_error(exc: grpc.RpcError, address: str) -> str:
     """One line for a failed call to the gateway, with how to start it when it cannot be reached."""
     code, details = exc.code(), exc.details() or ""
@@ -164,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=5)
 
     info = sub.add_parser("info", help="show the active index of a running gateway")
-    for command in (search, info):
+    evaluate = sub.add_parser("eval", help="run judged queries through a running gateway: P@K, R@K, nDCG@K, MRR, mAP")
+    t2i_evaluate.add_arguments(evaluate)
+    for command in (search, info, evaluate):
         command.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
         command.add_argument("--tls", action="store_true", help="talk TLS to the gateway (the system's CA roots unless --ca)")
         command.add_argument("--ca", type=Path, default=None, help="CA certificate (PEM) that signs the gateway's; implies --tls")
@@ -178,7 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rollback", help="swap the alias back to the collection the last rebuild replaced")
     models = sub.add_parser("models", help="list, reload or prune the model versions Triton serves")
     rollout.add_arguments(models)
+    dataset = sub.add_parser("dataset", help="generate a labelled dataset").add_subparsers(dest="dataset", required=True)
+    shapes.add_arguments(dataset.add_parser("shapes", help="coloured shapes with captions.csv, labels.csv and queries.jsonl"))
+    finetune = sub.add_parser("finetune", help="fine-tune CLIP on your captions with its contrastive loss (FLYP)")
+    _finetune_arguments(finetune)
+    shapes_demo = sub.add_parser("shapes-demo", help="offline: train a small CLIP on generated shapes, index, query and evaluate it")
+    shapes_demo.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
+    shapes_demo.add_argument("--retrain", action="store_true", help="train even when the cached model matches")
     return parser
+
+
+def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    from relevance.config import add_arguments
+
+    add_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return gateway_server.run(args, args.log_level)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
-    if args.command in ("search", "info"):
+    if args.command in ("search", "info", "eval"):
         args.address = args.address or GatewaySettings().listen
     try:
         if args.command == "export":
@@ -205,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None)
         if args.command in ("search", "info"):
             return _search(args) if args.command == "search" else _info(args)
+        if args.command in ("eval", "dataset", "finetune", "shapes-demo"):
+            return _relevance(args)
         batch = {"finalize": reindex_main.finalize_command, "rollback": reindex_main.rollback_command, "models": rollout.command}
         return batch.get(args.command, reindex_main.command)(args, Settings())
     except grpc.RpcError as exc:

@@ -1,0 +1,1 @@
+"""Search quality: the labelled shapes dataset, CLIP fine-tuning (FLYP) and retrieval metrics."""

@@ -1,0 +1,368 @@
+"""``t2i finetune``: fine-tune CLIP on your own captions with its own contrastive loss (FLYP).
+
+"Finetune like you pretrain" (Goyal et al., 2022): the objective is CLIP's symmetric InfoNCE
+between image and caption embeddings, with captions written the way prompts are, never a new
+classification head. What this module adds to the textbook loop:
+
+- Several captions per image (``captions.csv`` may repeat a file): each epoch samples one of an
+  image's captions per visit. Identical captions in a batch are positives of each other's
+  images, not negatives (``contrastive_loss``).
+- AdamW with weight decay on matrices only (not on biases, norms, embeddings or the temperature),
+  linear warm-up then cosine decay, and ``logit_scale`` learned and clamped at ln(100) as in CLIP.
+- ``--freeze PREFIX`` freezes parameters by name prefix (for example ``vision_model.embeddings``).
+- Deterministic for a ``--seed``: the order of the data and the captions drawn follow from the
+  seed and the epoch, and a resumed run continues exactly where the last saved epoch ended.
+- ``<out>/training/state.pt`` is saved after every epoch; ``--resume`` continues from it.
+- A validation split (by image) is held out; after every epoch text→image retrieval on it is
+  measured (``relevance.metrics``) and the best epoch is written to ``<out>`` as a ``CLIPModel``
+  folder with its tokenizer and ``preprocessor_config.json``, which ``t2i export`` takes as it is.
+
+Images and captions are read and preprocessed by the same code the serving path uses
+(``inference.images``, ``inference.tokenizer``), so training sees what Triton will be fed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+from core.errors import UserError
+from export.checkpoint import HUB_HOST, HubUnreachable, hub_reachable, random_configs, random_model
+from export.vocab import write_clip_vocab
+from inference.images import ImageLimits, PreprocessConfig, load_pixels
+from inference.tokenizer import ClipTokenizer
+from relevance.config import TrainConfig, config_from
+from relevance.metrics import mean_metrics, query_metrics
+
+logger = logging.getLogger(__name__)
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
+STATE = Path("training") / "state.pt"
+VALIDATION_KS = (1, 5, 10)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Pair:
+    """One image and every caption written for it."""
+
+    file: str
+    captions: list[str]
+
+
+def read_captions(path: Path, images: Path) -> list[Pair]:
+    """``file,caption`` rows (extra columns ignored; a file may repeat) grouped by image.
+
+    Raises:
+        UserError: the file lacks the columns, is empty, or names images that do not exist.
+    """
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"file", "caption"} - set(reader.fieldnames or ())
+        if missing:
+            raise UserError(f"{path} needs a header with the columns file,caption (missing: {', '.join(sorted(missing))})")
+        grouped: dict[str, list[str]] = {}
+        for line, row in enumerate(reader, start=2):
+            file, caption = (row.get("file") or "").strip(), (row.get("caption") or "").strip()
+            if not file or not caption:
+                raise UserError(f"{path}:{line}: every row needs a file and a caption")
+            grouped.setdefault(file, []).append(caption)
+    if not grouped:
+        raise UserError(f"{path} has no rows")
+    absent = [file for file in grouped if not (images / file).is_file()]
+    if absent:
+        raise UserError(f"{len(absent)} files of {path} are not under {images}, for example {absent[0]}")
+    return [Pair(file, captions) for file, captions in grouped.items()]
+
+
+def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over a batch of (image, caption) pairs, identical captions as positives.
+
+    Row ``i`` of the batch is image ``i`` with caption ``captions[i]``. Where two rows share a
+    caption, each image is a right answer for the other's caption (and the reverse), so the
+    targets spread evenly over them instead of pushing equal captions apart.
+    """
+    image_embeds = nn.functional.normalize(image_embeds, dim=-1)
+    text_embeds = nn.functional.normalize(text_embeds, dim=-1)
+    logits = logit_scale.exp() * text_embeds @ image_embeds.t()  # [text, image]
+    index = {caption: n for n, caption in enumerate(dict.fromkeys(captions))}
+    keys = torch.tensor([index[caption] for caption in captions], device=logits.device)
+    same = (keys[:, None] == keys[None, :]).to(logits.dtype)
+    targets = same / same.sum(dim=1, keepdim=True)
+    text_to_image = nn.functional.cross_entropy(logits, targets)
+    image_to_text = nn.functional.cross_entropy(logits.t(), targets)  # ``same`` is symmetric
+    return (text_to_image + image_to_text) / 2
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def load_base(base: str, seed: int) -> tuple[CLIPModel, Path | None]:
+    """The model to start from, and its folder (for its tokenizer and preprocessing) if it has one.
+
+    Raises:
+        HubUnreachable: a hub id that is neither cached nor downloadable.
+    """
+    if (random := random_model(base)) is not None:
+        name, weights_seed = random
+        text_config, vision_config = random_configs(name)
+        torch.manual_seed(seed * 1000 + weights_seed)
+        config = CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=text_config.projection_dim)
+        return CLIPModel(config), None
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a Hugging Face CLIP checkpoint (no config.json)")
+        return CLIPModel.from_pretrained(str(path), local_files_only=True), path
+    try:
+        return CLIPModel.from_pretrained(base, local_files_only=True), None
+    except OSError:
+        if not hub_reachable():
+            raise HubUnreachable(
+                f"cannot download '{base}': the Hugging Face hub ({HUB_HOST}) is unreachable and the model is not in the local cache"
+            ) from None
+    return CLIPModel.from_pretrained(base), None
+
+
+def write_companions(model: CLIPModel, source: Path | str | None, out: Path) -> tuple[Path, PreprocessConfig]:
+    """Write ``tokenizer.json`` and ``preprocessor_config.json`` into ``out`` (the base's own, else CLIP's)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if source is not None and any((Path(source) / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        tokenizer = CLIPTokenizerFast.from_pretrained(str(source), local_files_only=True)
+    elif source is not None and not Path(str(source)).exists():
+        tokenizer = CLIPTokenizerFast.from_pretrained(str(source))
+    else:
+        vocab, merges = write_clip_vocab(out / "vocab-src")
+        tokenizer = CLIPTokenizerFast(vocab_file=str(vocab), merges_file=str(merges))
+        shutil.rmtree(out / "vocab-src")
+    tokenizer.save_pretrained(str(out))
+    processor_file = out / "preprocessor_config.json"
+    if source is not None and (Path(source) / "preprocessor_config.json").is_file():
+        shutil.copyfile(Path(source) / "preprocessor_config.json", processor_file)
+    else:
+        size = int(model.config.vision_config.image_size)
+        CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).to_json_file(str(processor_file))
+    return out / "tokenizer.json", PreprocessConfig.from_file(processor_file)
+
+
+class Batches:
+    """Reads, preprocesses and tokenizes batches the way the serving path does."""
+
+    def __init__(self, images: Path, tokenizer: ClipTokenizer, config: PreprocessConfig, device: torch.device = torch.device("cpu")):
+        self.images, self.tokenizer, self.config, self.device = images, tokenizer, config, device
+        self.limits = ImageLimits()
+
+    def pixels(self, files: Sequence[str]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([load_pixels((self.images / f).read_bytes(), self.config, self.limits) for f in files])).to(self.device)
+
+    def tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.encode(list(texts))
+        return {"input_ids": torch.from_numpy(batch.input_ids).to(self.device), "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device)}
+
+
+def image_features(model: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected image embeddings (unnormalized), the same in every transformers version."""
+    return model.visual_projection(model.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+def text_features(model: CLIPModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Projected text embeddings (unnormalized), the same in every transformers version."""
+    return model.text_projection(model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
+
+
+@torch.no_grad()
+def validate(model: CLIPModel, batches: Batches, pairs: list[Pair], batch_size: int = 256) -> dict[str, float | None]:
+    """Text→image retrieval on ``pairs``: each distinct caption is a query, its images the relevant ones."""
+    model.eval()
+    images = torch.cat([image_features(model, batches.pixels([p.file for p in pairs[i : i + batch_size]])) for i in range(0, len(pairs), batch_size)])
+    relevant: dict[str, set[str]] = {}
+    for pair in pairs:
+        for caption in pair.captions:
+            relevant.setdefault(caption, set()).add(pair.file)
+    queries = list(relevant)
+    texts = torch.cat([text_features(model, **batches.tokens(queries[i : i + batch_size])) for i in range(0, len(queries), batch_size)])
+    scores = nn.functional.normalize(texts, dim=-1) @ nn.functional.normalize(images, dim=-1).t()
+    order = scores.argsort(dim=1, descending=True).cpu().numpy()
+    files = [p.file for p in pairs]
+    rows = [query_metrics([files[j] for j in order[q]], dict.fromkeys(relevant[query], 1.0), VALIDATION_KS) for q, query in enumerate(queries)]
+    return mean_metrics(rows, [*(f"P@{k}" for k in VALIDATION_KS), "R@10", "mAP"])
+
+
+def _parameter_groups(model: CLIPModel, weight_decay: float) -> list[dict[str, object]]:
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        plain = parameter.ndim < 2 or "embedding" in name or name == "logit_scale"
+        (no_decay if plain else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def split(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Training and validation pairs, split by image with ``seed`` (at least one validation image)."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    held = max(1, round(len(pairs) * fraction)) if fraction > 0 else 0
+    if held >= len(pairs):
+        raise UserError(f"--val-fraction {fraction} leaves no training images out of {len(pairs)}")
+    return [pairs[i] for i in order[held:]], [pairs[i] for i in order[:held]]
+
+
+def finetune(
+    captions: Path,
+    images: Path,
+    out: Path,
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    on_epoch: Callable[[dict[str, object]], None] | None = None,
+) -> dict[str, object]:
+    """Train (see the module docstring) and return the history; the best epoch's model is in ``out``.
+
+    ``on_epoch`` is called with each epoch's record after its state is saved.
+
+    Raises:
+        UserError: bad inputs, or ``--resume`` of a run with other settings.
+    """
+    pairs = read_captions(captions, images)
+    train, val = split(pairs, config.val_fraction, config.seed)
+    torch.manual_seed(config.seed)
+    model, source = load_base(config.base, config.seed)
+    tokenizer_file, preprocess = write_companions(model, source, out / "training" / "companions")
+    target = pick_device(device)
+    nn.Module.to(model, target)
+    batches = Batches(images, ClipTokenizer(tokenizer_file, int(model.config.text_config.max_position_embeddings)), preprocess, target)
+    _freeze(model, config.freeze)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.warmup_steps, total))
+    history: dict[str, object] = {"config": asdict(config), "images": {"train": len(train), "val": len(val)}, "epochs": [], "best": None}
+    start_epoch = 0
+    state_file = out / STATE
+    if resume and state_file.is_file():
+        state = torch.load(state_file, weights_only=False, map_location=target)
+        if state["config"] != asdict(config):
+            raise UserError(f"{state_file} was trained with {state['config']}; resume with the same settings, or start afresh without --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"]
+        print(f"resuming from {state_file} after epoch {start_epoch}")
+    elif resume:
+        print(f"nothing to resume in {out}: starting afresh")
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        losses = _train_epoch(model, optimizer, scheduler, batches, train, config, epoch, progress)
+        scores = validate(model, batches, val)
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None, "seconds": round(time.perf_counter() - started, 1), **scores}
+        history["epochs"].append(record)  # type: ignore[attr-defined]
+        best = history["best"]
+        if best is None or (scores["mAP"] or 0) > (best["mAP"] or 0):  # type: ignore[index]
+            history["best"] = record
+            _save_model(model, out)
+        print(f"epoch {epoch + 1}: loss {record['loss']:.4f}, validation P@1 {scores['P@1']:.3f} P@10 {scores['P@10']:.3f} mAP {scores['mAP']:.3f}")
+        state = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        _save_state(state_file, {**state, "history": history, "epoch": epoch + 1})
+        if on_epoch is not None:
+            on_epoch(record)
+    (out / "training" / "history.json").write_text(json.dumps(history, indent=2))
+    return history
+
+
+def _freeze(model: CLIPModel, prefixes: Sequence[str]) -> None:
+    for name, parameter in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            parameter.requires_grad_(False)
+    if prefixes and all(p.requires_grad for p in model.parameters()):
+        raise UserError(f"--freeze {list(prefixes)} matches no parameter (names start with text_model., vision_model., ...)")
+
+
+def _train_epoch(
+    model: CLIPModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: Batches,
+    train: list[Pair],
+    config: TrainConfig,
+    epoch: int,
+    progress: bool,
+) -> list[float]:
+    """One pass over ``train``; returns each step's loss."""
+    model.train()
+    rng = np.random.default_rng([config.seed, epoch])  # the epoch's order and captions, the same after a resume
+    order = rng.permutation(len(train))
+    picks = [train[i].captions[int(rng.integers(len(train[i].captions)))] for i in order]
+    bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", disable=not progress, dynamic_ncols=True)
+    losses: list[float] = []
+    started = time.perf_counter()
+    for first in range(0, len(order), config.batch_size):
+        rows = order[first : first + config.batch_size]
+        texts = picks[first : first + config.batch_size]
+        if len(rows) < 2:
+            continue  # a contrastive batch needs two pairs
+        image_embeds = image_features(model, batches.pixels([train[i].file for i in rows]))
+        loss = contrastive_loss(image_embeds, text_features(model, **batches.tokens(texts)), model.logit_scale, texts)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(float(loss.detach()))
+        bar.update(len(rows))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{bar.n / (time.perf_counter() - started):.0f}")
+    bar.close()
+    return losses
+
+
+def _save_state(path: Path, state: dict[str, object]) -> None:
+    """Write the training state; a kill while saving keeps the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def _save_model(model: CLIPModel, out: Path) -> None:
+    model.save_pretrained(str(out))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "preprocessor_config.json"):
+        if (out / "training" / "companions" / name).is_file():
+            shutil.copyfile(out / "training" / "companions" / name, out / name)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``t2i finetune``."""
+    random.seed(args.seed)
+    history = finetune(args.captions, args.images, args.out, config_from(args), resume=args.resume, device=args.device)
+    best = history["best"]
+    print(f"best epoch {best['epoch']} (validation mAP {best['mAP']:.3f}) written to {args.out}; export it with: t2i export --model {args.out}")  # type: ignore[index]
+    return 0
