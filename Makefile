@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos demo up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload chaos clean
+.PHONY: install protos demo demo-shapes up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT)
 
@@ -47,6 +47,11 @@ protos: $(PROTO_OUT)
 # start Milvus, Triton and the gateway on loopback, index sample photos, query, stop.
 demo: install
 	$(BIN)/t2i demo
+
+# Offline search that works: generate labelled shapes, train a small CLIP on the CPU (about 9 minutes,
+# then cached), export, index, query and evaluate it against random weights and int8.
+demo-shapes: install
+	$(BIN)/t2i shapes-demo
 
 # Keep the stack running until Ctrl-C (gateway on 127.0.0.1:50051, the search page on http://127.0.0.1:8080/).
 up: install
@@ -138,6 +143,10 @@ chaos: install
 # Load shedding at 4x the saturating concurrency and at 256 clients, against an unbounded gateway (docs/benchmarks.md).
 bench-overload: install
 	$(RUN_BENCH) bench.overload
+
+# The shapes demo's numbers as JSON (bench/results/*-relevance.json; docs/relevance.md).
+bench-relevance: install
+	$(RUN_BENCH) bench.relevance
 
 # CPU ms per query of the gateway, Triton and Milvus at c=16 (bench/results/*-tiers.json; docs/benchmarks.md; about 6 minutes).
 bench-tiers: install

@@ -11,18 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.manifest import INT8_FLAGS, cpu_flags
+
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def simd_flags() -> list[str]:
     """The CPU's vector extensions that matter for GEMM: int8 only beats fp32 with VNNI (or AMX)."""
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return [flag for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if flag in flags]
+    flags = cpu_flags()
+    return [flag for flag in ("avx2", "fma", "avx512f", *INT8_FLAGS) if flag in flags]
 
 
 def describe_flags(flags: list[str]) -> str:

@@ -83,7 +83,9 @@ def random_configs(name: str) -> tuple[CLIPTextConfig, CLIPVisionConfig]:
         return CLIPTextConfig(), CLIPVisionConfig()
     if name == "small":
         shared = {"hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4, "projection_dim": 128}
-        return CLIPTextConfig(**shared, num_hidden_layers=3, max_position_embeddings=32), CLIPVisionConfig(**shared, num_hidden_layers=4, image_size=64, patch_size=8)
+        return CLIPTextConfig(**shared, num_hidden_layers=3, max_position_embeddings=32), CLIPVisionConfig(
+            **shared, num_hidden_layers=4, image_size=64, patch_size=8
+        )
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "projection_dim": 32}
     return CLIPTextConfig(**small), CLIPVisionConfig(**small)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import CLIPImageProcessor, CLIPTokenizerFast
 
-from core.manifest import PRECISIONS, PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
+from core.manifest import PRECISIONS, PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest, resolve_precision
 from core.settings import Settings
 from export.checkpoint import Towers, load_towers
 from export.onnx_export import convert_precision, export_fp32, layout_repository
@@ -106,7 +106,7 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
 
 def command(args: argparse.Namespace) -> int:
     """Run ``t2i export`` and print the manifest summary."""
-    manifest = run_export(args.model, args.out, args.precision, args.version)
+    manifest = run_export(args.model, args.out, resolve_precision(args.precision), args.version)
     print(f"exported {manifest.model_id} ({manifest.precision}, dim {manifest.dimension}) to {args.out}")
     for key, value in sorted(manifest.parity.items()):
         print(f"  parity {key}: min cosine {value:.6f}")

@@ -31,7 +31,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -244,7 +244,7 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     device: str = "auto",
-    on_epoch: Callable[[dict[str, object]], None] | None = None,
+    on_epoch: Callable[[Mapping[str, object]], None] | None = None,
 ) -> dict[str, object]:
     """Train (see the module docstring) and return the history; the best epoch's model is in ``out``.
 

@@ -19,7 +19,7 @@ import grpc
 
 from core.errors import UserError
 from core.logs import configure_logging
-from core.manifest import DEFAULT_MODEL, PRECISIONS
+from core.manifest import AUTO, DEFAULT_MODEL, PRECISIONS
 from core.settings import GatewaySettings, Settings, TlsFiles, WebSettings
 from gateway import server as gateway_server
 from reindex import main as reindex_main
@@ -41,7 +41,7 @@ def _up(args: argparse.Namespace) -> int:
 
     settings, web = GatewaySettings(), WebSettings()
     repo = Path(args.model_repository or settings.model_repository)
-    ensure_model(repo, args.model, args.fallback)
+    ensure_model(repo, args.model, args.fallback, args.precision)
     data_dir = Path(args.data_dir or settings.data_dir)
     milvus_port = int(settings.milvus_uri.rsplit(":", 1)[-1])
     triton_port = int(settings.triton_url.rsplit(":", 1)[-1])
@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny' (NAME@SEED: other random weights)"
     )
     export.add_argument("--out", type=Path, default=None, help="Triton model repository to write (default T2I_MODEL_REPOSITORY)")
-    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights precision of the ONNX files")
+    export.add_argument(
+        "--precision", choices=(*PRECISIONS, AUTO), default="fp32", help="weights precision of the ONNX files (auto: int8 on CPUs with VNNI/AMX, else fp32)"
+    )
     export.add_argument("--version", type=int, default=1, help="model version folder (a rollout exports the next version beside the served one)")
 
     serve = sub.add_parser("serve", help="run the gRPC gateway (Triton and Milvus must be running)")
@@ -167,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--fallback", default="random", help="model to use when the hub is unreachable ('' for none)")
         command.add_argument("--model-repository", default=None, help="Triton model repository (default T2I_MODEL_REPOSITORY)")
         command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
+        command.add_argument(
+            "--precision", choices=(*PRECISIONS, AUTO), default=AUTO, help="precision of an export (default auto: int8 on CPUs with VNNI/AMX, else fp32)"
+        )
         if name == "up":
             command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
             command.add_argument("--web-listen", default=None, help="search page address (default T2I_WEB_LISTEN, 127.0.0.1:8080)")
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
             settings = Settings()
             repo = Path(args.model_repository or settings.model_repository)
-            return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None)
+            return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None, args.precision)
         if args.command in ("search", "info"):
             return _search(args) if args.command == "search" else _info(args)
         if args.command in ("eval", "dataset", "finetune", "shapes-demo"):

@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from core.manifest import DEFAULT_MODEL, Manifest
+from core.manifest import AUTO, DEFAULT_MODEL, Manifest, resolve_precision
 from core.settings import WebSettings
 from devstack.process import free_port
 from devstack.stack import LocalStack
@@ -35,10 +35,14 @@ def _existing(repo: Path) -> Manifest | None:
         return None
 
 
-def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = "fp32") -> Manifest:
-    """The repository's manifest, exporting ``model`` first (or ``fallback`` when offline) if needed."""
+def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = AUTO) -> Manifest:
+    """The repository's manifest, exporting ``model`` first (or ``fallback`` when offline) if needed.
+
+    ``precision`` ``auto`` (the default of the local CPU stack) is int8 on CPUs with VNNI or AMX.
+    """
+    precision = resolve_precision(precision)
     existing = _existing(repo)
-    if existing and existing.model_id == model_key(model):
+    if existing and existing.model_id == model_key(model) and existing.precision == precision:
         print(f"using the model already exported in {repo}: {existing.model_id} ({existing.precision})")
         return refresh_layout(repo, existing)
     try:
@@ -48,7 +52,7 @@ def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = 
         if not fallback:
             raise
         print(f"OFFLINE: {exc}; falling back to '{fallback}' (exact ViT-B/32 architecture, random weights)")
-    if existing and existing.model_id == model_key(fallback):
+    if existing and existing.model_id == model_key(fallback) and existing.precision == precision:
         print(f"using the fallback model already exported in {repo}: {existing.model_id}")
         return refresh_layout(repo, existing)
     return run_export(fallback, repo, precision)
@@ -63,9 +67,9 @@ def prepare_photos(target: Path) -> Path:
     return target
 
 
-def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: str | None = "random") -> int:
+def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: str | None = "random", precision: str = AUTO) -> int:
     """The whole demo; returns the exit code."""
-    manifest = ensure_model(repo, model, fallback)
+    manifest = ensure_model(repo, model, fallback, precision)
     if manifest.random_weights:
         print(RANDOM_BANNER)
     photos = prepare_photos(data_dir / "photos")

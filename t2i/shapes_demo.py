@@ -47,7 +47,7 @@ EXAMPLES: tuple[tuple[str, dict[str, list[str]]], ...] = (
     ("a red circle and a blue square", {}),
     ("three yellow triangles", {}),
     ("a green square and a yellow triangle", {}),
-    ("a circle", {"all_of": ["count-3"]}),
+    ("a red circle", {"all_of": ["blue-square"]}),
 )
 
 

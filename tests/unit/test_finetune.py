@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ class Killed(Exception):
     pass
 
 
-def _stop_after_first(record: dict[str, object]) -> None:
+def _stop_after_first(record: Mapping[str, object]) -> None:
     if record["epoch"] == 1:
         raise Killed
 
