@@ -205,27 +205,28 @@ class Reindexer:
         report.seconds = time.perf_counter() - start
         return report
 
-    async def _verify(self, report: ReindexReport, expected: set[str], attempts: int = 3) -> None:
+    async def _verify(self, report: ReindexReport, expected: set[str], attempts: int = 4) -> None:
         """Make sure the collection holds exactly ``expected``, deleting again what should be gone.
 
-        A count is cheap; only when it disagrees with the listing is the collection rescanned. It
-        disagreed, rarely, after a run was SIGKILLed and rerun: a row of a deleted file was back
-        after the rerun (the chaos campaign, about one rerun in 26). Milvus 2.3 has known ways to
-        lose a delete; whichever it was, the rerun now finds the row and deletes it again.
+        A count is cheap; only when it disagrees with the listing is the collection rescanned.
+        After a Milvus restart, a killed run's rerun has found (rarely: about one rerun in 26 of the
+        chaos campaign) a deleted file's row back, or a count that still included a deleted row
+        for a moment. Milvus 2.3 has known ways to lose or delay a delete: rows of removed files are
+        deleted again, and a count that disagrees with no extra row is given a few seconds.
         """
-        for _ in range(attempts):
+        for attempt in range(attempts):
             count = await asyncio.to_thread(self.index.count, report.collection)
             if count == len(expected):
                 return
             stored = await asyncio.to_thread(self.index.hashes, report.collection)
             extra = sorted(set(stored) - expected)
-            if not extra:
-                logger.warning("%s holds %d rows where the source has %d usable files, and none is extra", report.collection, count, len(expected))
-                return
-            logger.warning("%s still holds %d rows of files that are gone (%s): deleting them again", report.collection, len(extra), ", ".join(extra[:3]))
-            report.deleted += await asyncio.to_thread(self.index.delete, report.collection, extra)
-            await asyncio.to_thread(self.index.seal, report.collection)
-        logger.warning("%s: Milvus kept rows of removed files after %d deletes; rerun the reindex", report.collection, attempts)
+            if extra:
+                logger.warning("%s still holds %d rows of files that are gone (%s): deleting them again", report.collection, len(extra), ", ".join(extra[:3]))
+                report.deleted += await asyncio.to_thread(self.index.delete, report.collection, extra)
+                await asyncio.to_thread(self.index.seal, report.collection)
+            else:
+                await asyncio.sleep(0.5 * 2**attempt)  # the count lags a delete: give it time
+        logger.warning("%s counts %d rows where the source has %d usable files; rerun the reindex if it stays so", report.collection, count, len(expected))
 
     async def _index(
         self,

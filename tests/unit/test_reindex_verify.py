@@ -85,3 +85,26 @@ def test_a_run_that_agrees_with_milvus_does_not_rescan(tmp_path: Path) -> None:
     run(index, folder_of(tmp_path, ["a.png"]))
     assert set(index.rows) == {"a.png"}
     assert index.scans == 1  # the listing's own scan; the count agreed, so no second one
+
+
+class LaggingCount(LossyIndex):
+    """A count that still includes a deleted row for its first two answers."""
+
+    def __init__(self, rows: dict[str, str]):
+        super().__init__(rows, loses=set())
+        self.stale_answers = 2
+
+    def count(self, collection: str) -> int:
+        if self.stale_answers:
+            self.stale_answers -= 1
+            return len(self.rows) + 1
+        return len(self.rows)
+
+
+def test_a_lagging_count_is_waited_for_not_acted_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    index = LaggingCount({"gone.png": "old"})
+    with caplog.at_level(logging.WARNING, logger="reindex.job"):
+        run(index, folder_of(tmp_path, ["a.png"]))
+    assert set(index.rows) == {"a.png"} and index.stale_answers == 0
+    assert index.scans == 3  # the listing's scan, then one per disagreeing count
+    assert "rerun the reindex" not in caplog.text  # it converged
