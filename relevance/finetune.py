@@ -125,8 +125,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def load_base(base: str, seed: int) -> tuple[CLIPModel, Path | None]:
-    """The model to start from, and its folder (for its tokenizer and preprocessing) if it has one.
+def load_base(base: str, seed: int) -> tuple[CLIPModel, Path | str | None]:
+    """The model to start from, and where its tokenizer and preprocessing are (a folder or a hub id), if anywhere.
 
     Raises:
         HubUnreachable: a hub id that is neither cached nor downloadable.
@@ -143,13 +143,13 @@ def load_base(base: str, seed: int) -> tuple[CLIPModel, Path | None]:
             raise UserError(f"{path} is not a Hugging Face CLIP checkpoint (no config.json)")
         return CLIPModel.from_pretrained(str(path), local_files_only=True), path
     try:
-        return CLIPModel.from_pretrained(base, local_files_only=True), None
+        return CLIPModel.from_pretrained(base, local_files_only=True), base
     except OSError:
         if not hub_reachable():
             raise HubUnreachable(
                 f"cannot download '{base}': the Hugging Face hub ({HUB_HOST}) is unreachable and the model is not in the local cache"
             ) from None
-    return CLIPModel.from_pretrained(base), None
+    return CLIPModel.from_pretrained(base), base
 
 
 def write_companions(model: CLIPModel, source: Path | str | None, out: Path) -> tuple[Path, PreprocessConfig]:
@@ -283,14 +283,15 @@ def finetune(
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         losses = _train_epoch(model, optimizer, scheduler, batches, train, config, epoch, progress)
-        scores = validate(model, batches, val)
+        scores = validate(model, batches, val) if val else {"P@1": None, "P@10": None, "mAP": None}
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None, "seconds": round(time.perf_counter() - started, 1), **scores}
         history["epochs"].append(record)  # type: ignore[attr-defined]
         best = history["best"]
-        if best is None or (scores["mAP"] or 0) > (best["mAP"] or 0):  # type: ignore[index]
+        if not val or best is None or (scores["mAP"] or 0) > (best["mAP"] or 0):  # type: ignore[index]  # without validation: the last epoch
             history["best"] = record
             _save_model(model, out)
-        print(f"epoch {epoch + 1}: loss {record['loss']:.4f}, validation P@1 {scores['P@1']:.3f} P@10 {scores['P@10']:.3f} mAP {scores['mAP']:.3f}")
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in scores.items() if value is not None and name in ("P@1", "P@10", "mAP"))
+        print(f"epoch {epoch + 1}: loss {record['loss']:.4f}" + (f", validation {shown}" if shown else ", no validation split (--val-fraction 0)"), flush=True)
         state = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         _save_state(state_file, {**state, "history": history, "epoch": epoch + 1})
         if on_epoch is not None:
@@ -363,6 +364,7 @@ def command(args: argparse.Namespace) -> int:
     """Run ``t2i finetune``."""
     random.seed(args.seed)
     history = finetune(args.captions, args.images, args.out, config_from(args), resume=args.resume, device=args.device)
-    best = history["best"]
-    print(f"best epoch {best['epoch']} (validation mAP {best['mAP']:.3f}) written to {args.out}; export it with: t2i export --model {args.out}")  # type: ignore[index]
+    best: dict[str, object] = history["best"]  # type: ignore[assignment]
+    score = f" (validation mAP {best['mAP']:.3f})" if best.get("mAP") is not None else ""
+    print(f"best epoch {best['epoch']}{score} written to {args.out}; export it with: t2i export --model {args.out}")
     return 0
