@@ -38,11 +38,14 @@ def _existing(repo: Path) -> Manifest | None:
 def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = AUTO) -> Manifest:
     """The repository's manifest, exporting ``model`` first (or ``fallback`` when offline) if needed.
 
-    ``precision`` ``auto`` (the default of the local CPU stack) is int8 on CPUs with VNNI or AMX.
+    ``precision`` ``auto`` (the default of the local CPU stack) keeps an existing export of the
+    model at whatever precision it has, and exports a new one as int8 on CPUs with VNNI or AMX,
+    fp32 elsewhere. An explicit precision re-exports when the repository holds another.
     """
+    wanted = None if precision == AUTO else precision
     precision = resolve_precision(precision)
     existing = _existing(repo)
-    if existing and existing.model_id == model_key(model) and existing.precision == precision:
+    if existing and existing.model_id == model_key(model) and wanted in (None, existing.precision):
         print(f"using the model already exported in {repo}: {existing.model_id} ({existing.precision})")
         return refresh_layout(repo, existing)
     try:
@@ -52,7 +55,7 @@ def ensure_model(repo: Path, model: str, fallback: str | None, precision: str = 
         if not fallback:
             raise
         print(f"OFFLINE: {exc}; falling back to '{fallback}' (exact ViT-B/32 architecture, random weights)")
-    if existing and existing.model_id == model_key(fallback) and existing.precision == precision:
+    if existing and existing.model_id == model_key(fallback) and wanted in (None, existing.precision):
         print(f"using the fallback model already exported in {repo}: {existing.model_id}")
         return refresh_layout(repo, existing)
     return run_export(fallback, repo, precision)
