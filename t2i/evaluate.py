@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from core.errors import UserError
@@ -80,9 +81,17 @@ def exact_rankings(client: GatewayClient, settings: Settings, queries: Sequence[
     finally:
         index.close()
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    embedded = []
-    for start in range(0, len(queries), 32):
-        response = client.embedding.EmbedText(pb.EmbedTextRequest(texts=[q.text for q in queries[start : start + 32]]), timeout=client.timeout_s)
+    embedded: list[list[float]] = []
+    size = 32  # halved while the gateway refuses the batch (its T2I_MAX_BATCH)
+    while len(embedded) < len(queries):
+        texts = [q.text for q in queries[len(embedded) : len(embedded) + size]]
+        try:
+            response = client.embedding.EmbedText(pb.EmbedTextRequest(texts=texts), timeout=client.timeout_s)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and size > 1:
+                size //= 2
+                continue
+            raise
         embedded += [list(e.values) for e in response.embeddings]
     scores = np.asarray(embedded, dtype=np.float32) @ vectors.T
     label_sets = [set(row) for row in labels]
@@ -143,18 +152,21 @@ def compare_files(first: Path, second: Path, out: Path) -> str:
     """Write ``compare.json``, ``compare.md`` and ``compare.png`` for two saved runs; returns the Markdown."""
     names = [path.parent.name if path.stem == "eval" else path.stem for path in (first, second)]
     if names[0] == names[1]:
-        names = [str(first), str(second)]
-    runs = {}
-    for name, path in zip(names, (first, second), strict=True):
+        names = [f"{names[0]} (1)", f"{names[1]} (2)"]
+    loaded = []
+    for path in (first, second):
         try:
-            runs[name] = json.loads(path.read_text())
+            loaded.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read {path} as a t2i eval result: {exc}") from None
-    (before, a), (after, b) = runs.items()
+    (before, after), (a, b) = names, loaded
+    runs = dict(zip(names, loaded, strict=True))
     try:
         found = comparison(a, b)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{first} and {second} must both be eval.json files written by t2i eval (missing {exc})") from None
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps({"before": before, "after": after, **found.__dict__}, indent=1))
     text = comparison_markdown(found, before, after)
