@@ -48,7 +48,7 @@ protos: $(PROTO_OUT)
 demo: install
 	$(BIN)/t2i demo
 
-# Offline search that works: generate labelled shapes, train a small CLIP on the CPU (about 9 minutes,
+# Offline search that works: generate labelled shapes, train a small CLIP on the CPU (about 8 minutes,
 # then cached), export, index, query and evaluate it against random weights and int8.
 demo-shapes: install
 	$(BIN)/t2i shapes-demo

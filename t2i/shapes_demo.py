@@ -37,7 +37,7 @@ from t2i.evaluate import evaluate, write_report
 
 TRAIN = {"count": 3000, "seed": 1, "held_out": True}
 EVAL = {"count": 1200, "seed": 2, "held_out": False}
-# About 25 s an epoch on 2 CPU cores, so about 8.5 minutes (docs/relevance.md). The token
+# About 24 s an epoch on 2 CPU cores, so about 8 minutes (docs/relevance.md). The token
 # embedding table (the real 49,408-token BPE) stays at its random start: the captions' few words
 # do not need it learned, and leaving it out of the optimizer makes each step a third faster.
 TRAINING = TrainConfig(base="small", epochs=20, batch_size=32, lr=1e-3, warmup_steps=80, seed=0, freeze=["text_model.embeddings.token_embedding"])
@@ -97,7 +97,7 @@ def ensure_trained(work: Path, train: Path, retrain: bool) -> tuple[Path, dict[s
         print(f"using the model trained earlier in {model} (its data, settings and code are unchanged; --retrain to train again)")
         return model, history
     shutil.rmtree(model, ignore_errors=True)
-    print(f"training the small CLIP from scratch on {train} ({TRAINING.epochs} epochs; about 9 minutes on 2 cores) ...", flush=True)
+    print(f"training the small CLIP from scratch on {train} ({TRAINING.epochs} epochs; about 8 minutes on 2 cores) ...", flush=True)
     started = time.perf_counter()
     history = finetune.finetune(train / "captions.csv", train / "images", model, TRAINING)
     history["train_seconds"] = round(time.perf_counter() - started, 1)
