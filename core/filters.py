@@ -27,6 +27,10 @@ class SearchFilter:
     ids: Sequence[str] = field(default_factory=tuple)
     uri_prefix: str = ""
 
+    def matches_labels(self, labels: set[str]) -> bool:
+        """Whether an image with ``labels`` passes the label conditions (as ``build_expression`` asks Milvus)."""
+        return set(self.all_of) <= labels and (not self.any_of or bool(labels & set(self.any_of))) and not labels & set(self.none_of)
+
 
 def literal(value: str) -> str:
     """A Milvus string literal for ``value``.

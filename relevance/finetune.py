@@ -198,15 +198,21 @@ def text_features(model: CLIPModel, input_ids: torch.Tensor, attention_mask: tor
     return model.text_projection(model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
 
 
+def caption_queries(pairs: Sequence[Pair]) -> dict[str, set[str]]:
+    """Each distinct caption → the images it was written for (the validation queries and their relevant images)."""
+    relevant: dict[str, set[str]] = {}
+    for pair in pairs:
+        for caption in pair.captions:
+            relevant.setdefault(caption, set()).add(pair.file)
+    return relevant
+
+
 @torch.no_grad()
 def validate(model: CLIPModel, batches: Batches, pairs: list[Pair], batch_size: int = 256) -> dict[str, float | None]:
     """Text→image retrieval on ``pairs``: each distinct caption is a query, its images the relevant ones."""
     model.eval()
     images = torch.cat([image_features(model, batches.pixels([p.file for p in pairs[i : i + batch_size]])) for i in range(0, len(pairs), batch_size)])
-    relevant: dict[str, set[str]] = {}
-    for pair in pairs:
-        for caption in pair.captions:
-            relevant.setdefault(caption, set()).add(pair.file)
+    relevant = caption_queries(pairs)
     queries = list(relevant)
     texts = torch.cat([text_features(model, **batches.tokens(queries[i : i + batch_size])) for i in range(0, len(queries), batch_size)])
     scores = nn.functional.normalize(texts, dim=-1) @ nn.functional.normalize(images, dim=-1).t()

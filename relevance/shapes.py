@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -81,6 +82,7 @@ def phrase(color: str, shape: str, count: int) -> str:
     return f"a {color} {shape}" if count == 1 else f"{COUNT_WORDS[count]} {color} {noun(shape, count)}"
 
 
+@functools.cache
 def all_pairs() -> list[tuple[tuple[str, str], tuple[str, str]]]:
     """Every pair of kinds a two-kind scene can show, in a canonical order (by shape, then colour)."""
     pairs = []

@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 
 from core.errors import UserError
+from core.filters import SearchFilter
 from core.index import index_from_settings
 from core.records import ModelStamp
 from core.settings import Settings
@@ -66,15 +67,8 @@ def gateway_rankings(client: GatewayClient, queries: Sequence[Query], depth: int
     return rankings, took
 
 
-def _passes(labels: set[str], rule: dict[str, list[str]]) -> bool:
-    return (
-        set(rule.get("all_of", ())) <= labels and (not rule.get("any_of") or bool(labels & set(rule["any_of"]))) and not labels & set(rule.get("none_of", ()))
-    )
-
-
-def exact_rankings(client: GatewayClient, settings: Settings, queries: Sequence[Query], depth: int) -> list[list[str]]:
-    """Brute-force rankings over every vector of the active collection, with the gateway's query embeddings."""
-    info = client.info()
+def exact_rankings(client: GatewayClient, info: pb.GetIndexInfoResponse, settings: Settings, queries: Sequence[Query], depth: int) -> list[list[str]]:
+    """Brute-force rankings over every vector of the active collection (``info``'s), with the gateway's query embeddings."""
     index = index_from_settings(settings, ModelStamp(info.model_id, info.model_checksum, info.dimension))
     try:
         ids, vectors, labels = index.vectors(info.collection)
@@ -97,7 +91,9 @@ def exact_rankings(client: GatewayClient, settings: Settings, queries: Sequence[
     label_sets = [set(row) for row in labels]
     rankings = []
     for query, similarity in zip(queries, scores, strict=True):
-        allowed = np.where([_passes(s, query.labels) for s in label_sets], similarity, -np.inf) if query.labels else similarity
+        labels_of = query.labels.get
+        rule = SearchFilter(all_of=labels_of("all_of", []), any_of=labels_of("any_of", []), none_of=labels_of("none_of", []))
+        allowed = np.where([rule.matches_labels(s) for s in label_sets], similarity, -np.inf) if query.labels else similarity
         order = np.argsort(-allowed, kind="stable")[:depth]
         rankings.append([ids[i] for i in order if np.isfinite(allowed[i])])
     return rankings
@@ -130,7 +126,7 @@ def evaluate(client: GatewayClient, queries: Sequence[Query], ks: Sequence[int],
     for row, ranking in zip(result["queries"], rankings, strict=True):
         row["ranking"] = ranking[: max(ks)]
     if exact:
-        reference = exact_rankings(client, settings or Settings(), queries, depth)
+        reference = exact_rankings(client, info, settings or Settings(), queries, depth)
         exact_result = score(queries, reference, ks)
         result["exact"] = {"overall": exact_result["overall"], "classes": exact_result["classes"]}
         result["index_recall"] = index_recall(rankings, reference, ks)

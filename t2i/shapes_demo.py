@@ -142,9 +142,7 @@ def show_examples(client: GatewayClient, labels: dict[str, dict[str, str]], judg
             print(f"  {rank}. {hit.score:+.3f}  {_describe(labels[hit.id]):<32} {hit.id}{mark}")
 
 
-def evaluate_model(
-    repo: Path, stack_dir: Path, images: Path, queries: list[Query], full: bool = False, examples: tuple[Path, Path] | None = None
-) -> dict[str, Any]:
+def evaluate_model(repo: Path, stack_dir: Path, images: Path, queries: list[Query], full: bool = False, labels_csv: Path | None = None) -> dict[str, Any]:
     """Start a stack on ``repo``, index ``images`` (a full rebuild when ``full``), and run the queries through its gateway."""
     stack = LocalStack(repo, stack_dir, gateway_address=f"127.0.0.1:{free_port()}", alias="shapes")
     with stack:
@@ -152,8 +150,7 @@ def evaluate_model(
         print(f"  {report.summary()}")
         client = GatewayClient(stack.gateway_address, token=stack.token("read"), timeout_s=60)
         try:
-            if examples is not None:
-                labels_csv, _ = examples
+            if labels_csv is not None:
                 show_examples(client, {row["file"]: row for row in shapes.read_labels(labels_csv)}, {q.text: q for q in queries})
             return evaluate(client, queries, KS, depth=100, exact=True, settings=stack.settings())
         finally:
@@ -178,9 +175,7 @@ def run_shapes_demo(work: Path, retrain: bool = False) -> dict[str, Any]:
     found["random"] = evaluate_model(repos["random"][1], work / "stacks" / "random", evaluation / "images", queries)
     print("\nafter training (fp32)")
     shutil.rmtree(work / "stacks" / "trained", ignore_errors=True)  # the int8 runs below reuse this index: start it clean
-    found["trained"] = evaluate_model(
-        repos["trained"][1], work / "stacks" / "trained", evaluation / "images", queries, examples=(evaluation / "labels.csv", model)
-    )
+    found["trained"] = evaluate_model(repos["trained"][1], work / "stacks" / "trained", evaluation / "images", queries, labels_csv=evaluation / "labels.csv")
     print("\nint8 towers, querying the index the fp32 model built (the stamp matches: nothing is re-encoded)")
     found["int8-queries"] = evaluate_model(repos["trained-int8"][1], work / "stacks" / "trained", evaluation / "images", queries)
     print("\nint8 towers, after a full rebuild of the index with int8")

@@ -16,7 +16,7 @@ import numpy as np
 
 from devstack.process import free_port
 from devstack.stack import LocalStack
-from relevance.finetune import read_captions, split
+from relevance.finetune import caption_queries, read_captions, split
 from relevance.metrics import mean_metrics, query_metrics
 from relevance.shapes import generate
 from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT
@@ -33,10 +33,7 @@ def t2i(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
 def chance_map(captions: Path, images: Path, val_fraction: float, seed: int) -> float:
     """The validation mAP of random rankings (the mean over shuffles), the way ``finetune`` splits and scores."""
     _, val = split(read_captions(captions, images), val_fraction, seed)
-    relevant: dict[str, set[str]] = {}
-    for pair in val:
-        for caption in pair.captions:
-            relevant.setdefault(caption, set()).add(pair.file)
+    relevant = caption_queries(val)
     files = [pair.file for pair in val]
     rng = np.random.default_rng(0)
     rows = [query_metrics(list(rng.permutation(files)), dict.fromkeys(ids, 1.0), (10,)) for _ in range(50) for ids in relevant.values()]

@@ -40,3 +40,12 @@ def test_limits_are_enforced() -> None:
         literal("a\x00b")
     with pytest.raises(InvalidArgument, match="%"):
         build_expression(SearchFilter(uri_prefix="50%"))
+
+
+def test_label_conditions_in_python_match_the_milvus_expression_rules() -> None:
+    rule = SearchFilter(all_of=("a",), any_of=("b", "c"), none_of=("x",))
+    assert rule.matches_labels({"a", "b"}) and rule.matches_labels({"a", "c", "d"})
+    assert not rule.matches_labels({"b", "c"})  # all_of missing
+    assert not rule.matches_labels({"a"})  # none of any_of
+    assert not rule.matches_labels({"a", "b", "x"})  # a none_of label
+    assert SearchFilter().matches_labels(set())
