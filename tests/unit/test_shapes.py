@@ -13,6 +13,8 @@ from scipy import ndimage
 
 from relevance.shapes import COLORS, all_pairs, generate, is_held_out, read_labels
 
+NUMBERS = {"2": "two", "3": "three"}
+
 
 def blobs(pixels: np.ndarray, color: str) -> list[str]:
     """The shape of each blob of ``color`` by how much of its bounding box it fills ("unclear" between the bands).
@@ -38,7 +40,10 @@ def blobs(pixels: np.ndarray, color: str) -> list[str]:
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shapes")
     written = generate(out, 72, seed=5)
-    assert written == {"images": 72, "captions": 144, "queries": written["queries"]}
+    with (out / "captions.csv").open(newline="") as handle:
+        captions = sum(1 for _ in csv.DictReader(handle))
+    on_disk = {"images": len(list((out / "images").rglob("*.png"))), "captions": captions, "queries": len((out / "queries.jsonl").read_text().splitlines())}
+    assert written == on_disk == {"images": 72, "captions": 144, "queries": 72}  # 12 shape, 24 count and 36 binding queries
     return out
 
 
@@ -86,12 +91,12 @@ def test_queries_follow_from_the_labels(dataset: Path) -> None:
         for file in query["relevant"]:
             row = rows[file]
             if query["class"] == "count":  # "two red circles": exactly two red circles and nothing else
-                assert query["query"] == f"two {row['color']} {row['shape']}s" or query["query"] == f"three {row['color']} {row['shape']}s"
+                assert query["query"] == f"{NUMBERS[row['count']]} {row['color']} {row['shape']}s"
                 assert not row["shape2"]
             if query["class"] == "binding":  # the colour bound to the right shape
                 assert query["query"] == f"a {row['color']} {row['shape']} and a {row['color2']} {row['shape2']}"
     binding = {q["query"] for q in queries if q["class"] == "binding"}
-    assert "a red circle and a blue square" in binding or "a blue circle and a red square" in binding
+    assert {"a red circle and a blue square", "a blue circle and a red square"} <= binding  # a pair and its swap: only binding tells them apart
 
 
 def test_held_out_pairs_stay_out_of_a_training_set_and_seeds_differ(tmp_path: Path) -> None:
