@@ -29,7 +29,7 @@ def test_replace_between_keeps_the_rest(tmp_path: Path) -> None:
     doc.write_text("head\n<!-- a -->\nold\n<!-- b -->\ntail\n")
     replace_between(doc, "<!-- a -->", "<!-- b -->", "new")
     assert doc.read_text() == "head\n<!-- a -->\nnew\n<!-- b -->\ntail\n"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"lacks the markers <!-- x --> \.\.\. <!-- b -->"):
         replace_between(doc, "<!-- x -->", "<!-- b -->", "new")
 
 

@@ -36,7 +36,7 @@ def wait_gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
-@pytest.fixture
+@pytest.fixture()
 def stranger() -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Another process holding a listening port (a stale server of an earlier stack)."""
     port = free_port()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,13 +24,13 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 @pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
+def exporter() -> InMemorySpanExporter:
     """Spans of this process, kept in memory (the global provider can be set once per process)."""
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     trace.set_tracer_provider(provider)
-    yield memory
+    return memory
 
 
 def tree(spans: tuple[ReadableSpan, ...], root: ReadableSpan, depth: int = 0) -> list[str]:
