@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +25,20 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, T2IError, Unavailable
 from core.milvus_errors import ALIAS_NOT_FOUND, classify
-from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, Hit, HnswParams, IndexInfo, ModelStamp, Record
+from core.records import (
+    MAX_ID_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_LABELS,
+    MAX_URI_BYTES,
+    SCHEMA_FIELDS,
+    SCHEMA_VERSION,
+    Hit,
+    HnswParams,
+    IndexInfo,
+    ModelStamp,
+    Record,
+    schema_version_of,
+)
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,6 +73,10 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.5, 8.0
 def _query_hashes(client: MilvusClient, timeout: float, collection: str, expression: str) -> dict[str, str]:
     rows = client.query(collection, filter=expression, output_fields=["id", "content_hash"], timeout=timeout, consistency_level="Strong")
     return {row["id"]: row["content_hash"] for row in rows}
+
+
+def _get_rows(client: MilvusClient, timeout: float, collection: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+    return list(client.get(collection, ids=ids, output_fields=fields, timeout=timeout))
 
 
 class ImageIndex:
@@ -121,6 +138,7 @@ class ImageIndex:
         # Collections whose stamp was checked, and when: checked again after STAMP_TTL_S, because a
         # collection may be dropped and created again under the same name (a reused run id).
         self._stamps: dict[str, tuple[ModelStamp, float]] = {}
+        self._schemas: dict[str, int] = {}  # row schema version by collection name (dropping a collection forgets it)
         self._recent: tuple[str, float] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -200,12 +218,14 @@ class ImageIndex:
             schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
             schema.add_field("labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_LABELS, max_length=MAX_LABEL_BYTES)
             schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+            schema.add_field("source", DataType.VARCHAR, max_length=MAX_URI_BYTES)  # schema 2
             index = client.prepare_index_params()
             index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": self.hnsw.m, "efConstruction": self.hnsw.ef_construction})
             client.create_collection(name, schema=schema, index_params=index, consistency_level="Session", timeout=timeout)
             client.load_collection(name, timeout=timeout)
 
         self._call("create collection", create, limit=ADMIN_TIMEOUT_S)
+        self._schemas[name] = SCHEMA_VERSION
         logger.info("created collection %s for %s", name, self.stamp.model_id)
         return name
 
@@ -316,7 +336,14 @@ class ImageIndex:
     def stamp_of(self, collection: str, deadline: float | None = None) -> ModelStamp | None:
         """The model stamp recorded on ``collection``."""
         described = self._call("describe collection", lambda c, t: c.describe_collection(collection, timeout=t), deadline)
+        self._schemas[collection] = schema_version_of(described.get("description", ""))
         return ModelStamp.parse(described.get("description", ""))
+
+    def schema_version(self, collection: str, deadline: float | None = None) -> int:
+        """The row schema version of ``collection`` (``core.records.SCHEMA_FIELDS``), read once per collection name."""
+        if collection not in self._schemas:
+            self.stamp_of(collection, deadline)
+        return self._schemas[collection]
 
     def check_stamp(self, collection: str, deadline: float | None = None) -> ModelStamp:
         """The stamp of ``collection``; ``FailedPrecondition`` unless this process serves its model."""
@@ -396,6 +423,7 @@ class ImageIndex:
     def drop(self, collection: str) -> None:
         """Drop a collection."""
         self._call("drop collection", lambda c, t: c.drop_collection(collection, timeout=t), limit=ADMIN_TIMEOUT_S)
+        self._schemas.pop(collection, None)
         logger.info("dropped collection %s", collection)
 
     # -- data -----------------------------------------------------------------------------------
@@ -420,9 +448,13 @@ class ImageIndex:
         return self._call("flush", flush_and_wait, limit=ADMIN_TIMEOUT_S)
 
     def upsert(self, collection: str, rows: list[dict[str, Any]], deadline: float | None = None) -> None:
-        """Insert or replace rows by id."""
-        if rows:
-            self._call("upsert", lambda c, t: c.upsert(collection, rows, timeout=t), deadline, limit=self.timeout_s * 4)
+        """Insert or replace rows by id; fields that the collection's schema version lacks are left out (an older collection keeps serving)."""
+        if not rows:
+            return
+        fields = SCHEMA_FIELDS[self.schema_version(collection, deadline)]
+        if any(key not in fields for key in rows[0]):
+            rows = [{key: value for key, value in row.items() if key in fields} for row in rows]
+        self._call("upsert", lambda c, t: c.upsert(collection, rows, timeout=t), deadline, limit=self.timeout_s * 4)
 
     def delete(self, collection: str, ids: Sequence[str], deadline: float | None = None) -> int:
         """Delete ids; returns how many of them existed."""
@@ -453,6 +485,39 @@ class ImageIndex:
 
         self._call("scan", scan, deadline, limit=self.timeout_s * 2)
         return result
+
+    def stored(self, collection: str, deadline: float | None = None) -> dict[str, tuple[str, str]]:
+        """``id -> (content_hash, source)`` of every row (source "" in a schema-1 collection, or for rows written through the API)."""
+        fields = ["id", "content_hash"] + (["source"] if self.schema_version(collection, deadline) >= 2 else [])
+        result: dict[str, tuple[str, str]] = {}
+
+        def scan(client: MilvusClient, timeout: float) -> None:
+            result.clear()  # a retried scan starts over
+            iterator = client.query_iterator(collection, batch_size=_QUERY_PAGE, filter="", output_fields=fields, timeout=timeout, consistency_level="Strong")
+            try:
+                while rows := iterator.next():
+                    result.update({row["id"]: (row["content_hash"], row.get("source") or "") for row in rows})
+            finally:
+                iterator.close()
+
+        self._call("scan", scan, deadline, limit=self.timeout_s * 2)
+        return result
+
+    def copy_rows(self, from_collection: str, to_collection: str, ids: Sequence[str], origins: Mapping[str, str]) -> list[str]:
+        """Copy the rows of ``ids`` that ``from_collection`` holds into ``to_collection``; returns the ids copied.
+
+        A full rebuild carries over the rows of files it could not read this time, instead of
+        losing them. ``origins`` gives the source to record on rows that record none (schema 1).
+        """
+        copied: list[str] = []
+        fields = sorted(SCHEMA_FIELDS[self.schema_version(from_collection)] - {"id"})
+        for start in range(0, len(ids), _QUERY_PAGE):
+            get = functools.partial(_get_rows, collection=from_collection, ids=list(ids[start : start + _QUERY_PAGE]), fields=fields)
+            found = self._call("get", get)
+            rows = [{**{key: row[key] for key in ("id", *fields)}, "source": row.get("source") or origins.get(row["id"], "")} for row in found]
+            self.upsert(to_collection, rows)
+            copied += [row["id"] for row in rows]
+        return copied
 
     def vectors(self, collection: str, deadline: float | None = None) -> tuple[list[str], np.ndarray, list[list[str]]]:
         """Every row's id, vector and labels (exact search for evaluations: memory grows with the collection)."""
@@ -516,9 +581,11 @@ class ImageIndex:
         complete = self._call("scan labels", scan, deadline, limit=self.timeout_s * 4)
         return sorted(seen), complete
 
-    def count(self, collection: str, deadline: float | None = None) -> int:
-        """Number of rows."""
-        rows = self._call("count", lambda c, t: c.query(collection, filter="", output_fields=["count(*)"], timeout=t, consistency_level="Strong"), deadline)
+    def count(self, collection: str, deadline: float | None = None, expression: str = "") -> int:
+        """Number of rows (that match ``expression``, a Milvus filter built by this project, when given)."""
+        rows = self._call(
+            "count", lambda c, t: c.query(collection, filter=expression, output_fields=["count(*)"], timeout=t, consistency_level="Strong"), deadline
+        )
         return int(rows[0]["count(*)"])
 
     def search(

@@ -17,6 +17,15 @@ MAX_URI_BYTES = 2048
 MAX_LABELS = 32
 MAX_LABEL_BYTES = 128
 
+# The row schema of new collections, recorded in each collection's description. Version 1 (before
+# the key existed) had no ``source``; a collection keeps the version it was created with, and the
+# next ``t2i reindex --full`` moves it to the current one. A field added later adds a version here.
+SCHEMA_VERSION = 2
+SCHEMA_FIELDS: dict[int, frozenset[str]] = {
+    1: frozenset({"id", "vector", "uri", "labels", "content_hash"}),
+    2: frozenset({"id", "vector", "uri", "labels", "content_hash", "source"}),
+}
+
 
 @dataclass(frozen=True)
 class ModelStamp:
@@ -26,9 +35,9 @@ class ModelStamp:
     checksum: str
     dimension: int
 
-    def describe(self) -> str:
-        """JSON for the collection description."""
-        return json.dumps({"model_id": self.model_id, "model_checksum": self.checksum, "dimension": self.dimension})
+    def describe(self, schema_version: int = SCHEMA_VERSION) -> str:
+        """JSON for the description of a collection of ``schema_version`` filled with this model."""
+        return json.dumps({"model_id": self.model_id, "model_checksum": self.checksum, "dimension": self.dimension, "schema_version": schema_version})
 
     @classmethod
     def of(cls, manifest: Manifest) -> ModelStamp:
@@ -43,6 +52,14 @@ class ModelStamp:
             return cls(raw["model_id"], raw["model_checksum"], int(raw["dimension"]))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def schema_version_of(description: str) -> int:
+    """The row schema version a collection description records (1 when it records none: the first schema)."""
+    try:
+        return int(json.loads(description).get("schema_version", 1))
+    except (ValueError, AttributeError, TypeError):
+        return 1
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,13 @@ def item_hash(content: bytes, uri: str, labels: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def make_row(item_id: str, vector: np.ndarray, uri: str, labels: Sequence[str], content_hash: str) -> dict[str, Any]:
-    """A Milvus row in this project's schema."""
-    return {"id": item_id, "vector": vector.astype(np.float32).tolist(), "uri": uri, "labels": list(labels), "content_hash": content_hash}
+def make_row(item_id: str, vector: np.ndarray, uri: str, labels: Sequence[str], content_hash: str, source: str = "") -> dict[str, Any]:
+    """A Milvus row in the current schema; ``source`` is the folder or prefix a reindex read it from ("" for API writes)."""
+    return {
+        "id": item_id,
+        "vector": vector.astype(np.float32).tolist(),
+        "uri": uri,
+        "labels": list(labels),
+        "content_hash": content_hash,
+        "source": source,
+    }

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     milvus_retry_s: float = Field(
         120.0, ge=0, description="batch jobs: how long an idempotent Milvus call is retried through an outage before the job fails (the gateway never retries)"
     )
+    read_retry_s: float = Field(
+        10.0, ge=0, description="reindex: how long a file read that met an I/O or network error is retried before the file counts as failed (its row is kept)"
+    )
     milvus_threads: int = Field(4, ge=1, description="threads that run blocking Milvus calls")
     decode_threads: int = Field(2, ge=1, description="threads that decode images in the gateway")
     max_batch: int = Field(64, ge=1, description="most items in one Embed/Upsert/Delete request")

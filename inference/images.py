@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MIN_SIDE = 16
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+# What Pillow raises for bytes that are not a usable image (a broken header, truncated data). Anything
+# else out of the decoder is a ``DecoderFailure``: maybe a decoder bug, not the file's fault.
+BAD_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+class DecoderFailure(InvalidArgument):
+    """The decoder raised an unexpected exception: the bytes may be fine (clients still get INVALID_ARGUMENT).
+
+    The reindex job counts such a file as failed and keeps its row, rather than rejecting it.
+    """
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     Raises:
         InvalidArgument: empty, too large, not an image, unsupported format, too small, too many
             pixels, or corrupt/truncated data.
+        DecoderFailure: the decoder raised anything else (an ``InvalidArgument`` too).
     """
     if not data:
         raise InvalidArgument("image is empty (0 bytes)")
@@ -93,8 +105,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         if isinstance(exc, UnidentifiedImageError):
             raise InvalidArgument("data is not a recognized image (expected JPEG, PNG, BMP, GIF, TIFF or WebP)") from exc
         raise InvalidArgument(f"image has too many pixels (decompression bomb guard): {exc}") from exc
-    except Exception as exc:
+    except BAD_DATA_ERRORS as exc:
         raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
+    except Exception as exc:
+        raise DecoderFailure(f"the image decoder failed unexpectedly ({type(exc).__name__}: {exc})") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidArgument(f"image format {image.format} is not supported (JPEG, PNG, BMP, GIF, TIFF, WebP)")
     width, height = image.size
@@ -109,8 +123,10 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         image.load()
         upright: Image.Image = ImageOps.exif_transpose(image) or image
         return to_rgb(upright)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except BAD_DATA_ERRORS as exc:
         raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
+    except Exception as exc:
+        raise DecoderFailure(f"the image decoder failed unexpectedly ({type(exc).__name__}: {exc})") from exc
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,12 +1,17 @@
-"""The batch reindex job: a folder or S3 prefix of images in (``reindex.sources``), vectors in Milvus out.
+"""The batch reindex job: folders or S3 prefixes of images in (``reindex.sources``), vectors in Milvus out.
 
 Incremental by default: files whose content hash (bytes, uri and labels) matches the stored row
-are skipped, changed ones re-encoded, and rows whose file is gone (or no longer decodes) deleted.
-``full`` builds a new collection and swaps the alias at the end, so queries keep using the old one
-meanwhile; the replaced collection is kept behind ``<alias>_previous`` for rollback. Every write
-is an upsert keyed by id and deletions come last, so a run killed at any moment and run again
-ends with exactly the right rows. Decoding runs in a process pool while Triton encodes the
-previous batch.
+are skipped, changed ones re-encoded, and rows of this run's sources whose file is removed, gone or
+rejected are deleted. Each file ends as one outcome of ``reindex.report``: a file that could not
+be read (an I/O or network error after the retries, a worker crash) is *failed*, and its row is
+kept, never deleted. Rows record the source they came from (schema 2), so a run deletes only rows
+of its own sources; ``mirror`` deletes every row its sources do not list (the old behaviour, for a
+collection that mirrors one bucket). ``full`` builds a new collection from the sources it is
+given and swaps the alias at the end, so queries keep using the old one meanwhile; the replaced
+collection is kept behind ``<alias>_previous`` for rollback. A full run with failed files (more
+than ``max_failed``), or one that Milvus did not confirm, swaps nothing. Every write is an upsert
+keyed by id and deletions come last, so a run killed at any moment and run again ends with exactly
+the right rows. Decoding runs in a process pool while Triton encodes the previous batch.
 
 Sharded runs (a Kubernetes Indexed Job): each of N processes takes the files whose id hashes to
 its shard, and only ever deletes rows of its shard. With a run id, all shards fill the one
@@ -23,7 +28,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,48 +36,32 @@ import numpy as np
 from tqdm import tqdm
 
 from core.errors import InvalidArgument
+from core.filters import literal
 from core.index import ImageIndex
 from core.lifetime import die_with_parent
-from core.records import item_hash, make_row
-from inference.images import ImageLimits, PreprocessConfig, load_crop, normalize
+from core.records import SCHEMA_VERSION, item_hash, make_row
+from inference.images import DecoderFailure, ImageLimits, PreprocessConfig, load_crop, normalize
 from inference.triton_client import TritonEncoder
+from reindex.report import ReindexReport
 from reindex.sources import ImageFile, Shard, Source
 
 logger = logging.getLogger(__name__)
 
+Entry = tuple[Source, ImageFile]
+
 
 @dataclass
-class ReindexReport:
-    """What one run did."""
+class _Plan:
+    """What a run found before it wrote anything: the collection, the rows it may replace or delete, and the listing."""
 
-    collection: str = ""
-    full: bool = False
-    scanned: int = 0
-    indexed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    pipeline_seconds: float = 0.0
-
-    @property
-    def images_per_second(self) -> float:
-        """Indexed images per second of wall time (the whole job: collection, hashing, sealing included)."""
-        return self.indexed / self.seconds if self.seconds else 0.0
-
-    @property
-    def pipeline_images_per_second(self) -> float:
-        """Indexed images per second of the decode, encode and insert pipeline alone."""
-        return self.indexed / self.pipeline_seconds if self.pipeline_seconds else 0.0
-
-    def summary(self) -> str:
-        """One line for people."""
-        mode = "full rebuild" if self.full else "incremental"
-        return (
-            f"{mode} into {self.collection}: {self.scanned} files, {self.indexed} indexed, {self.unchanged} unchanged, "
-            f"{self.deleted} deleted, {len(self.skipped)} skipped in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s; "
-            f"{self.pipeline_images_per_second:.1f} img/s while decoding, encoding and inserting)"
-        )
+    collection: str
+    keys: frozenset[str]  # the sources' keys, as rows record them
+    entries: list[Entry]
+    own: dict[str, str] = field(default_factory=dict)  # id -> content hash of the rows this run may replace or delete
+    foreign: dict[str, str] = field(default_factory=dict)  # id -> source of rows of other sources (never touched)
+    scoped: bool = True  # deletions are limited to the rows of this run's sources (schema 2)
+    may_delete: bool = True
+    replaced: str | None = None  # a full run: the collection the alias points at now
 
 
 def _ready() -> bool:
@@ -89,7 +78,7 @@ def _load(source: Source, image: ImageFile, config: PreprocessConfig, limits: Im
     return load_crop(source.read(image, limits.max_bytes), config, limits)
 
 
-def _batches(items: list[ImageFile], size: int) -> Iterator[list[ImageFile]]:
+def _batches(items: list[Entry], size: int) -> Iterator[list[Entry]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -129,15 +118,29 @@ class Reindexer:
         self.batch_size = batch_size
         self.workers = workers
 
-    async def run(self, source: Source, full: bool = False, progress: bool = True, shard: Shard = Shard(), run_id: str | None = None) -> ReindexReport:
-        """Index ``shard`` of ``source`` (all of it by default); see the module docstring for the guarantees.
+    async def run(
+        self,
+        sources: Source | Sequence[Source],
+        full: bool = False,
+        progress: bool = True,
+        shard: Shard = Shard(),
+        run_id: str | None = None,
+        mirror: bool = False,
+        max_failed: int = 0,
+    ) -> ReindexReport:
+        """Index ``shard`` of ``sources`` (all of it by default); see the module docstring for the guarantees.
 
         ``run_id`` makes this one shard of a sharded full rebuild: it fills the run's collection
-        and leaves the alias alone (``finalize`` promotes it).
+        and leaves the alias alone (``finalize`` promotes it). ``mirror`` (incremental runs of one
+        source) deletes every row the source does not list, whatever source wrote it.
+        ``max_failed`` failed files still let a full run swap the alias (their rows carried over).
         """
         start = time.perf_counter()
-        report = ReindexReport(full=full or run_id is not None)
-        files = [f for f in await asyncio.to_thread(source.list) if shard.owns(f.id)]
+        sources = [sources] if isinstance(sources, Source) else list(sources)
+        if mirror and (full or run_id is not None or len(sources) != 1):
+            raise InvalidArgument("mirror is for an incremental run of one source (a full rebuild holds only the sources it is given)")
+        report = ReindexReport(full=full or run_id is not None, run_id=run_id, sources=[s.key for s in sources], max_failed=max_failed)
+        entries = await asyncio.to_thread(self._list, sources, shard, report)
         # Spawned decode processes take about a second to start: start them now, not at the first batch.
         # The workers die with this process, even when it is SIGKILLed (core.lifetime).
         pool = ProcessPoolExecutor(
@@ -146,92 +149,194 @@ class Reindexer:
         try:
             for _ in range(self.workers):
                 pool.submit(_ready)
-            return await self._run(source, files, full, shard, run_id, progress, report, pool, start)
+            return await self._run(entries, full, shard, run_id, mirror, progress, report, pool, start)
         finally:
             pool.shutdown(cancel_futures=True)
 
+    @staticmethod
+    def _list(sources: list[Source], shard: Shard, report: ReindexReport) -> list[Entry]:
+        """The files of every source that ``shard`` owns; an id listed by two sources is the first one's (the other is rejected)."""
+        entries: list[Entry] = []
+        seen: dict[str, Source] = {}
+        for source in sources:
+            for image in source.list():
+                report.scanned += 1
+                if not shard.owns(image.id):
+                    report.scanned -= 1
+                elif image.id in seen:
+                    report.rejected.append((image.id, f"{source} lists the same id as {seen[image.id]}; give one of them --id-prefix"))
+                else:
+                    seen[image.id] = source
+                    entries.append((source, image))
+        return entries
+
+    async def _plan(self, entries: list[Entry], keys: frozenset[str], full: bool, shard: Shard, run_id: str | None, mirror: bool) -> _Plan:
+        """Resolve the collection and split what it holds into this run's rows and other sources' rows."""
+        if run_id is not None:
+            # A shard of a sharded rebuild: resume into the run's collection (a killed shard rerun skips what it wrote).
+            collection = await asyncio.to_thread(self.index.run_collection, run_id)
+        elif full:
+            for orphan in await asyncio.to_thread(self.index.orphans):
+                await asyncio.to_thread(self.index.drop, orphan)
+            return _Plan("", keys, entries, replaced=await asyncio.to_thread(self.index.active_collection))
+        else:
+            collection = await asyncio.to_thread(self.index.ensure_active)
+        schema = await asyncio.to_thread(self.index.schema_version, collection)
+        plan = _Plan(collection, keys, entries, scoped=schema >= 2 and not mirror, may_delete=schema >= 2 or mirror)
+        for item_id, (digest, origin) in (await asyncio.to_thread(self.index.stored, collection)).items():
+            if not shard.owns(item_id):
+                continue  # other shards' rows are theirs
+            if plan.scoped and origin not in keys:
+                plan.foreign[item_id] = origin
+            else:
+                plan.own[item_id] = digest
+        return plan
+
     async def _run(
         self,
-        source: Source,
-        files: list[ImageFile],
+        entries: list[Entry],
         full: bool,
         shard: Shard,
         run_id: str | None,
+        mirror: bool,
         progress: bool,
         report: ReindexReport,
         pool: ProcessPoolExecutor,
         start: float,
     ) -> ReindexReport:
-        report.scanned = len(files)
-        creating: asyncio.Task[str] | None = None
-        stored: dict[str, str] = {}
-        if run_id is not None:
-            # A shard of a sharded rebuild: resume into the run's collection (a killed shard rerun skips what it wrote).
-            report.collection = await asyncio.to_thread(self.index.run_collection, run_id)
-            stored = await asyncio.to_thread(self.index.hashes, report.collection)
-            full = False
-        elif full:
-            for orphan in await asyncio.to_thread(self.index.orphans):
-                await asyncio.to_thread(self.index.drop, orphan)
-            # Creating and loading a collection takes seconds: overlap it with hashing and the first decodes.
-            creating = asyncio.create_task(asyncio.to_thread(self.index.new_collection))
-        else:
-            report.collection = await asyncio.to_thread(self.index.ensure_active)
-            stored = await asyncio.to_thread(self.index.hashes, report.collection)
-        stored = {item_id: digest for item_id, digest in stored.items() if shard.owns(item_id)}  # other shards' rows are theirs
-        hashes: dict[str, str] = {}
-        for image in files:
-            try:
-                hashes[image.id] = item_hash(await asyncio.to_thread(source.read, image, self.limits.max_bytes), image.uri, image.labels)
-            except (OSError, InvalidArgument) as exc:
-                report.skipped.append((image.id, str(exc)))
-        todo = [f for f in files if f.id in hashes and stored.get(f.id) != hashes[f.id]]
-        report.unchanged = sum(1 for f in files if f.id in hashes and stored.get(f.id) == hashes[f.id])
+        keys = frozenset(report.sources)
+        plan = await self._plan(entries, keys, full, shard, run_id, mirror)
+        # Creating and loading a collection takes seconds: overlap it with hashing and the first decodes.
+        creating = asyncio.create_task(asyncio.to_thread(self.index.new_collection)) if full and run_id is None else None
+        report.collection = plan.collection
+        hashes = await self._hash(plan, report, progress)
+        todo = [(source, image) for source, image in entries if image.id in hashes and plan.own.get(image.id) != hashes[image.id]]
+        report.unchanged = sum(1 for _, image in entries if image.id in hashes and plan.own.get(image.id) == hashes[image.id])
         pipeline_start = time.perf_counter()
-        await self._index(source, todo, hashes, report, progress, creating, pool)
+        try:
+            await self._index(todo, hashes, report, progress, creating, pool)
+        finally:
+            if creating is not None and not report.collection:
+                report.collection = await creating
         report.pipeline_seconds = time.perf_counter() - pipeline_start
-        if creating is not None and not report.collection:
-            report.collection = await creating
-        usable = {f.id for f in files} - {item_id for item_id, _ in report.skipped}
-        stale = [item_id for item_id in stored if item_id not in usable]  # gone, or now unreadable
-        if stale:
-            report.deleted = await asyncio.to_thread(self.index.delete, report.collection, stale)
-        if report.indexed or report.deleted:
-            await asyncio.to_thread(self.index.seal, report.collection)  # serve the new rows from HNSW
-        if shard.count == 1 and run_id is None:
-            await self._verify(report, usable)
-        if full:
-            await asyncio.to_thread(self.index.promote, report.collection, self.keep_previous)
+        failed = {item_id for item_id, _ in report.failed}
+        bad = failed | {item_id for item_id, _ in report.rejected} | set(report.gone)
+        keep = ({image.id for _, image in entries if image.id in hashes} - bad) | (failed & plan.own.keys())
+        await self._delete(plan, report, keep)
+        if full and run_id is None and failed and not report.too_many_failed and plan.replaced is not None:
+            keep |= await self._carry(plan, report, failed)
+        sealed = not (report.indexed or report.deleted or report.carried) or await asyncio.to_thread(
+            self.index.seal, report.collection
+        )  # serve new rows from HNSW
+        if not sealed:
+            report.unsettled.append(f"Milvus did not finish indexing the rows of {report.collection} in time")
+        if shard.count == 1 and run_id is None and plan.may_delete:
+            await self._verify(report, keep, None if full or not plan.scoped else keys)
+        if full and run_id is None:
+            await self._promote(plan, report, keep)
         report.seconds = time.perf_counter() - start
         return report
 
-    async def _verify(self, report: ReindexReport, expected: set[str], attempts: int = 4) -> None:
-        """Make sure the collection holds exactly ``expected``, deleting again what should be gone.
+    async def _hash(self, plan: _Plan, report: ReindexReport, progress: bool) -> dict[str, str]:
+        """The content hash of every file this run may index; the rest get their outcome."""
+        hashes: dict[str, str] = {}
+        for source, image in tqdm(plan.entries, unit="file", desc="hashing", disable=not progress, dynamic_ncols=True, leave=False):
+            if image.id in plan.foreign:
+                owner = plan.foreign[image.id] or "UpsertImages (no source)"
+                report.rejected.append((image.id, f"the id is taken by a row of {owner}; index {source} with --id-prefix, or delete that row"))
+                continue
+            try:
+                hashes[image.id] = item_hash(await asyncio.to_thread(source.read, image, self.limits.max_bytes), image.uri, image.labels)
+            except Exception as exc:  # noqa: BLE001 - every failure is one file's outcome
+                await self._outcome(report, source, image, exc)
+        return hashes
+
+    async def _outcome(self, report: ReindexReport, source: Source, image: ImageFile, exc: BaseException) -> None:
+        """File ``image`` could not be indexed because of ``exc``: rejected, failed or gone (``reindex.report``)."""
+        if isinstance(exc, FileNotFoundError) and await asyncio.to_thread(source.is_gone, image):
+            report.gone.append(image.id)
+        elif isinstance(exc, DecoderFailure):
+            logger.error("decoding %s failed unexpectedly; its row is kept", image.uri, exc_info=exc)
+            report.failed.append((image.id, str(exc)))
+        elif isinstance(exc, InvalidArgument):
+            report.rejected.append((image.id, str(exc)))
+        elif isinstance(exc, OSError):
+            report.failed.append((image.id, f"could not read it: {exc}"))
+        else:
+            logger.error("processing %s failed unexpectedly; its row is kept", image.uri, exc_info=exc)
+            report.failed.append((image.id, f"processing failed: {type(exc).__name__}: {exc}"))
+
+    async def _delete(self, plan: _Plan, report: ReindexReport, keep: set[str]) -> None:
+        """Delete this run's rows whose file is removed, gone or rejected (never a failed file's)."""
+        stale = [item_id for item_id in plan.own if item_id not in keep]
+        if stale and plan.may_delete:
+            report.deleted = await asyncio.to_thread(self.index.delete, report.collection, stale)
+        elif stale:
+            report.notes.append(
+                f"{report.collection} predates row schema {SCHEMA_VERSION}: its rows do not record their source, so the {len(stale)} rows of "
+                "files that are not listed were not deleted; 't2i reindex --full' moves it to the new schema (or --mirror, if this is its only source)"
+            )
+
+    async def _carry(self, plan: _Plan, report: ReindexReport, failed: set[str]) -> set[str]:
+        """A full run that may swap with failed files: copy their rows from the collection it replaces, so they are not lost."""
+        assert plan.replaced is not None
+        if await asyncio.to_thread(self.index.stamp_of, plan.replaced) != self.index.stamp:
+            report.notes.append(f"the rows of the failed files cannot be carried over: {plan.replaced} holds another model's vectors")
+            return set()
+        origins = {image.id: source.key for source, image in plan.entries}
+        copied = await asyncio.to_thread(self.index.copy_rows, plan.replaced, report.collection, sorted(failed), origins)
+        report.carried = len(copied)
+        return set(copied)
+
+    async def _promote(self, plan: _Plan, report: ReindexReport, keep: set[str]) -> None:
+        """Swap the alias to the new collection, unless files failed or Milvus did not confirm it; say what it will not hold."""
+        if report.too_many_failed:
+            report.notes.append(f"{len(report.failed)} files failed, more than --max-failed {report.max_failed} allows")
+            return
+        if report.unsettled:
+            return
+        if plan.replaced is not None:
+            left: dict[str, int] = {}
+            for item_id, (_, origin) in (await asyncio.to_thread(self.index.stored, plan.replaced)).items():
+                if item_id not in keep and origin not in plan.keys:
+                    left[origin] = left.get(origin, 0) + 1
+            for origin, count in sorted(left.items()):
+                what = origin or "no recorded source (UpsertImages, or rows of schema 1)"
+                report.notes.append(f"the new collection does not hold {count} rows of {plan.replaced} from {what}: this run was not given that source")
+                logger.warning("%s", report.notes[-1])
+        await asyncio.to_thread(self.index.promote, report.collection, self.keep_previous)
+        report.promoted = True
+
+    async def _verify(self, report: ReindexReport, expected: set[str], keys: frozenset[str] | None, attempts: int = 4) -> None:
+        """Make sure the collection holds exactly ``expected`` (of the sources ``keys``; None: all of it), deleting again what should be gone.
 
         A count is cheap; only when it disagrees with the listing is the collection rescanned.
         After a Milvus restart, a killed run's rerun has found (rarely: about one rerun in 26 of the
         chaos campaign) a deleted file's row back, or a count that still included a deleted row
         for a moment. Milvus 2.3 has known ways to lose or delay a delete: rows of removed files are
-        deleted again, and a count that disagrees with no extra row is given a few seconds.
+        deleted again, and a count that disagrees with no extra row is given a few seconds. A count
+        that still disagrees is reported as unsettled (the run exits non-zero).
         """
+        expression = "" if keys is None else "source in [" + ", ".join(literal(key) for key in sorted(keys)) + "]"
+        count = len(expected)
         for attempt in range(attempts):
-            count = await asyncio.to_thread(self.index.count, report.collection)
+            count = await asyncio.to_thread(self.index.count, report.collection, expression=expression)
             if count == len(expected):
                 return
-            stored = await asyncio.to_thread(self.index.hashes, report.collection)
-            extra = sorted(set(stored) - expected)
+            stored = await asyncio.to_thread(self.index.stored, report.collection)
+            extra = sorted(item_id for item_id, (_, origin) in stored.items() if item_id not in expected and (keys is None or origin in keys))
             if extra:
                 logger.warning("%s still holds %d rows of files that are gone (%s): deleting them again", report.collection, len(extra), ", ".join(extra[:3]))
                 report.deleted += await asyncio.to_thread(self.index.delete, report.collection, extra)
                 await asyncio.to_thread(self.index.seal, report.collection)
             else:
                 await asyncio.sleep(0.5 * 2**attempt)  # the count lags a delete: give it time
-        logger.warning("%s counts %d rows where the source has %d usable files; rerun the reindex if it stays so", report.collection, count, len(expected))
+        report.unsettled.append(f"{report.collection} counts {count} rows of these sources where {len(expected)} are expected; rerun the reindex")
+        logger.warning("%s", report.unsettled[-1])
 
     async def _index(
         self,
-        source: Source,
-        todo: list[ImageFile],
+        todo: list[Entry],
         hashes: dict[str, str],
         report: ReindexReport,
         progress: bool,
@@ -246,8 +351,16 @@ class Reindexer:
         in_flight: deque[asyncio.Task[None]] = deque()
         try:
 
-            def submit(batch: list[ImageFile]) -> list[tuple[ImageFile, Future[np.ndarray]]]:
-                return [(f, pool.submit(_load, source, f, config, self.limits)) for f in batch]
+            def submit(batch: list[Entry]) -> list[tuple[Entry, Future[np.ndarray]]]:
+                submitted = []
+                for entry in batch:
+                    try:
+                        future = pool.submit(_load, entry[0], entry[1], config, self.limits)
+                    except RuntimeError as exc:  # a broken pool refuses work: these files fail, their rows stay
+                        future = Future()
+                        future.set_exception(exc)
+                    submitted.append((entry, future))
+                return submitted
 
             batches = list(_batches(todo, self.batch_size))
             decoding = deque(submit(batch) for batch in batches[: self.in_flight])  # decode ahead of the encoder
@@ -257,14 +370,12 @@ class Reindexer:
                 if upcoming := next(queued, None):
                     decoding.append(submit(upcoming))
                 crops, good = [], []
-                for image, future in pending:
+                for (source, image), future in pending:
                     try:
                         crops.append(await asyncio.wrap_future(future, loop=loop))
-                        good.append(image)
-                    except InvalidArgument as exc:
-                        report.skipped.append((image.id, str(exc)))
-                    except Exception as exc:  # noqa: BLE001 - a worker failure skips that file only
-                        report.skipped.append((image.id, f"could not read: {exc}"))
+                        good.append((source, image))
+                    except Exception as exc:  # noqa: BLE001 - a worker failure is that file's outcome only
+                        await self._outcome(report, source, image, exc)
                 if good:
                     # Several batches in flight keep Triton busy while the last one's rows are inserted.
                     pixels = normalize(np.stack(crops), config)
@@ -281,14 +392,14 @@ class Reindexer:
 
     async def _encode_and_insert(
         self,
-        images: list[ImageFile],
+        images: list[Entry],
         pixels: np.ndarray,
         hashes: dict[str, str],
         report: ReindexReport,
         creating: asyncio.Task[str] | None,
     ) -> None:
         vectors = await self.encoder.encode_pixels(pixels)
-        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id]) for f, v in zip(images, vectors, strict=True)]
+        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id], source.key) for (source, f), v in zip(images, vectors, strict=True)]
         if not report.collection and creating is not None:
             report.collection = await creating
         await asyncio.to_thread(self.index.upsert, report.collection, rows)

@@ -1,6 +1,8 @@
 """``t2i reindex``, ``t2i finalize`` and ``t2i rollback``: fill Milvus through Triton, promote, roll back.
 
-``t2i reindex LOCATION`` indexes a folder or ``s3://bucket/prefix``. Sharded, as N processes (or
+``t2i reindex LOCATION [LOCATION ...]`` indexes folders or ``s3://bucket/prefix``es; its exit codes
+are ``reindex.report``'s (0 done, 1 rejected files with --strict, 2 error, 3 failed files, 4 not
+confirmed by Milvus). Sharded, as N processes (or
 the pods of an Indexed Job): ``--shards N`` with ``--shard-index I`` or ``JOB_COMPLETION_INDEX``.
 With ``--run-id``, the shards fill one new collection that ``t2i finalize`` verifies against the
 listing and puts behind the alias; ``t2i rollback`` swaps back to the collection it replaced.
@@ -10,34 +12,49 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from core.errors import FailedPrecondition
+from core.errors import FailedPrecondition, InvalidArgument
 from core.index import ImageIndex, index_from_settings
 from core.manifest import Manifest
 from core.records import ModelStamp
 from core.settings import Settings
 from inference.images import ImageLimits
 from inference.triton_client import encoder_from_settings
-from reindex.job import Reindexer, ReindexReport
+from reindex.job import Reindexer
+from reindex.report import EXIT_ERROR, EXIT_OK, ReindexReport
 from reindex.sources import Shard, Source
 
-EXIT_OK, EXIT_SKIPPED = 0, 1  # t2i exits 2 on failure
 SEAL_WAIT_S = 1800.0  # how long finalize waits for the HNSW index to cover every row
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``t2i reindex``."""
-    parser.add_argument("location", help="folder or s3://bucket/prefix of JPG/PNG/BMP/GIF/TIFF/WebP files (searched recursively)")
-    parser.add_argument("--full", action="store_true", help="build a new collection and swap the alias at the end")
+    parser.add_argument(
+        "location",
+        nargs="+",
+        help="folders or s3://bucket/prefixes of JPG/PNG/BMP/GIF/TIFF/WebP files (searched recursively); rows remember which one they came from",
+    )
+    parser.add_argument("--full", action="store_true", help="build a new collection from these sources alone and swap the alias at the end")
+    parser.add_argument("--mirror", action="store_true", help="incremental, one source: delete every row it does not list, whichever source or client wrote it")
+    parser.add_argument(
+        "--id-prefix",
+        action="append",
+        default=None,
+        help="put before the ids of a source's files (once per location, in order), so two folders with the same file names do not collide",
+    )
+    parser.add_argument(
+        "--max-failed", type=int, default=0, help="files that may fail to be read while a --full run still swaps (their rows are carried over); default 0"
+    )
     parser.add_argument("--drop-previous", action="store_true", help="with --full: drop the replaced collection instead of keeping it for 't2i rollback'")
     parser.add_argument("--shards", type=int, default=1, help="split the source into this many shards by a stable hash of each file's id")
     parser.add_argument("--shard-index", type=int, default=None, help="the shard this process indexes (default JOB_COMPLETION_INDEX)")
     parser.add_argument("--run-id", default=None, help="shards of one full rebuild fill the collection of this run; 't2i finalize' promotes it")
     parser.add_argument("--model-version", type=int, default=None, help="the model version to encode with (default: the newest export)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when any file was skipped")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any file was rejected (not a usable image)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per Triton request")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,13 +65,14 @@ def add_finalize_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``t2i finalize``."""
     parser.add_argument("location", help="the folder or s3://bucket/prefix the shards indexed (listed again to verify the collection)")
     parser.add_argument("--run-id", required=True, help="the run whose collection to promote")
-    parser.add_argument("--max-missing", type=int, default=0, help="files of the listing that may be missing (skipped as unreadable by the shards)")
+    parser.add_argument("--max-missing", type=int, default=0, help="files of the listing that may be missing (rejected or failed in the shards)")
+    parser.add_argument("--id-prefix", default="", help="the --id-prefix the shards were given")
     parser.add_argument("--drop-previous", action="store_true", help="drop the replaced collection instead of keeping it for 't2i rollback'")
 
 
 async def reindex(
     settings: Settings,
-    location: str,
+    location: str | Sequence[str],
     full: bool,
     batch_size: int,
     workers: int,
@@ -65,9 +83,18 @@ async def reindex(
     run_id: str | None = None,
     keep_previous: bool = True,
     model_version: int | None = None,
+    mirror: bool = False,
+    max_failed: int = 0,
+    id_prefixes: Sequence[str] = (),
 ) -> ReindexReport:
-    """Run one reindex pass (one shard of it) with the Triton and Milvus of ``settings`` (``on_batch``: see ``Reindexer``)."""
-    source = Source(str(location))
+    """Run one reindex pass (one shard of it) over one or more locations with the Triton and Milvus of ``settings``.
+
+    ``on_batch``, ``mirror``, ``max_failed``: see ``Reindexer``; ``id_prefixes``: one per location, or none.
+    """
+    locations = [str(location)] if isinstance(location, str | os.PathLike) else [str(each) for each in location]
+    if id_prefixes and len(id_prefixes) != len(locations):
+        raise InvalidArgument(f"--id-prefix is given {len(id_prefixes)} times for {len(locations)} locations: give it once per location, in order")
+    sources = [Source(each, settings.read_retry_s, prefix) for each, prefix in zip(locations, list(id_prefixes) or [""] * len(locations), strict=True)]
     encoder = encoder_from_settings(settings, timeout_s=max(settings.triton_timeout_s, batch_timeout_s), version=model_version)
     index = index_from_settings(settings, ModelStamp.of(encoder.manifest), retry_budget_s=settings.milvus_retry_s)
     limits = ImageLimits.from_settings(settings)
@@ -78,7 +105,7 @@ async def reindex(
                 f"({encoder.manifest.model_id}); load it first ('t2i models reload')"
             )
         reindexer = Reindexer(encoder, index, limits, batch_size, workers, on_batch=on_batch, keep_previous=keep_previous)
-        return await reindexer.run(source, full, progress, shard, run_id)
+        return await reindexer.run(sources, full, progress, shard, run_id, mirror, max_failed)
     finally:
         await encoder.close()
         index.close()
@@ -136,11 +163,11 @@ def finalize(index: ImageIndex, source: Source, run_id: str, max_missing: int = 
 
 
 def report_exit_code(report: ReindexReport, strict: bool) -> int:
-    """Print the report; 0 when every good file was indexed, 1 with --strict and skips."""
+    """Print the report and its details; the exit code is ``ReindexReport.exit_code`` (the module docstring lists them)."""
     print(report.summary())
-    for item_id, reason in report.skipped:
-        print(f"  skipped {item_id}: {reason}")
-    return EXIT_SKIPPED if strict and report.skipped else EXIT_OK
+    for line in report.details():
+        print(line)
+    return report.exit_code(strict)
 
 
 def _writer_index(settings: Settings) -> ImageIndex:
@@ -154,7 +181,10 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     shard = Shard.from_env(args.shards, args.shard_index)
     if args.shards > 1 and args.full and not args.run_id:
         print("error: a sharded --full rebuild needs --run-id (all shards fill one collection; 't2i finalize' promotes it)", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    if args.run_id and len(args.location) != 1:
+        print("error: --run-id takes one location ('t2i finalize' verifies the run against its listing)", file=sys.stderr)
+        return EXIT_ERROR
     report = asyncio.run(
         reindex(
             settings,
@@ -168,6 +198,9 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
             run_id=args.run_id,
             keep_previous=not args.drop_previous,
             model_version=args.model_version,
+            mirror=args.mirror,
+            max_failed=args.max_failed,
+            id_prefixes=args.id_prefix or (),
         )
     )
     if shard.count > 1:
@@ -179,7 +212,8 @@ def finalize_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``t2i finalize``."""
     index = _writer_index(settings)
     try:
-        print(finalize(index, Source(args.location), args.run_id, args.max_missing, not args.drop_previous).summary())
+        source = Source(args.location, settings.read_retry_s, args.id_prefix)
+        print(finalize(index, source, args.run_id, args.max_missing, not args.drop_previous).summary())
     finally:
         index.close()
     return EXIT_OK

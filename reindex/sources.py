@@ -15,7 +15,9 @@ order, on any machine.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,12 @@ from fsspec.implementations.local import LocalFileSystem
 
 from core.errors import InvalidArgument
 
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+READ_RETRY_FIRST_S, READ_RETRY_MAX_S = 0.25, 4.0
+# Read errors that another attempt will not change: a file gone since the listing, no permission.
+NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,18 @@ def storage_options(location: str) -> dict[str, Any]:
 class Source:
     """A folder or bucket prefix of images. Picklable: the decode processes read through it too."""
 
-    def __init__(self, location: str):
-        """Resolve ``location`` (a folder, ``file://``, or ``s3://bucket/prefix``); nothing is read yet."""
+    def __init__(self, location: str, retry_s: float = 0.0, id_prefix: str = ""):
+        """Resolve ``location`` (a folder, ``file://``, or ``s3://bucket/prefix``); nothing is read yet.
+
+        Args:
+            location: The folder or prefix.
+            retry_s: How long a read that failed with an I/O or network error is retried, with
+                capped backoff, before the error is raised (``T2I_READ_RETRY_S``); 0 never retries.
+            id_prefix: Put before every id (two folders that hold the same file names get ids of their own).
+        """
         self.location = str(location)
+        self.retry_s = retry_s
+        self.id_prefix = id_prefix
         try:
             self.fs, root = fsspec.core.url_to_fs(self.location, **storage_options(self.location))
         except (ImportError, ValueError) as exc:
@@ -94,6 +110,11 @@ class Source:
 
     def __str__(self) -> str:
         return self.location
+
+    @property
+    def key(self) -> str:
+        """What rows record as their source: the folder's real path, or ``s3://bucket/prefix``."""
+        return self.root if self.local else self.fs.unstrip_protocol(self.root)
 
     def list(self) -> list[ImageFile]:
         """Image files under the root by suffix, sorted by id.
@@ -112,7 +133,7 @@ class Source:
             relative = path[len(self.root) :].lstrip("/")
             if info.get("type") == "file" and os.path.splitext(relative)[1].lower() in IMAGE_SUFFIXES:
                 parts = relative.split("/")
-                files.append(ImageFile(relative, self.uri(path), tuple(parts[:-1]), int(info.get("size") or 0)))
+                files.append(ImageFile(self.id_prefix + relative, self.uri(path), tuple(parts[:-1]), int(info.get("size") or 0)))
         return sorted(files, key=lambda f: f.id)
 
     def uri(self, path: str) -> str:
@@ -120,16 +141,41 @@ class Source:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     def read(self, image: ImageFile, max_bytes: int) -> bytes:
-        """The bytes of one file.
+        """The bytes of one file; I/O and network errors are retried within ``retry_s``.
 
         Raises:
             InvalidArgument: larger than ``max_bytes``.
-            OSError: it cannot be read (gone since the listing, permissions, the network).
+            FileNotFoundError: gone since the listing.
+            OSError: it cannot be read (permissions, the network, a failing disk), after the retries.
         """
+        give_up = time.monotonic() + self.retry_s
+        pause = READ_RETRY_FIRST_S
+        while True:
+            try:
+                return self._read_once(image, max_bytes)
+            except NOT_RETRIED:
+                raise
+            except OSError as exc:
+                if time.monotonic() + pause > give_up:
+                    raise
+                logger.warning("reading %s failed (%s); retrying in %.2f s", image.uri, exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, READ_RETRY_MAX_S)
+
+    def is_gone(self, image: ImageFile) -> bool:
+        """True when ``image`` no longer exists while its folder does (a folder that vanished, an unmounted share, is a failure, not a removal)."""
+        try:
+            return bool(self.fs.isdir(self.root)) and not self.fs.exists(self._path(image))
+        except OSError:
+            return False
+
+    def _path(self, image: ImageFile) -> str:
+        return image.uri if self.local else f"{self.root}/{image.id[len(self.id_prefix) :]}"
+
+    def _read_once(self, image: ImageFile, max_bytes: int) -> bytes:
         if image.size > max_bytes:
             raise InvalidArgument(f"file is {image.size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
-        path = image.uri if self.local else f"{self.root}/{image.id}"
-        with self.fs.open(path, "rb") as handle:
+        with self.fs.open(self._path(image), "rb") as handle:
             data: bytes = handle.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise InvalidArgument(f"file is over the limit of {max_bytes / 2**20:.0f} MiB")

@@ -220,7 +220,7 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``t2i``; exit codes: 0 ok, 1 reindex skips with --strict, 2 failure."""
+    """Entry point of ``t2i``; exit codes: 0 ok, 2 failure; ``t2i reindex`` adds 1, 3 and 4 (``reindex.report``)."""
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return gateway_server.run(args, args.log_level)

@@ -83,8 +83,8 @@ def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: s
         print(stack.describe())
         report = asyncio.run(reindex(stack.settings(), str(photos), full=False, batch_size=16, workers=2, progress=False))
         print(report.summary())
-        for item_id, reason in report.skipped:
-            print(f"  skipped {item_id}: {reason}")
+        for line in report.details():
+            print(line)
         client = GatewayClient(stack.gateway_address, token=stack.token("read"))
         try:
             for query in DEMO_QUERIES:

@@ -12,51 +12,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from inference.images import PreprocessConfig
 from reindex.job import Reindexer
 from reindex.sources import Source
+from tests.unit.fake_reindex import FakeEncoder, MemoryIndex
 
 
-class FakeEncoder:
-    preprocess_config = PreprocessConfig(shortest_edge=16, crop_size=16)
+class LossyIndex(MemoryIndex):
+    """The first delete of each id in ``loses`` is acknowledged and ignored."""
 
-    async def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        return np.ones((len(pixels), 4), dtype=np.float32)
-
-
-class LossyIndex:
-    """Rows in a dict; the first delete of each id in ``loses`` is acknowledged and ignored."""
-
-    def __init__(self, rows: dict[str, str], loses: set[str]):
-        self.rows, self.loses, self.scans = dict(rows), set(loses), 0
-
-    def ensure_active(self) -> str:
-        return "c"
-
-    def hashes(self, collection: str, ids: Any = None) -> dict[str, str]:
-        self.scans += 1
-        return dict(self.rows)
-
-    def upsert(self, collection: str, rows: list[dict[str, Any]]) -> None:
-        self.rows.update({row["id"]: row["content_hash"] for row in rows})
+    def __init__(self, rows: dict[str, str], loses: set[str], source: str):
+        super().__init__({item_id: (digest, source) for item_id, digest in rows.items()})
+        self.loses = set(loses)
 
     def delete(self, collection: str, ids: list[str]) -> int:
-        for item_id in ids:
-            if item_id in self.loses:
-                self.loses.discard(item_id)
-            else:
-                self.rows.pop(item_id, None)
+        lost = [item_id for item_id in ids if item_id in self.loses]
+        self.loses -= set(lost)
+        super().delete(collection, [item_id for item_id in ids if item_id not in lost])
         return len(ids)
-
-    def seal(self, collection: str) -> bool:
-        return True
-
-    def count(self, collection: str) -> int:
-        return len(self.rows)
 
 
 def folder_of(tmp_path: Path, names: list[str]) -> Path:
@@ -70,9 +45,13 @@ def run(index: LossyIndex, folder: Path) -> Any:
     return asyncio.run(job.run(Source(str(folder)), progress=False))
 
 
+def key(folder: Path) -> str:
+    return Source(str(folder)).key
+
+
 def test_a_lost_delete_is_found_and_deleted_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = folder_of(tmp_path, ["a.png", "b.png"])
-    index = LossyIndex({"gone.png": "old"}, loses={"gone.png"})
+    index = LossyIndex({"gone.png": "old"}, loses={"gone.png"}, source=key(folder))
     with caplog.at_level(logging.WARNING, logger="reindex.job"):
         report = run(index, folder)
     assert set(index.rows) == {"a.png", "b.png"}  # without the check, gone.png would still be there
@@ -81,7 +60,7 @@ def test_a_lost_delete_is_found_and_deleted_again(tmp_path: Path, caplog: pytest
 
 
 def test_a_run_that_agrees_with_milvus_does_not_rescan(tmp_path: Path) -> None:
-    index = LossyIndex({"gone.png": "old"}, loses=set())
+    index = LossyIndex({"gone.png": "old"}, loses=set(), source=key(tmp_path))
     run(index, folder_of(tmp_path, ["a.png"]))
     assert set(index.rows) == {"a.png"}
     assert index.scans == 1  # the listing's own scan; the count agreed, so no second one
@@ -90,19 +69,19 @@ def test_a_run_that_agrees_with_milvus_does_not_rescan(tmp_path: Path) -> None:
 class LaggingCount(LossyIndex):
     """A count that still includes a deleted row for its first two answers."""
 
-    def __init__(self, rows: dict[str, str]):
-        super().__init__(rows, loses=set())
+    def __init__(self, rows: dict[str, str], source: str):
+        super().__init__(rows, loses=set(), source=source)
         self.stale_answers = 2
 
-    def count(self, collection: str) -> int:
+    def count(self, collection: str, expression: str = "") -> int:
         if self.stale_answers:
             self.stale_answers -= 1
-            return len(self.rows) + 1
-        return len(self.rows)
+            return super().count(collection, expression) + 1
+        return super().count(collection, expression)
 
 
 def test_a_lagging_count_is_waited_for_not_acted_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    index = LaggingCount({"gone.png": "old"})
+    index = LaggingCount({"gone.png": "old"}, source=key(tmp_path))
     with caplog.at_level(logging.WARNING, logger="reindex.job"):
         run(index, folder_of(tmp_path, ["a.png"]))
     assert set(index.rows) == {"a.png"} and index.stale_answers == 0
