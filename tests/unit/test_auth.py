@@ -200,8 +200,9 @@ async def test_mutual_tls_refuses_a_wrong_client_certificate(tmp_path: Path) -> 
                     await call(channel, "SearchText", None)
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         async with grpc.aio.insecure_channel(address) as plain:  # plaintext is not served at all
-            with pytest.raises(grpc.aio.AioRpcError):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call(plain, "SearchText", None)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_server_certificate_is_reloaded_when_its_files_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,9 +218,10 @@ async def test_server_certificate_is_reloaded_when_its_files_change(tmp_path: Pa
         live.key.write_bytes(renewed.key.read_bytes())
         async with tls_channel(address, second.ca) as channel:  # a new handshake gets the renewed certificate
             assert await call(channel, "SearchText", None) == b"ping"
-        async with tls_channel(address, first.ca) as channel:
-            with pytest.raises(grpc.aio.AioRpcError):
+        async with tls_channel(address, first.ca) as channel:  # the old CA no longer verifies the server
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call(channel, "SearchText", None)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_half_a_tls_configuration_is_refused() -> None:

@@ -41,7 +41,7 @@ def test_onnx_signatures_are_dynamic(tiny_repo: Path) -> None:
     assert [i.name for i in text.graph.input] == ["input_ids", "attention_mask"]
     assert [o.name for o in text.graph.output] == ["text_embeds"]
     dims = [d.dim_param or d.dim_value for d in text.graph.input[0].type.tensor_type.shape.dim]
-    assert all(isinstance(d, str) for d in dims)  # batch and sequence length are both dynamic
+    assert len(dims) == 2 and all(isinstance(d, str) for d in dims), dims  # batch and sequence length are both dynamic
     vision = onnx.load(str(tiny_repo / "clip_vision" / "1" / "model.onnx"))
     assert [i.name for i in vision.graph.input] == ["pixel_values"] and [o.name for o in vision.graph.output] == ["image_embeds"]
 

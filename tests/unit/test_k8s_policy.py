@@ -72,8 +72,13 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
+WORKLOAD_NAMES = {"t2i-gateway", "triton", "t2i-export", "t2i-reindex-full", "t2i-reindex-incremental", "t2i-reindex-finalize"}
+
+
 def test_every_container_has_resources_a_security_context_and_probes(objects: list[dict[str, Any]]) -> None:
+    checked = set()
     for workload, spec, container in containers(objects):
+        checked.add(workload["metadata"]["name"])
         where = f"{workload['kind']}/{workload['metadata']['name']}/{container['name']}"
         resources = container.get("resources", {})
         assert {"cpu", "memory"} <= set(resources.get("requests", {})) and {"cpu", "memory"} <= set(resources.get("limits", {})), where
@@ -84,6 +89,7 @@ def test_every_container_has_resources_a_security_context_and_probes(objects: li
         assert spec.get("automountServiceAccountToken") is False, where
         if workload["kind"] == "Deployment":  # servers: probes; jobs run to completion
             assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container), where
+    assert checked == WORKLOAD_NAMES  # the loop saw every workload (an empty one would check nothing)
 
 
 def test_gpu_pods_request_a_gpu_and_tolerate_gpu_nodes(objects: list[dict[str, Any]]) -> None:
@@ -106,6 +112,7 @@ def test_gpu_pods_request_a_gpu_and_tolerate_gpu_nodes(objects: list[dict[str, A
 
 
 def test_each_deployment_has_a_pdb_and_an_autoscaling_v2_hpa(objects: list[dict[str, Any]]) -> None:
+    assert {d["metadata"]["name"] for d in of_kind(objects, "Deployment")} == {"t2i-gateway", "triton"}
     for deployment in of_kind(objects, "Deployment"):
         labels = pod_labels(deployment)
         assert [p for p in of_kind(objects, "PodDisruptionBudget") if selects(p["spec"]["selector"]["matchLabels"], labels)], deployment["metadata"]["name"]

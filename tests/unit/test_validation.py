@@ -37,7 +37,7 @@ def test_min_score_range() -> None:
 def test_batch_bounds() -> None:
     with pytest.raises(InvalidArgument, match="between 1 and 2"):
         require_batch([], 2, "texts")
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument, match="between 1 and 2"):
         require_batch([1, 2, 3], 2, "texts")
 
 
