@@ -1,10 +1,16 @@
 """Bad input for the chaos campaign: mutated requests of every RPC, slow clients, a flood of connections.
 
 ``bench.chaos`` runs these against the local stack and checks that no answer is INTERNAL or UNKNOWN.
+The fuzz starts from seeds that are valid requests (each is sent unmutated first, and the campaign
+fails unless every one answers OK), so that a mutation changes one thing in a request that the
+handlers would otherwise serve. Two kinds of mutation: an odd value in one field of the message
+(the strange strings, integers, floats and bytes of ``ODD_*``), and changes to the serialized bytes
+(``mutate``); some cases get both.
 """
 
 from __future__ import annotations
 
+import io
 import random
 import socket
 import time
@@ -13,37 +19,114 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from PIL import Image
 
-from bench.report import ROOT
 from t2i.client import open_channel
 from text2image.v1 import text2image_pb2 as pb
 
 ODD = ["", "\u0000", "\u202e" * 50, "🐕" * 3000, "ǅ" * 100, "\ud7ff", "x" * 20_000, " \t\n" * 500, "%", "_" * 64, "id\u0000null"]
+ODD_INTS = (0, -1, 10**6, 2**31 - 1, -(2**31))
+ODD_FLOATS = (float("nan"), float("inf"), -2.0, 2.0)
+ODD_BYTES = (b"", b"\x89PNG" + b"\0" * 64, b"GIF89a", bytes(range(256)) * 4)
+SEED_IDS = ("chaos-seed-1", "chaos-seed-2")
+SERVICE = "/text2image.v1."
 
 
-def sample_requests(rng: random.Random) -> dict[str, list[bytes]]:
-    """Valid and strange requests of every RPC, serialized."""
-    image = (ROOT / "docs" / "web-search.png").read_bytes()[:20_000]
-    text = rng.choice(ODD)
-    labels = pb.LabelFilter(all_of=[rng.choice(ODD)], any_of=[text], none_of=["%"])
-    messages: dict[str, list[Any]] = {
-        "/text2image.v1.SearchService/SearchText": [
-            pb.SearchTextRequest(query=t, top_k=rng.choice([0, 1, 5, 10**6]), filter=pb.Filter(labels=labels)) for t in ODD
+def sample_image(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small valid image (a coloured square on a gradient) in ``fmt`` ("PNG", "JPEG")."""
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image.paste((200, 30, 30), (8, 8, 8 + size[1] // 2, 8 + size[1] // 2))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def seed_requests() -> dict[str, list[Message]]:
+    """Valid requests of every RPC, in the order they are first sent: the upsert first, so that the searches by id find its rows."""
+    png, jpeg = sample_image("PNG"), sample_image("JPEG")
+    labels = pb.LabelFilter(all_of=["chaos"], any_of=["chaos", "jpeg"], none_of=["never"])
+    first, second = SEED_IDS
+    return {
+        f"{SERVICE}IndexService/UpsertImages": [
+            pb.UpsertImagesRequest(
+                items=[
+                    pb.ImageItem(id=first, content=png, uri=f"mem://{first}", labels=["chaos"]),
+                    pb.ImageItem(id=second, content=jpeg, uri=f"mem://{second}", labels=["chaos", "jpeg"]),
+                ]
+            )
         ],
-        "/text2image.v1.SearchService/SearchImage": [
-            pb.SearchImageRequest(image=image, top_k=5),
-            pb.SearchImageRequest(id=text, top_k=3),
-            pb.SearchImageRequest(image=b"\x89PNG" + b"\0" * 64),
+        f"{SERVICE}SearchService/SearchText": [
+            pb.SearchTextRequest(query="a red square on a grey background", top_k=5),
+            pb.SearchTextRequest(query="two dogs on a beach", top_k=1, filter=pb.Filter(labels=labels)),
+            pb.SearchTextRequest(query="a photo of the sea", top_k=10, min_score=-0.5, filter=pb.Filter(ids=list(SEED_IDS), uri_prefix="mem://")),
         ],
-        "/text2image.v1.EmbeddingService/EmbedText": [pb.EmbedTextRequest(texts=ODD), pb.EmbedTextRequest(texts=[])],
-        "/text2image.v1.EmbeddingService/EmbedImage": [pb.EmbedImageRequest(images=[image, b"", b"GIF89a"])],
-        "/text2image.v1.IndexService/UpsertImages": [pb.UpsertImagesRequest(items=[pb.ImageItem(id=t, content=image, uri=t, labels=[t]) for t in ODD[:5]])],
-        "/text2image.v1.IndexService/DeleteImages": [pb.DeleteImagesRequest(ids=["chaos-none", text])],
-        "/text2image.v1.IndexService/GetIndexInfo": [pb.GetIndexInfoRequest()],
-        "/text2image.v1.IndexService/GetImages": [pb.GetImagesRequest(ids=ODD)],
-        "/text2image.v1.IndexService/ListLabels": [pb.ListLabelsRequest(max_rows=rng.choice([-1, 0, 2**31 - 1]))],
+        f"{SERVICE}SearchService/SearchImage": [
+            pb.SearchImageRequest(image=png, top_k=5),
+            pb.SearchImageRequest(id=first, top_k=3, exclude_self=True),
+            pb.SearchImageRequest(image=jpeg, top_k=2, filter=pb.Filter(labels=labels)),
+        ],
+        f"{SERVICE}EmbeddingService/EmbedText": [pb.EmbedTextRequest(texts=["a red car", "two cats on a sofa"])],
+        f"{SERVICE}EmbeddingService/EmbedImage": [pb.EmbedImageRequest(images=[png, jpeg])],
+        f"{SERVICE}IndexService/DeleteImages": [pb.DeleteImagesRequest(ids=["chaos-seed-absent"])],
+        f"{SERVICE}IndexService/GetIndexInfo": [pb.GetIndexInfoRequest()],
+        f"{SERVICE}IndexService/GetImages": [pb.GetImagesRequest(ids=[first, "chaos-seed-absent"])],
+        f"{SERVICE}IndexService/ListLabels": [pb.ListLabelsRequest(max_rows=100)],
     }
-    return {method: [m.SerializeToString() for m in items] for method, items in messages.items()}
+
+
+def leaves(message: Message) -> list[tuple[Message, FieldDescriptor]]:
+    """Every scalar or repeated-scalar field of ``message`` and of the messages inside it, as (owner, field)."""
+    found: list[tuple[Message, FieldDescriptor]] = []
+    for field in message.DESCRIPTOR.fields:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            inner = getattr(message, field.name)
+            for item in inner if field.is_repeated else [inner]:
+                found += leaves(item)
+        else:
+            found.append((message, field))
+    return found
+
+
+def odd_value(field: FieldDescriptor, rng: random.Random) -> Any:
+    """A strange value of ``field``'s type: an odd string, an out-of-range integer, NaN, broken bytes."""
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return rng.choice(ODD)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return rng.choice(ODD_BYTES)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return rng.random() < 0.5
+    if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return rng.choice(ODD_FLOATS)
+    if field.type in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64):
+        return abs(rng.choice(ODD_INTS))
+    return rng.choice(ODD_INTS)
+
+
+def with_odd_value(message: Message, rng: random.Random) -> Message | None:
+    """A copy of ``message`` with one field set to an odd value (a repeated field replaced, extended or flooded); None without fields."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    fields = leaves(copy)
+    if not fields:
+        return None
+    owner, field = rng.choice(fields)
+    value = odd_value(field, rng)
+    if field.is_repeated:
+        container = getattr(owner, field.name)
+        how = rng.randrange(3)
+        if how == 0:
+            del container[:]
+            container.append(value)
+        elif how == 1:
+            container.append(value)
+        else:  # more entries than any limit allows, each small
+            del container[:]
+            container.extend([b"x" if field.type == FieldDescriptor.TYPE_BYTES else "x"] * rng.choice([65, 1000]))
+    else:
+        setattr(owner, field.name, value)
+    return copy
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -69,28 +152,63 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(buffer)
 
 
+def mutated(message: Message, rng: random.Random) -> tuple[str, bytes]:
+    """One fuzz case from a seed: ("odd value", "bytes" or "odd value + bytes", the payload)."""
+    draw = rng.random()
+    odd = with_odd_value(message, rng) if draw < 0.6 else None
+    if odd is None:
+        return "bytes", mutate(message.SerializeToString(), rng)
+    if draw < 0.45:
+        return "odd value", odd.SerializeToString()
+    return "odd value + bytes", mutate(odd.SerializeToString(), rng)
+
+
 def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
-    """``cases`` mutated requests spread over every RPC, as raw bytes; statuses counted by method."""
+    """Every seed unmutated (each must answer OK), then ``cases`` mutated ones spread over every RPC, as raw bytes.
+
+    Statuses are counted by method and by kind of mutation; ``seeds.not_ok`` lists the seeds that
+    did not answer OK (``bench.chaos`` counts each as a broken invariant).
+    """
     rng = random.Random(seed)
-    by_method: dict[str, Counter[str]] = {}
-    samples = sample_requests(rng)
+    seeds = seed_requests()
     channel = open_channel(address, token)
+
+    def send(method: str, payload: bytes) -> tuple[str, str]:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            call(payload, timeout=20)
+            return "OK", ""
+        except grpc.RpcError as exc:
+            return exc.code().name, str(exc.details())[:200]  # type: ignore[attr-defined]  # a call's error is also a grpc.Call
+
+    by_method: dict[str, Counter[str]] = {}
+    by_kind: dict[str, Counter[str]] = {}
+    seed_codes: Counter[str] = Counter()
+    not_ok = []
     try:
+        for method, messages in seeds.items():
+            for number, message in enumerate(messages):
+                code, detail = send(method, message.SerializeToString())
+                seed_codes[code] += 1
+                if code != "OK":
+                    not_ok.append({"method": method.rsplit("/", 1)[1], "seed": number, "code": code, "detail": detail})
+        methods = list(seeds)
         for n in range(cases):
-            method = list(samples)[n % len(samples)]
-            data = rng.choice(samples[method])
-            payload = data if n < len(samples) else mutate(data, rng)
-            call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
-            try:
-                call(payload, timeout=20)
-                code = "OK"
-            except grpc.RpcError as exc:
-                code = exc.code().name
+            method = methods[n % len(methods)]
+            kind, payload = mutated(rng.choice(seeds[method]), rng)
+            code, _ = send(method, payload)
             by_method.setdefault(method.rsplit("/", 1)[1], Counter())[code] += 1
+            by_kind.setdefault(kind, Counter())[code] += 1
     finally:
         channel.close()
     totals = sum(by_method.values(), Counter())
-    return {"cases": cases, "codes": dict(totals), "by_method": {m: dict(c) for m, c in by_method.items()}}
+    return {
+        "seeds": {"sent": sum(seed_codes.values()), "codes": dict(seed_codes), "not_ok": not_ok},
+        "cases": cases,
+        "codes": dict(totals),
+        "by_method": {m: dict(c) for m, c in by_method.items()},
+        "by_kind": {k: dict(c) for k, c in by_kind.items()},
+    }
 
 
 def slow_clients(address: str, count: int, hold_s: float, probe: Callable[[], bool]) -> dict[str, Any]:

@@ -10,15 +10,17 @@ SearchText load from closed-loop clients at about 80% of the saturating concurre
   the same one (recovery without a restart);
 - kills the reindex job at random moments while the folder changes, reruns it, and checks that
   the index holds exactly the folder: every id once, with the right content hash;
-- sends bad input (``bench.abuse``): mutated real requests of every RPC as raw bytes (bit flips,
-  truncation, inserted bytes, invalid UTF-8, huge and empty values, odd Unicode); slow clients that
-  open connections and never finish them; a flood of new connections.
+- sends bad input (``bench.abuse``): valid seed requests of every RPC, each first unmutated (every
+  one must answer OK), then mutated: one field set to an odd value (huge and empty strings, odd
+  Unicode, out-of-range integers, NaN, broken image bytes), and the raw bytes changed (bit flips,
+  truncation, inserted bytes, invalid UTF-8); slow clients that open connections and never finish
+  them; a flood of new connections.
 
 It records the RSS of the gateway, Triton and Milvus before and after, writes
 bench/results/<date>-<host>-chaos.json and the table between the markers of docs/reliability.md,
 and fails (exit 1) when an invariant breaks: an INTERNAL or UNKNOWN status for client input, a
 crash of a component that was not the one killed, a gateway restart needed to recover, or an
-index that is not exact after a kill.
+index that is not exact after a kill, or a seed request that does not answer OK unmutated.
 """
 
 from __future__ import annotations
@@ -288,6 +290,10 @@ def rss(stack: LocalStack) -> dict[str, float]:
 def violations(report: dict[str, Any]) -> list[str]:
     """Every broken invariant, one line each (empty: the campaign passed)."""
     found = []
+    seeds = report["fuzz"].get("seeds", {})
+    if not seeds.get("sent"):
+        found.append("fuzz: no seed request was sent unmutated")
+    found += [f"fuzz: seed {bad['seed']} of {bad['method']} answered {bad['code']} unmutated ({bad['detail']})" for bad in seeds.get("not_ok", [])]
     for name in ("fuzz", "flood"):
         if bad := FORBIDDEN & set(report[name]["codes"]):
             found.append(f"{name}: {sorted(bad)} for client input")
@@ -321,7 +327,7 @@ def campaign_stack(work: Path) -> Iterator[LocalStack]:
 def run_campaign(plan: Plan, work: Path, seed: int = 0) -> dict[str, Any]:
     """The whole campaign on a fresh stack under ``work``; returns the report (with ``violations``)."""
     shutil.rmtree(work / "stack", ignore_errors=True)
-    report: dict[str, Any] = {**run_header(), "plan": plan.__dict__, "faults": []}
+    report: dict[str, Any] = {**run_header(parameters={"plan": plan.__dict__, "seed": seed, "model": "tiny random CLIP"}), "plan": plan.__dict__, "faults": []}
     with campaign_stack(work) as stack:
         folder = work / "photos"
         shutil.rmtree(folder, ignore_errors=True)
@@ -389,7 +395,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "| bad input | cases | statuses |",
         "| --- | --- | --- |",
-        f"| mutated requests of every RPC (raw bytes) | {report['fuzz']['cases']} | {_codes(report['fuzz']['codes'])} |",
+        *_fuzz_rows(report["fuzz"]),
         f"| slow clients holding half-open connections | {report['slow_clients']['connections']} | {report['slow_clients']['answered_meanwhile']} "
         f"GetIndexInfo calls answered during {report['slow_clients']['held_s']:.0f} s |",
         f"| a flood of new connections | {report['flood']['connections']} | {_codes(report['flood']['codes'])} |",
@@ -401,6 +407,18 @@ def render(report: dict[str, Any]) -> str:
         f"Invariants broken: {', '.join(report['violations']) or 'none'}.",
     ]
     return "\n".join(lines)
+
+
+def _fuzz_rows(fuzz: dict[str, Any]) -> list[str]:
+    if "seeds" not in fuzz:  # a campaign before the seeds were valid requests
+        return [
+            f"| mutated requests of every RPC (raw bytes), from seeds that were mostly invalid before mutation (legacy run) | {fuzz['cases']} | "
+            f"{_codes(fuzz['codes'])} |"
+        ]
+    seeds = fuzz["seeds"]
+    rows = [f"| valid seed requests of every RPC, unmutated (each must answer OK) | {seeds['sent']} | {_codes(seeds['codes'])} |"]
+    rows += [f"| seeds mutated: {kind} | {sum(codes.values())} | {_codes(codes)} |" for kind, codes in sorted(fuzz["by_kind"].items())]
+    return rows
 
 
 def _codes(codes: dict[str, int]) -> str:

@@ -52,7 +52,9 @@ def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
                     ratio = statistics.median(b) / statistics.median(a)
                     rows.append({"size": int(size), "variant": variant, "metric": label, "before": a, "after": b, "after_over_before": ratio})
     return {
-        **run_header(),
+        **run_header(
+            parameters={"before": [r.get("path") for r in before], "after": [r.get("path") for r in after], "metrics": [label for label, _ in METRICS]}
+        ),
         "cpu_flags": simd_flags(),
         "before": [{"commit": r.get("commit"), "date": r.get("date")} for r in before],
         "after": [{"commit": r.get("commit"), "date": r.get("date")} for r in after],

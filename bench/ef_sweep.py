@@ -19,8 +19,9 @@ from typing import Any
 from bench.data import clustered_vectors, query_vectors
 from bench.levers import measure_search
 from bench.procs import wait_for_quiet
-from bench.report import publish, run_header
-from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, measure_recall, sentences
+from bench.queries import sentences
+from bench.report import measured, publish, run_header
+from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, measure_recall
 from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
@@ -85,7 +86,7 @@ def _span(values: list[float], fmt: str) -> str:
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report['commit']}`, int8 text tower, "
+        f"{measured(report)}, int8 text tower, "
         f"HNSW M=16, efConstruction=200, {report['rounds']} rounds per ef after a discarded pass, {report['requests']} requests per level. "
         f"Raw data: `{report['path']}`.",
         "",
@@ -116,7 +117,17 @@ def main() -> None:
     manifest = Manifest.read(repo)
     stamp = ModelStamp.of(manifest)
     efs = [int(ef) for ef in args.efs.split(",")]
-    report: dict[str, Any] = {**run_header(), "efs": efs, "rounds": args.rounds, "requests": args.requests, "sizes": {}}
+    parameters = {
+        "sizes": [int(s) for s in args.sizes.split(",")],
+        "efs": efs,
+        "rounds": args.rounds,
+        "requests": args.requests,
+        "levels": "c=1 unique, c=1 repeated, c=16 unique (3 × requests)",
+        "hnsw": {"M": 16, "efConstruction": 200},
+        "recall_queries": 200,
+        "precision": "int8",
+    }
+    report: dict[str, Any] = {**run_header(parameters=parameters), "efs": efs, "rounds": args.rounds, "requests": args.requests, "sizes": {}}
     for size in (int(s) for s in args.sizes.split(",")):
         report["sizes"][str(size)] = sweep_size(size, efs, args.rounds, args.requests, repo, args.data, stamp, manifest.dimension)
     path = publish(report, args.out, "-ef", START, END, render)

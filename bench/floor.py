@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from bench.report import publish, run_header, simd_flags
+from bench.report import measured, publish, run_header, simd_flags
 from bench.run import ROOT, ensure_repo
 from core.logs import configure_logging
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
@@ -98,8 +98,7 @@ def vision_tower(path: Path) -> dict[str, float]:
 def render(report: dict[str, Any]) -> str:
     gemm, towers = report["gemm"], report["towers"]
     lines = [
-        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), onnxruntime {report['onnxruntime']}, {THREADS} threads. "
-        f"Raw data: `{report['path']}`.",
+        f"{measured(report)}, onnxruntime {report['onnxruntime']}, {THREADS} threads. Raw data: `{report['path']}`.",
         "",
         f"- GEMM rate (one 400×768×3072 MatMul, a ViT-B/32 MLP layer over 8 images): fp32 {gemm['fp32_gflops']:.0f} GFLOP/s, "
         f"dynamic int8 {gemm['int8_gflops']:.0f} GOP/s ({gemm['int8_gflops'] / gemm['fp32_gflops']:.2f}× fp32). "
@@ -128,7 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
-    report: dict[str, Any] = {**run_header(), "onnxruntime": ort.__version__, "simd": simd_flags(), "towers": {}}
+    parameters = {"threads": THREADS, "gemm": [400, 768, 3072], "text_shapes": ["1x8", "1x12", "1x16", "1x77", "16x12"], "vision_batches": [1, 8]}
+    report: dict[str, Any] = {**run_header(parameters=parameters), "onnxruntime": ort.__version__, "simd": simd_flags(), "towers": {}}
     with tempfile.TemporaryDirectory() as work:
         report["gemm"] = gemm_rate(Path(work))
     for precision, repo in repos.items():

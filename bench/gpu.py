@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import photo_like_jpegs
-from bench.report import ROOT, publish, publish_docs, run_header
+from bench.report import ROOT, measured, publish, publish_docs, run_header
 from export.checkpoint import random_configs
 from inference.images import PreprocessConfig, load_crop, load_pixels, normalize, resize_shape
 
@@ -253,17 +253,27 @@ def gpu_decode(jpegs: list[bytes], vision: torch.nn.Module, device: torch.device
     return result
 
 
-def describe(device: torch.device) -> dict[str, Any]:
+def describe(device: torch.device, parameters: dict[str, Any]) -> dict[str, Any]:
     info: dict[str, Any] = {"torch": torch.__version__}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info |= {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30), "cuda": torch.version.cuda}
-    return run_header(info.get("gpu", "no GPU")) | info
+    return run_header(info.get("gpu", "no GPU"), parameters) | info
 
 
 def measure(device: torch.device, tiny: bool, repeats: int, images: int, work: Path) -> dict[str, Any]:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    report = describe(device) | {"dtype": str(dtype).removeprefix("torch."), "model": "random:tiny" if tiny else "random:vit-b-32"}
+    parameters = {
+        "device": device.type,
+        "tiny": tiny,
+        "repeats": repeats,
+        "images": images,
+        "text_lengths": list(TEXT_LENGTHS),
+        "text_batches": list(TEXT_BATCHES),
+        "vision_batches": list(VISION_BATCHES[:2] if tiny else VISION_BATCHES),
+        "decode_batch": DECODE_BATCH,
+    }
+    report = describe(device, parameters) | {"dtype": str(dtype).removeprefix("torch."), "model": "random:tiny" if tiny else "random:vit-b-32"}
     jpegs = [path.read_bytes() for path in photo_like_jpegs(work / "jpegs", images)]
     report["cpu_decode"] = cpu_decode(jpegs, os.cpu_count() or 1)
     with torch.inference_mode():
@@ -279,8 +289,7 @@ def measure(device: torch.device, tiny: bool, repeats: int, images: int, work: P
 def render(report: dict[str, Any]) -> str:
     text, vision, cpu = report["text"], report["vision"], report["cpu_decode"]
     lines = [
-        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report.get('commit', 'unknown')}`, PyTorch {report['torch']}, {report['dtype']}, "
-        f"model `{report['model']}`. Raw data: `{report['path']}`.",
+        f"{measured(report)}, PyTorch {report['torch']}, {report['dtype']}, model `{report['model']}`. Raw data: `{report['path']}`.",
         "",
         "| part | measure | result |",
         "| --- | --- | --- |",

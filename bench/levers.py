@@ -26,8 +26,9 @@ import numpy as np
 from bench.data import clustered_vectors, photo_like_jpegs
 from bench.load import run_load
 from bench.procs import cpu_seconds, wait_for_quiet
-from bench.report import publish, run_header
-from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline, sentences
+from bench.queries import sentences
+from bench.report import measured, publish, run_header
+from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, reindex_baseline
 from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
@@ -173,8 +174,7 @@ def reindex_one_at_a_time(milvus_uri: str, milvus_pid: int, files: list[Path], s
 def render(report: dict[str, Any]) -> str:
     reference = report["search"][VARIANTS[0].name]
     lines = [
-        f"Run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report['commit']}`, "
-        f"{report['size']:,} vectors, random ViT-B/32. Raw data: `{report['path']}`.",
+        f"{measured(report)}, {report['size']:,} vectors, random ViT-B/32. Raw data: `{report['path']}`.",
         "",
         "SearchText end to end, one change at a time (ratio: the reference's figure over the variant's for latency, "
         "the variant's over the reference's for queries/s; below 1.0× means the change is worse):",
@@ -228,7 +228,15 @@ def main() -> None:
     manifest = Manifest.read(repos["int8"])
     stamp = ModelStamp.of(manifest)
     report: dict[str, Any] = {
-        **run_header(),
+        **run_header(
+            parameters={
+                "size": args.size,
+                "requests": args.requests,
+                "images": args.images,
+                "settle_max_s": args.settle,
+                "variants": [v.name for v in VARIANTS],
+            }
+        ),
         "size": args.size,
         "search": {},
         "reindex_images": args.images,

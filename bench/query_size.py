@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     repo = ensure_repo(args.data / "repo-int8", "int8")
-    report: dict[str, Any] = {**run_header(), "requests": args.requests, "sizes": {}}
+    report: dict[str, Any] = {**run_header(parameters={"requests": args.requests, "sizes": SIZES, "precision": "int8"}), "requests": args.requests, "sizes": {}}
     stack = LocalStack(repo, args.data / "query-size", gateway_address=f"127.0.0.1:{free_port()}", alias="query_size")
     with stack:
         writer = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(Manifest.read(repo)), timeout_s=60, token=stack.milvus_token)

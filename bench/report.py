@@ -28,21 +28,91 @@ def describe_flags(flags: list[str]) -> str:
     return ", ".join(flags) + ("" if any("vnni" in f or "amx" in f for f in flags) else "; no VNNI/AMX")
 
 
+PROVENANCE = ("commit", "dirty", "cpu_model", "cpu_flags", "parameters")
+"""What every result file records besides its figures (``run_header``); a file without one of them carries a ``legacy`` note."""
+
+
+def provenance_gaps(report: dict[str, Any]) -> list[str]:
+    """The provenance fields ``report`` lacks (an empty list for a file written by ``run_header``)."""
+    return [name for name in PROVENANCE if name not in report]
+
+
+def parameters_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that shaped the numbers: recorded, or for a legacy file those derived afterwards (its ``legacy`` note says how)."""
+    return report.get("parameters") or report.get("legacy", {}).get("derived_parameters", {})
+
+
+GAP_NAMES = {"commit": "commit", "dirty": "dirty flag", "cpu_model": "CPU model", "cpu_flags": "CPU flags", "parameters": "parameters"}
+
+
 def measured(report: dict[str, Any]) -> str:
-    """The opening of a results paragraph: "Measured <date> on <machine> (<CPU flags>), commit <commit>"."""
-    return f"Measured {report['date']} on {report['machine']} ({describe_flags(report['cpu_flags'])}), commit {report['commit']}"
+    """The opening of a results paragraph: "Measured <date> on <machine> (<CPU model>; <CPU flags>), commit <commit>".
+
+    What the file does not record is said, not guessed: a legacy file's line names the missing
+    fields and the commit that added the file, and calls its figures not reproducible here.
+    """
+    cpu = [text for text in (report.get("cpu_model"), describe_flags(report["cpu_flags"]) if "cpu_flags" in report else None) if text]
+    line = f"Measured {report['date']} on {report['machine']}" + (f" ({'; '.join(cpu)})" if cpu else "")
+    if "commit" in report:
+        line += f", commit {report['commit']}"
+    if report.get("dirty"):
+        line += f" with uncommitted changes ({len(report.get('changed_files', []))} tracked files)"
+    if gaps := provenance_gaps(report):
+        names = [GAP_NAMES[gap] for gap in gaps]
+        legacy = report.get("legacy", {})
+        line += (
+            f" [legacy record: no {', '.join(names[:-1]) + ' or ' + names[-1] if len(names) > 1 else names[0]} recorded"
+            + (f"; committed in {legacy['committed_in']}" if "committed_in" in legacy else "")
+            + "; not reproducible here]"
+        )
+    return line
 
 
-def run_header(accelerator: str = "no GPU") -> dict[str, Any]:
-    """What every benchmark report starts with: the date, the host, the machine, its CPU flags and the commit."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
-    return {
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("AMD EPYC 7B13"), or what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_state() -> tuple[str, bool | None, list[str]]:
+    """The checkout's short commit, whether tracked files differ from it (None when git cannot say) and which."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False)
+
+    commit, status = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    return commit.stdout.strip() or "unknown", bool(changed) if status.returncode == 0 else None, changed
+
+
+def run_header(accelerator: str = "no GPU", parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What every benchmark report starts with: when, where (machine, CPU model and flags), what code (commit, dirty) and how (``parameters``).
+
+    ``parameters`` are every setting that shapes the numbers (mode and overrides, levels, seconds,
+    sizes, image counts). The load average at the start and ``T2I_BENCH_CONDITIONS`` (free text:
+    "other agents shared the 2 cores") say what else ran.
+    """
+    commit, dirty, changed = git_state()
+    header = {
         "date": time.strftime("%Y-%m-%d"),
         "host": platform.node(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {accelerator}",
+        "cpu_model": cpu_model(),
         "cpu_flags": simd_flags(),
-        "commit": commit or "unknown",
+        "commit": commit,
+        "dirty": dirty,
+        "changed_files": changed,
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "parameters": parameters or {},
     }
+    if conditions := os.environ.get("T2I_BENCH_CONDITIONS"):
+        header["conditions"] = conditions
+    return header
 
 
 def _at(levels: list[dict[str, float]], concurrency: int) -> dict[str, float]:
@@ -119,13 +189,26 @@ def write_plots(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def describe_run(report: dict[str, Any]) -> str:
+    """How a ``bench.run`` report was run: its mode, what overrode the mode's defaults, and the load levels."""
+    params = parameters_of(report)
+    parts = [f"mode `{params.get('mode', report.get('mode'))}`"]
+    if overrides := params.get("overrides"):
+        parts.append("overridden: " + ", ".join(f"`--{name.replace('_', '-')}` {value}" for name, value in overrides.items()))
+    if levels := params.get("requests_per_level"):
+        parts.append("load levels " + ", ".join(f"c={c} {n} requests" for c, n in levels.items()) + f", each capped at {params['level_seconds_cap']:.0f} s")
+    if "images" in params:
+        parts.append(f"{params['images']} JPEGs reindexed ({params['baseline_images']} by the baseline)")
+    return "; ".join(parts)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The generated section of ``docs/benchmarks.md``."""
     lines = [
-        f"Latest run: {report['date']}, host `{report['host']}` ({report['machine']}), commit `{report['commit']}`, "
-        f"mode `{report['mode']}`, model: {report['model']}. Raw data: `{report['path']}`.",
+        f"{measured(report)}. {describe_run(report)[0].upper()}{describe_run(report)[1:]}. Model: {report['model']}. Raw data: `{report['path']}`.",
         "",
-        "SearchText end to end (gRPC client → gateway → Triton → Milvus, unique queries; baseline: FastAPI + PyTorch + one Milvus query):",
+        "SearchText end to end (gRPC client → gateway → Triton → Milvus, unique queries: none sent twice to one server; "
+        "baseline: FastAPI + PyTorch + one Milvus query):",
         "",
         "| vectors | stack | c | p50 ms | p95 ms | p99 ms | qps | p50 speed-up vs baseline |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -218,4 +301,9 @@ def publish(report: dict[str, Any], out: Path, suffix: str, start: str, end: str
     report["path"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     path.write_text(json.dumps(report, indent=2))
     publish_docs(report, start, end, render)
+    from bench.docs_tables import table_for
+
+    table = table_for(ROOT / "docs" / "benchmarks.md", start)
+    if table is not None and report["path"] not in table.files:
+        print(f"bench/docs_tables.py renders this table from {', '.join(table.files)}: point it at {report['path']} (tests/unit/test_docs_tables.py compares)")
     return path

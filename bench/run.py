@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
+from bench.queries import check_distinct, distinct_queries, sentences
 from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
 from core.auth import LocalTokens
 from core.index import ImageIndex
@@ -37,17 +39,6 @@ from export.main import refresh_layout, run_export
 from inference.triton_client import RetryPolicy, TritonEncoder
 from reindex.job import Reindexer
 from t2i.client import GatewayClient
-
-ADJECTIVES = ("red", "black", "small", "old", "shiny", "wet", "happy", "blue", "wooden", "tall", "striped", "green")
-NOUNS = ("dog", "car", "cat", "house", "bicycle", "tree", "boat", "horse", "cup of coffee", "astronaut", "rocket", "bird", "train", "flower")
-PLACES = ("on grass", "in the city", "at night", "on a beach", "in the snow", "near a lake", "under the sun", "in a kitchen", "on a table", "in the rain")
-
-
-def sentences() -> list[str]:
-    """Distinct realistic queries (12 × 14 × 10), shuffled deterministically."""
-    items = [f"a photo of a {a} {n} {p}" for a in ADJECTIVES for n in NOUNS for p in PLACES]
-    np.random.default_rng(0).shuffle(items)
-    return items
 
 
 def log(message: str) -> None:
@@ -119,35 +110,53 @@ class Gateway:
         self.process.stop()
 
 
-def search_sweep(call: Any, levels: tuple[int, ...], per_level: int, seconds: float) -> list[dict[str, float]]:
-    return [run_load(call, c, per_level * max(1, c // 4 + 1), seconds).as_dict() for c in levels]
+def requests_at(per_level: int, concurrency: int) -> int:
+    """Requests sent at one load level: ``per_level``, more at higher concurrency (each level lasts long enough to mean something)."""
+    return per_level * max(1, concurrency // 4 + 1)
 
 
-def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
+def unique_sweep(
+    send: Callable[[str], Any], queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float
+) -> tuple[list[dict[str, float]], list[list[str]]]:
+    """Each level sends the next ``requests_at`` queries of ``queries``; returns the levels' figures and the queries each one sent."""
+    sweep, sent, offset = [], [], 0
+    for c in levels:
+        count = requests_at(per_level, c)
+        chunk = queries[offset : offset + count]
+        if len(chunk) < count:
+            raise ValueError(f"{len(queries)} queries are too few for levels {levels} at {per_level} requests a level")
+        level: list[str] = []
+
+        def call(i: int, chunk: list[str] = chunk, level: list[str] = level) -> None:
+            level.append(chunk[i])  # recorded before it is sent: a failed request still reached the gateway
+            send(chunk[i])
+
+        sweep.append(run_load(call, c, count, seconds).as_dict())
+        sent.append(level)
+        offset += count
+    return sweep, sent
+
+
+def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> tuple[dict[str, Any], list[list[str]]]:
+    """Unique levels, then one repeated query (the cache-hit path); also returns the queries each level sent."""
     client = GatewayClient(gateway.address, timeout_s=60, token=gateway.token)
-    offset = [0]
-
-    def unique(i: int) -> None:
-        client.search_text(queries[(offset[0] + i) % len(queries)], top_k=10)
-
     for i in range(5):  # warm-up, different queries
         client.search_text(f"warm up query number {i}", top_k=10)
-    sweep = []
-    for c in levels:
-        sweep.append(run_load(unique, c, per_level * max(1, c // 4 + 1), seconds).as_dict())
-        offset[0] += per_level * max(1, c // 4 + 1)  # never repeat a query across levels
+    sweep, sent = unique_sweep(lambda text: client.search_text(text, top_k=10), queries, levels, per_level, seconds)
+    distinct = check_distinct(sent, "ours' levels")
     client.search_text("a photo of a repeated query", top_k=10)
     cached = run_load(lambda i: client.search_text("a photo of a repeated query", top_k=10), 1, per_level, seconds).as_dict()
     rss = rss_mb(gateway.process.pid or 0)
     client.close()
-    return {"unique": sweep, "cached_c1": cached, "gateway_rss_mb": rss}
+    return {"unique": sweep, "distinct_queries": distinct, "cached_c1": cached, "gateway_rss_mb": rss}, sent
 
 
-def soak(gateway: Gateway, queries: list[str], seconds: float, concurrency: int = 4, step_s: float = 10.0) -> dict[str, Any]:
+def soak(gateway: Gateway, queries: list[str], seconds: float, sent: list[str], concurrency: int = 4, step_s: float = 10.0) -> dict[str, Any]:
     """Steady load below saturation for ``seconds``, sampling the gateway's RSS every ``step_s``.
 
-    Every query is new (a numbered variant of a sentence), so the embedding cache fills to its
-    bound and then evicts: growth in the second half would be a leak, not the cache filling.
+    Every query is new (a numbered variant of a sentence; each is appended to ``sent``), so the
+    embedding cache fills to its bound and then evicts: growth in the second half would be a leak,
+    not the cache filling.
     """
     client = GatewayClient(gateway.address, timeout_s=60, token=gateway.token)
     pid = gateway.process.pid or 0
@@ -155,9 +164,13 @@ def soak(gateway: Gateway, queries: list[str], seconds: float, concurrency: int 
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         base = served
-        level = run_load(
-            lambda i: client.search_text(f"{queries[(base + i) % len(queries)]} number {base + i}", top_k=10), concurrency, 10**7, min(step_s, seconds)
-        )
+
+        def call(i: int, base: int = base) -> None:
+            text = f"{queries[(base + i) % len(queries)]} number {base + i}"
+            sent.append(text)
+            client.search_text(text, top_k=10)
+
+        level = run_load(call, concurrency, 10**7, min(step_s, seconds))
         served += level.requests
         samples.append(rss_mb(pid))
     client.close()
@@ -175,11 +188,12 @@ def soak(gateway: Gateway, queries: list[str], seconds: float, concurrency: int 
 
 
 def measure_baseline(port: int, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
+    """The same unique levels against the baseline (it has no cache, but it gets the very queries ours got)."""
     client = HttpJsonClient("127.0.0.1", port)
     for i in range(5):
         client.post("/search", {"query": f"warm up query number {i}", "top_k": 10})
-    start = len(queries) // 2
-    return {"unique": search_sweep(lambda i: client.post("/search", {"query": queries[(start + i) % len(queries)], "top_k": 10}), levels, per_level, seconds)}
+    sweep, sent = unique_sweep(lambda text: client.post("/search", {"query": text, "top_k": 10}), queries, levels, per_level, seconds)
+    return {"unique": sweep, "distinct_queries": check_distinct(sent, "the baseline's levels")}
 
 
 def start_baseline(repo: Path, milvus_uri: str, alias: str, log_path: Path) -> tuple[ManagedProcess, int]:
@@ -270,13 +284,37 @@ def main() -> None:
     soak_s = args.soak_seconds or (30.0 if quick else 600.0)
     settle_s = 600.0 if quick else 1800.0  # the most to wait for Milvus to go quiet after a bulk load
     baseline_images = 60 if quick else 300
+    encoder_seconds = 4.0 if quick else 15.0
+    queries = distinct_queries(sum(requests_at(per_level, c) for c in levels))
+    parameters = {
+        "mode": "quick" if quick else "full",
+        "overrides": {name: value for name, value in (("sizes", args.sizes), ("soak_seconds", args.soak_seconds)) if value is not None},
+        "sizes": sizes,
+        "levels": list(levels),
+        "requests_per_level": {str(c): requests_at(per_level, c) for c in levels},
+        "level_seconds_cap": seconds,
+        "queries": f"{len(queries)} distinct sentences (bench.queries.distinct_queries), the same list for every stack and size; "
+        "none is sent twice to one server process (checked)",
+        "cached_requests": per_level,
+        "soak_seconds": soak_s,
+        "soak_concurrency": 4,
+        "settle_max_s": settle_s,
+        "recall_queries": 200,
+        "recall_efs": [32, 64, 128, 256],
+        "hnsw": {"M": 16, "efConstruction": 200, "ef": 64},
+        "encoder_seconds": encoder_seconds,
+        "encoder_batches": [1, 8, 32],
+        "encoder_in_flight": [1, 4],
+        "images": images,
+        "baseline_images": baseline_images,
+    }
     args.data.mkdir(parents=True, exist_ok=True)
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
     manifest = Manifest.read(repos["fp32"])
     stamp = ModelStamp.of(manifest)
     shutil.rmtree(args.data / "milvus", ignore_errors=True)
     report: dict[str, Any] = {
-        **run_header(),
+        **run_header(parameters=parameters),
         "mode": "quick" if quick else "full",
         "model": "random ViT-B/32 (exact architecture, random weights)",
         "sizes": sizes,
@@ -285,7 +323,6 @@ def main() -> None:
         "encoder": {},
         "reindex": {},
     }
-    queries = sentences()
     log(f"sizes {sizes}; generating {max(sizes)} clustered vectors")
     base = clustered_vectors(max(sizes), manifest.dimension)
     milvus, ports = start_milvus(args.data / "milvus")
@@ -309,7 +346,7 @@ def main() -> None:
                     triton_url = f"127.0.0.1:{tports.grpc}"
                     if size == sizes[0]:
                         log(f"encoder throughput {precision}")
-                        report["encoder"][precision] = asyncio.run(encoder_throughput(triton_url, repo, (1, 8, 32), (1, 4), 4.0 if quick else 15.0))
+                        report["encoder"][precision] = asyncio.run(encoder_throughput(triton_url, repo, (1, 8, 32), (1, 4), encoder_seconds))
                         folder = args.data / "jpegs"
                         photo_like_jpegs(folder, images)
                         log(f"reindex {images} JPEGs ({precision})")
@@ -321,10 +358,12 @@ def main() -> None:
                     gateway = Gateway(repo, triton_url, milvus_uri, "bench", 64, args.data / f"gateway-{precision}.log")
                     try:
                         log(f"SearchText load, {precision}, {size} vectors")
-                        report["search"][str(size)][f"ours_{precision}"] = measure_ours(gateway, queries, levels, per_level, seconds)
+                        report["search"][str(size)][f"ours_{precision}"], sent = measure_ours(gateway, queries, levels, per_level, seconds)
                         if size == sizes[-1] and precision == "fp32":
                             log(f"soak {soak_s:.0f} s at concurrency 4")
-                            report["soak"] = soak(gateway, queries[::-1], soak_s)
+                            soaked: list[str] = []
+                            report["soak"] = soak(gateway, queries[::-1], soak_s, soaked)
+                            check_distinct([*sent, soaked], "the levels and the soak of one gateway")
                     finally:
                         gateway.stop()
                 finally:

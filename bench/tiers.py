@@ -18,8 +18,9 @@ from typing import Any
 from bench.data import clustered_vectors
 from bench.levers import measure_search
 from bench.procs import wait_for_quiet
+from bench.queries import sentences
 from bench.report import measured, publish, run_header
-from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log, sentences
+from bench.run import ROOT, Gateway, ensure_repo, fill_collection, log
 from core.index import ImageIndex
 from core.logs import configure_logging
 from core.manifest import Manifest
@@ -46,6 +47,41 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _span(values: list[float], fmt: str, unit: str = " ms") -> str:
+    low, high = min(values), max(values)
+    return f"{low:{fmt}}{unit}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}–{high:{fmt}}{unit}"
+
+
+def capacity_inputs(tiers: dict[str, Any], ef: dict[str, Any], gpu: dict[str, Any], *gpu_runs: dict[str, Any]) -> str:
+    """The inputs table of docs/deploy.md's capacity plan, from a tiers run, an ef sweep and the GPU runs (the first is the main one)."""
+    runs = tiers["runs"]
+    cpu = {(name, kind): runs[name][kind]["cpu_ms_per_query"] for name in runs for kind in ("unique", "cached")}
+    ef_milvus = {size: [run["milvus_cpu_ms_per_query"] for run in result["runs"]["64"]] for size, result in ef["sizes"].items()}
+    text, vision = gpu["text"], gpu["vision"]
+    graph = [value for key, value in text.items() if key.startswith("b1_len") and key.endswith("_graph_ms")]
+    decode = [run["cpu_decode"]["one_core_ms_per_image"] for run in (gpu, *gpu_runs)]
+    lines = [
+        "| figure | value | source |",
+        "| --- | --- | --- |",
+        f"| gateway CPU per query | {_span([cpu[(n, 'unique')]['gateway'] for n in runs], '.1f')} (encoded queries), "
+        f"{_span([cpu[(n, 'cached')]['gateway'] for n in runs], '.1f')} (cache hits), at c=16 | `make bench-tiers`, `{tiers['path']}` |",
+        f"| Milvus CPU per query (HNSW, ef 64) | {_span(ef_milvus.get('100000', [float('nan')]), '.1f')} at 100k and "
+        f"{_span(ef_milvus.get('1000000', [float('nan')]), '.1f')} at 1M (`make bench-ef`); "
+        f"{_span([cpu[(n, 'unique')]['milvus'] for n in runs], '.1f')} at {tiers['size']:,} in the `make bench-tiers` run | `{ef['path']}`, `{tiers['path']}` |",
+        "| text tower on CPU (ViT-B/32, "
+        + " / ".join(runs)
+        + "), Triton's CPU per query | "
+        + " / ".join(f"{cpu[(n, 'unique')]['triton']:.1f} ms" for n in runs)
+        + f" | `make bench-tiers`, `{tiers['path']}` |",
+        f"| text tower on an H100 | {_span(graph, '.2f')} per query as a CUDA graph; {text['b16_len16_queries_per_s'] / 1000:.1f}k queries/s at batch 16, "
+        f"{text['b64_len16_queries_per_s'] / 1000:.1f}k at batch 64 | `{gpu['path']}` |",
+        f"| vision tower on an H100 | {vision['b128_images_per_s'] / 1000:.1f}k img/s at batch 128 ({gpu['dtype']}); CPU decoding "
+        f"{_span(decode, '.1f')} of one core per image | " + ", ".join(f"`{run['path']}`" for run in (gpu, *gpu_runs)) + " |",
+        "| one vector | 512 × 4 B = 2 KiB (fp32) | |",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="vectors in the collection")
@@ -56,7 +92,14 @@ def main() -> None:
     configure_logging("WARNING")
     repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
     manifest = Manifest.read(repos["fp32"])
-    report: dict[str, Any] = {**run_header(), "size": args.size, "runs": {}}
+    parameters = {
+        "size": args.size,
+        "requests": args.requests,
+        "concurrency": 16,
+        "towers": ["fp32", "int8"],
+        "hnsw": {"M": 16, "efConstruction": 200, "ef": 64},
+    }
+    report: dict[str, Any] = {**run_header(parameters=parameters), "size": args.size, "runs": {}}
     queries = sentences()
     shutil.rmtree(args.data / "milvus-tiers", ignore_errors=True)
     milvus, ports = start_milvus(args.data / "milvus-tiers")

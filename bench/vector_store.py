@@ -2,7 +2,9 @@
 
 Writes ``bench/results/vector-store-<date>-<host>.json``. Measures insert throughput, single-query
 search latency, recall@10 against exact search, and which of the features this project relies on
-(ARRAY labels, HNSW, aliases) each one supports. Needs ``requirements-bench.txt`` (``make bench-store``).
+(ARRAY labels, HNSW, aliases) each one supports, on clustered unit vectors (``bench.data``) with
+queries near stored ones. ``render`` makes the table of ``docs/vector-store.md`` from the JSON
+(``bench.docs_tables``). Needs ``requirements-bench.txt`` (``make bench-store``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from bench.data import clustered_vectors, exact_top_k, query_vectors
-from bench.report import run_header
+from bench.report import measured, parameters_of, run_header
 from devstack.milvus import local_uri, start_milvus
 
 
@@ -85,10 +87,56 @@ def measure(name: str, client: MilvusClient, vectors: np.ndarray, queries: np.nd
     return result
 
 
+def render(report: dict[str, Any]) -> str:
+    """The comparison table of docs/vector-store.md."""
+    server, lite = report["results"]
+    params = parameters_of(report)
+    versions = report.get("versions", {})
+    lines = [
+        f"{measured(report)}: {report['size']:,} {params.get('vectors', 'unit vectors')} of dimension {report['dim']}, queries near stored vectors "
+        f"({report['queries']} on the server, {lite.get('queries', report['queries'])} on Lite), top 10, COSINE, HNSW (M=16, efConstruction=200, ef=64)"
+        + (f"; {', '.join(f'{name} {version}' for name, version in versions.items())}" if versions else "")
+        + f". Raw data: `{report['path']}`.",
+        "",
+        f"| measure | {server['store']} | {lite['store']} | server / Lite |",
+        "| --- | --- | --- | --- |",
+        f"| start-up | {server['startup_s']:.1f} s | {lite['startup_s']:.1f} s | |",
+        f"| insert (batches of 1,000) | {server['insert_rows_per_s']:,.0f} rows/s | {lite['insert_rows_per_s']:,.0f} rows/s | "
+        f"{report['ratios_server_over_lite']['insert_rows_per_s']:.1f}× |",
+        f"| flush and index build | {server['flush_and_index_s']:.1f} s | {lite['flush_and_index_s']:.1f} s | |",
+        f"| search p50 (one query at a time) | {server['search_p50_ms']:.1f} ms | {lite['search_p50_ms']:.0f} ms | "
+        f"{report['ratios_server_over_lite']['search_p50_speedup']:.0f}× faster |",
+        f"| search p95 | {server['search_p95_ms']:.1f} ms | {lite['search_p95_ms']:.0f} ms | |",
+        f"| recall@10 against exact search | {server['recall_at_10']:.3f} | {lite['recall_at_10']:.3f} | |",
+        f"| ARRAY labels, HNSW, aliases | {_features(server)} | {_features(lite)} | |",
+    ]
+    return "\n".join(lines)
+
+
+def _features(result: dict[str, Any]) -> str:
+    return ", ".join(result[name][:60] for name in ("array_labels", "hnsw", "alias"))
+
+
+def versions() -> dict[str, str]:
+    """The client and Lite packages' versions (the server's is in its store name)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("pymilvus", "milvus-lite"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--lite-queries", type=int, default=None, help="queries for Lite (default: the same as the server's; Lite takes about 0.1 s each at 20k)"
+    )
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
@@ -110,14 +158,24 @@ def main() -> None:
         t = time.perf_counter()
         lite = MilvusClient(str(work / "lite.db"))
         startup = time.perf_counter() - t
-        few = max(10, args.queries // 10)  # Lite answers in about a second per query at this size
+        few = min(args.queries, args.lite_queries or args.queries)
         results.append({**measure("milvus-lite", lite, vectors, queries[:few], truth[:few]), "startup_s": startup, "queries": few})
         lite.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     server_result, lite_result = results
     report = {
-        **run_header(),
+        **run_header(
+            parameters={
+                "size": args.size,
+                "queries": args.queries,
+                "dim": args.dim,
+                "lite_queries": lite_result.get("queries"),
+                "vectors": "clustered unit vectors (bench.data.clustered_vectors)",
+                "hnsw": {"M": 16, "efConstruction": 200, "ef": 64},
+            }
+        ),
+        "versions": versions(),
         "size": args.size,
         "dim": args.dim,
         "queries": args.queries,
@@ -129,9 +187,10 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"vector-store-{report['date']}-{report['host']}.json"
+    report["path"] = f"bench/results/{path.name}"
     path.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(f"wrote {path}")
+    print(render(report))
+    print(f"wrote {path}; point bench/docs_tables.py's vector-store table at it and run python -m bench.docs_tables")
 
 
 if __name__ == "__main__":

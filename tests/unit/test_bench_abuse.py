@@ -1,0 +1,117 @@
+"""The chaos fuzz's seeds are valid requests: a real in-process gateway (servicers and error interceptor) on fake Milvus and Triton answers each OK."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from bench.abuse import fuzz, leaves, seed_requests, with_odd_value
+from bench.chaos import violations
+from core.index import ImageIndex
+from core.manifest import Manifest
+from core.records import ModelStamp
+from core.settings import GatewaySettings
+from gateway.interceptors import ErrorMappingInterceptor
+from gateway.server import request_caps
+from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
+from inference.images import ImageLimits
+from inference.models import ModelCatalog
+from search.engine import SearchEngine
+from tests.unit.fake_milvus import FakeMilvusClient
+from tests.unit.fake_triton import FakeTritonClient
+from tests.unit.servers import real_server
+from text2image.v1 import text2image_pb2 as pb
+from text2image.v1 import text2image_pb2_grpc as pb_grpc
+
+
+class _Pages:
+    def __init__(self, rows: list[dict[str, Any]], size: int) -> None:
+        self.pages = [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    def next(self) -> list[dict[str, Any]]:
+        return self.pages.pop(0) if self.pages else []
+
+    def close(self) -> None:
+        pass
+
+
+class Milvus(FakeMilvusClient):
+    """The fake with the two calls the seeds reach beyond it: delete, and the labels' query iterator."""
+
+    def delete(self, collection: str, ids: list[str], timeout: float | None = None) -> dict[str, int]:
+        entry = self._enter("delete", collection)
+        assert entry is not None
+        return {"delete_count": sum(entry["rows"].pop(item_id, None) is not None for item_id in ids)}
+
+    def query_iterator(self, collection: str, batch_size: int, **kwargs: Any) -> _Pages:
+        entry = self._enter("query_iterator", collection)
+        assert entry is not None
+        return _Pages([{"id": item_id, "labels": row.get("labels", [])} for item_id, row in entry["rows"].items()], batch_size)
+
+
+@pytest.fixture()
+async def gateway(model_repo: Path) -> AsyncIterator[str]:
+    settings = GatewaySettings(auth="open")
+    models = ModelCatalog("fake:1", model_repo, client=FakeTritonClient())
+    index = ImageIndex("http://fake", "alias", ModelStamp.of(Manifest.read(model_repo)), client=Milvus(), serves=models.serves)  # type: ignore[arg-type]  # the fake client
+    engine = SearchEngine(models, index, max_top_k=settings.max_top_k, max_batch=settings.max_batch, limits=ImageLimits(), alias_refresh_s=60)
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine, 10), server)
+        pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(engine, 10), server)
+        pb_grpc.add_IndexServiceServicer_to_server(IndexServicer(engine, 10), server)
+
+    async with real_server([ErrorMappingInterceptor(request_caps(settings))], register) as address:
+        yield address
+    await engine.close()
+
+
+async def test_every_seed_answers_ok_unmutated_and_the_mutations_reach_the_handlers(gateway: str) -> None:
+    report = await asyncio.to_thread(fuzz, gateway, "", 60, 0)
+    assert report["seeds"]["not_ok"] == []
+    assert report["seeds"]["codes"] == {"OK": sum(len(m) for m in seed_requests().values())}
+    assert report["cases"] == sum(report["codes"].values()) == 60
+    # Mutated seeds are refused for what the mutation did, and some still make sense: both outcomes occur.
+    assert report["codes"].get("OK", 0) > 0 and report["codes"].get("INVALID_ARGUMENT", 0) > 0
+    assert {"odd value", "bytes"} <= set(report["by_kind"])
+
+
+def test_a_seed_that_is_not_ok_breaks_the_campaign() -> None:
+    report: dict[str, Any] = {
+        "fuzz": {
+            "seeds": {
+                "sent": 1,
+                "codes": {"RESOURCE_EXHAUSTED": 1},
+                "not_ok": [{"method": "SearchText", "seed": 0, "code": "RESOURCE_EXHAUSTED", "detail": "big"}],
+            },
+            "codes": {},
+        },
+        "flood": {"codes": {}},
+        "faults": [],
+        "reindex": [],
+        "slow_clients": {"answered_meanwhile": 1},
+    }
+    assert violations(report) == ["fuzz: seed 0 of SearchText answered RESOURCE_EXHAUSTED unmutated (big)"]
+    report["fuzz"]["seeds"] = {"sent": 0, "codes": {}, "not_ok": []}
+    assert violations(report) == ["fuzz: no seed request was sent unmutated"]
+
+
+def test_an_odd_value_changes_one_field_and_leaves_the_seed_alone() -> None:
+    rng = random.Random(3)
+    for messages in seed_requests().values():
+        for message in messages:
+            before = message.SerializeToString()
+            odd = with_odd_value(message, rng)
+            assert message.SerializeToString() == before
+            if leaves(message):
+                assert odd is not None and odd != message
+            else:
+                assert odd is None  # GetIndexInfoRequest has no field to change
+    nested = {field.name for _, field in leaves(pb.SearchTextRequest(filter=pb.Filter(labels=pb.LabelFilter())))}
+    assert {"query", "top_k", "min_score", "all_of", "any_of", "none_of", "ids", "uri_prefix"} <= nested
