@@ -1,4 +1,4 @@
-"""The reindex job: incremental, --full with queries during the rebuild, and killed runs."""
+"""The reindex job: incremental, --full with queries during the rebuild, killed runs, failed reads, several sources."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from devstack.stack import LocalStack
 from export.samples import sample_photos
 from reindex.sources import Source
 from t2i.client import GatewayClient
+from tests.faulty_fs import FAULTS_ENV, set_faults
 from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i, wait_for
 from tests.integration.test_bad_input import png_bomb
 from text2image.v1 import text2image_pb2 as pb
@@ -118,7 +119,7 @@ def test_incremental_reindex(stack: LocalStack, index: ImageIndex, client: Gatew
     assert {h.id for h in hits.hits} == {"animals/chelsea.png", "animals/horse.png"}
 
     again = run_t2i(stack, "reindex", str(folder))
-    assert again.returncode == 0 and "0 indexed, 6 unchanged, 0 deleted" in again.stdout
+    assert again.returncode == 0 and "0 indexed, 6 unchanged, 0 rejected, 0 failed; 0 rows deleted" in again.stdout
 
     shutil.copyfile(sample_photos(8)[7], folder / "things" / "coffee.png")  # changed content
     (folder / "things" / "rocket.jpg").unlink()  # deleted
@@ -128,18 +129,18 @@ def test_incremental_reindex(stack: LocalStack, index: ImageIndex, client: Gatew
     (folder / "things" / "bomb.png").write_bytes(png_bomb(30000, 30000))
     changed = run_t2i(stack, "reindex", str(folder))
     assert changed.returncode == 0, changed.stderr
-    assert "1 indexed, 4 unchanged, 1 deleted, 4 skipped" in changed.stdout
+    assert "1 indexed, 4 unchanged, 4 rejected, 0 failed; 1 rows deleted" in changed.stdout
     for name, reason in (
         ("empty.jpg", "empty"),
         ("notes.png", "not a recognized image"),
         ("truncated.jpg", "corrupt or truncated"),
         ("bomb.png", "decompression bomb"),
     ):
-        assert f"skipped things/{name}: " in changed.stdout and reason in changed.stdout
+        assert f"rejected things/{name}: " in changed.stdout and reason in changed.stdout
     assert stored(index) == expected_rows(folder)
 
     strict = run_t2i(stack, "reindex", str(folder), "--strict")
-    assert strict.returncode == 1 and "4 skipped" in strict.stdout
+    assert strict.returncode == 1 and "4 rejected" in strict.stdout
     assert_serving(stack)
 
 
@@ -216,3 +217,88 @@ def test_killed_reindex_converges_on_rerun(stack: LocalStack, index: ImageIndex,
     assert rerun.returncode == 0, rerun.stderr
     assert stored(index) == expected_rows(folder)  # none lost, none duplicated, none stale
     assert index.count(collection) == len(expected_rows(folder)) == 238
+
+
+# ``t2i`` with the faulty filesystem of ``tests.faulty_fs`` registered (``faulty:///folder``).
+FAULTY_T2I = "import runpy, sys, tests.faulty_fs; sys.argv = ['t2i', *sys.argv[1:]]; runpy.run_module('t2i.cli', run_name='__main__')"
+
+
+def run_faulty_t2i(stack: LocalStack, faults: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.env(), **GATEWAY_ENV, FAULTS_ENV: str(faults), "T2I_READ_RETRY_S": "0.5"}
+    return subprocess.run([sys.executable, "-c", FAULTY_T2I, *args], env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+
+
+def test_failed_reads_never_delete_rows(stack: LocalStack, index: ImageIndex, tmp_path: Path) -> None:
+    """A mount whose reads fail with EIO for 10 of 30 files (listing works): rows kept, exit 3, a --full run swaps nothing."""
+    folder, faults = tmp_path / "mount", tmp_path / "faults.txt"
+    synthetic_photos(folder, 30, seed=4)
+    faults.write_text("")
+    assert run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--full", "--no-progress").returncode == 0
+    collection = index.active_collection()
+    indexed = stored(index)
+    assert indexed == expected_rows(folder)
+    broken = sorted(indexed)[::3]
+    set_faults(faults, {item_id: "eio" for item_id in broken})
+
+    incremental = run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--no-progress")
+    assert incremental.returncode == 3, incremental.stdout + incremental.stderr
+    assert "20 unchanged, 0 rejected, 10 failed; 0 rows deleted" in incremental.stdout
+    assert all(f"failed {item_id}: could not read it: [Errno 5] Input/output error" in incremental.stdout for item_id in broken)
+    assert stored(index) == indexed  # every row kept
+
+    full = run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--full", "--no-progress")
+    assert full.returncode == 3 and "nothing swapped" in full.stdout, full.stdout + full.stderr
+    assert index.active_collection() == collection and stored(index) == indexed
+
+    set_faults(faults, {})
+    rerun = run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--no-progress")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert stored(index) == expected_rows(folder) and index.count(collection or "") == 30
+
+
+def test_a_crashed_decode_worker_keeps_the_rows_of_the_files_it_held(stack: LocalStack, index: ImageIndex, tmp_path: Path) -> None:
+    folder, faults = tmp_path / "crash", tmp_path / "faults.txt"
+    synthetic_photos(folder, 12, seed=5)
+    faults.write_text("")
+    assert run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--full", "--no-progress").returncode == 0
+    before = stored(index)
+    synthetic_photos(folder, 12, seed=6)  # every file changes, so every file goes to a decode worker
+    set_faults(faults, {"odd/img_0005.jpg": "crash"})
+
+    crashed = run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--no-progress", "--workers", "1")
+    assert crashed.returncode == 3, crashed.stdout + crashed.stderr
+    assert "failed odd/img_0005.jpg: processing failed: BrokenProcessPool" in crashed.stdout
+    after = stored(index)
+    assert set(after) == set(before)  # nothing deleted
+    assert after["odd/img_0005.jpg"] == before["odd/img_0005.jpg"]  # its old row, kept
+    set_faults(faults, {})
+    assert run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--no-progress").returncode == 0
+    assert stored(index) == expected_rows(folder)
+    assert_serving(stack)
+
+
+def test_a_second_folder_does_not_delete_the_first(stack: LocalStack, index: ImageIndex, client: GatewayClient, tmp_path: Path) -> None:
+    photos, more = tmp_path / "photos", tmp_path / "more"
+    synthetic_photos(photos, 8, seed=7)
+    synthetic_photos(more / "extra", 4, seed=8)
+    assert run_t2i(stack, "reindex", str(photos), "--full").returncode == 0
+    second = run_t2i(stack, "reindex", str(more))
+    assert second.returncode == 0 and "0 rows deleted" in second.stdout, second.stdout + second.stderr
+    assert stored(index) == {**expected_rows(photos), **expected_rows(more)}
+    assert client.info().count == 12
+
+    copy = tmp_path / "copy"
+    synthetic_photos(copy, 2, seed=9)  # even/img_0000.jpg and odd/img_0001.jpg: ids that photos' rows hold
+    clash = run_t2i(stack, "reindex", str(copy))
+    assert clash.returncode == 0 and "0 indexed, 0 unchanged, 2 rejected" in clash.stdout, clash.stdout
+    assert f"rejected even/img_0000.jpg: the id is taken by a row of {Source(str(photos)).key}" in clash.stdout
+    assert stored(index) == {**expected_rows(photos), **expected_rows(more)}  # not overwritten
+    prefixed = run_t2i(stack, "reindex", str(copy), "--id-prefix", "copy/")
+    assert prefixed.returncode == 0 and "2 indexed" in prefixed.stdout and client.info().count == 14
+    mirror = run_t2i(stack, "reindex", str(more), "--mirror")
+    assert mirror.returncode == 0 and "10 rows deleted" in mirror.stdout, mirror.stdout
+    assert stored(index) == expected_rows(more)
+
+    rebuilt = run_t2i(stack, "reindex", str(photos), str(more), "--full")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert stored(index) == {**expected_rows(photos), **expected_rows(more)}
