@@ -65,7 +65,7 @@ def _up(args: argparse.Namespace) -> int:
         print("text2image-search is up:")
         print(stack.describe())
         if stack.web_address:
-            print(f"open http://{stack.web_address}/ (thumbnails from {stack.image_roots or 'no folder'}; --image-root adds one)")
+            print(f"open http://{stack.web_address}/ (thumbnails from {stack.image_roots or 'no folder'}; --image-root DIR, repeatable, replaces this list)")
         print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything")
         while not stopped.wait(1.0):
             for process in (stack.milvus, stack.triton, stack.gateway, stack.web):
@@ -177,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--web-listen", default=None, help="search page address (default T2I_WEB_LISTEN, 127.0.0.1:8080)")
             command.add_argument("--no-web", action="store_true", help="do not start the search page")
             command.add_argument(
-                "--image-root", action="append", default=None, help="folder whose images the page may show (repeatable; default T2I_WEB_IMAGE_ROOTS, ./data)"
+                "--image-root",
+                action="append",
+                default=None,
+                help="folder whose images the page may show (repeatable; replaces T2I_WEB_IMAGE_ROOTS, default ./data)",
             )
 
     search = sub.add_parser("search", help="query a running gateway")
