@@ -54,7 +54,7 @@ TABLES = (
     Table("docs/reliability.md", "chaos", (RESULTS + "2026-11-27-vm-chaos.json",), "bench.chaos:render"),
     Table("docs/relevance.md", "relevance", (RESULTS + "2026-11-27-vm-relevance.json",), "bench.relevance:render"),
     Table("docs/relevance.md", "relevance-classes", (RESULTS + "2026-11-27-vm-relevance.json",), "bench.relevance:render_classes"),
-    Table("docs/vector-store.md", "vector-store", (RESULTS + "vector-store-2026-11-26-vm.json",), "bench.vector_store:render"),
+    Table("docs/vector-store.md", "vector-store", (RESULTS + "vector-store-2026-12-01-vm.json",), "bench.vector_store:render"),
     Table(
         "docs/deploy.md",
         "capacity",
