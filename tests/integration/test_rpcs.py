@@ -150,19 +150,41 @@ def test_reflection_lists_services(stack: LocalStack) -> None:
     assert_serving(stack)
 
 
-def test_metrics_count_requests_by_code(stack: LocalStack, client: GatewayClient, photos: list[Path]) -> None:
+def gateway_metrics(stack: LocalStack) -> dict[str, float]:
+    """The gateway's Prometheus samples, by name with labels."""
     import urllib.request
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, _, value in (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))}
+
+
+def test_metrics_count_requests_by_code(stack: LocalStack, client: GatewayClient, photos: list[Path]) -> None:
+    before = gateway_metrics(stack)  # the session's earlier tests counted too: only what this test adds is checked
     first = client.search_text("metrics probe", top_k=3)
     second = client.search_text("  Metrics   PROBE ", top_k=3)  # same tokens: served from the embedding cache
     assert [(h.id, h.score) for h in first.hits] == [(h.id, h.score) for h in second.hits]
     assert second.query_tokens == first.query_tokens
-    with pytest.raises(grpc.RpcError):
+    with pytest.raises(grpc.RpcError) as refused:
         client.search_text("", top_k=1)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
-    assert 't2i_requests_total{code="OK",method="SearchText"}' in text
-    assert 't2i_requests_total{code="INVALID_ARGUMENT",method="SearchText"}' in text
-    assert 't2i_downstream_seconds_count{operation="encode_text",outcome="ok",target="triton"}' in text
-    assert 't2i_downstream_seconds_count{operation="search",outcome="ok",target="milvus"}' in text
-    hits = [line for line in text.splitlines() if line.startswith('t2i_embedding_cache_total{result="hit"}')]
-    assert hits and float(hits[0].split()[-1]) >= 1
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = gateway_metrics(stack)
+    added = {
+        name: after.get(name, 0.0) - before.get(name, 0.0)
+        for name in (
+            't2i_requests_total{code="OK",method="SearchText"}',
+            't2i_requests_total{code="INVALID_ARGUMENT",method="SearchText"}',
+            't2i_downstream_seconds_count{operation="encode_text",outcome="ok",target="triton"}',
+            't2i_downstream_seconds_count{operation="search",outcome="ok",target="milvus"}',
+            't2i_embedding_cache_total{result="miss"}',
+            't2i_embedding_cache_total{result="hit"}',
+        )
+    }
+    assert added == {
+        't2i_requests_total{code="OK",method="SearchText"}': 2,
+        't2i_requests_total{code="INVALID_ARGUMENT",method="SearchText"}': 1,
+        't2i_downstream_seconds_count{operation="encode_text",outcome="ok",target="triton"}': 1,  # the second query never reached Triton
+        't2i_downstream_seconds_count{operation="search",outcome="ok",target="milvus"}': 2,
+        't2i_embedding_cache_total{result="miss"}': 1,
+        't2i_embedding_cache_total{result="hit"}': 1,
+    }
