@@ -14,7 +14,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.floor import simd_flags
 from bench.report import run_header
 
 # (label, how to read it from one run's search[size][variant]); lower is better unless "qps".
@@ -55,7 +54,6 @@ def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
         **run_header(
             parameters={"before": [r.get("path") for r in before], "after": [r.get("path") for r in after], "metrics": [label for label, _ in METRICS]}
         ),
-        "cpu_flags": simd_flags(),
         "before": [{"commit": r.get("commit"), "date": r.get("date")} for r in before],
         "after": [{"commit": r.get("commit"), "date": r.get("date")} for r in after],
         "rows": rows,
