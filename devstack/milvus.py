@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.auth import write_private
-from devstack.process import ManagedProcess, ProcessFailed, free_port, namespace_prefix
+from devstack.process import PORT_RELEASE_S, ManagedProcess, ProcessFailed, free_port, namespace_prefix, wait_for_port
 from devstack.sockets import describe_pid, holders
 
 logger = logging.getLogger(__name__)
@@ -66,27 +66,54 @@ def _bind_loopback(port: int) -> socket.socket:
     return sock
 
 
-def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
+def _try_bind(port: int) -> socket.socket | None:
+    """The wheel's port test (``MilvusServerConfig.try_bind_port``), binding as the server does: with ``SO_REUSEADDR``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _holders_of(ports: MilvusPorts) -> str:
+    """Who listens on any of ``ports``, for an error message."""
+    named = [f"port {port}: {describe_pid(pid)}" for port in asdict(ports).values() for pid in holders(port)]
+    return "; ".join(named) or "no listener is visible now"
+
+
+def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT_RELEASE_S) -> ManagedProcess:
     """Write the config for ``data_dir`` and return a not-yet-started Milvus process.
 
     In a sandbox, the proxy and health ports are bound here on loopback and handed to the process
-    when it starts.
+    when it starts. A proxy or health port that another process still holds is waited for, up to
+    ``port_wait_s``: a stack stopped a moment ago lets it go within seconds.
 
     Raises:
         ImportError: with a hint when the ``milvus`` wheel is missing.
-        ProcessFailed: the proxy or health port is taken.
+        ProcessFailed: the proxy or health port is still taken after ``port_wait_s`` (the holder is named).
     """
     try:
         from milvus import MilvusServerConfig, _initialize_data_files
     except ImportError as exc:  # pragma: no cover - install problem
         raise ImportError("the 'milvus' wheel is not installed; run 'make install'") from exc
     data_dir = Path(data_dir).resolve()
+    for port in (ports.proxy, ports.health):
+        wait_for_port(port, "milvus", port_wait_s)
     written = data_dir / "configs" / "ports.json"
     if not (written.is_file() and json.loads(written.read_text()) == asdict(ports)):
-        # A restart on the same ports reuses the config: the wrapper's bind test would fail on
-        # ports still in TIME_WAIT, which the server itself (SO_REUSEADDR) can bind.
         config = MilvusServerConfig(data_dir=str(data_dir), proxy_port=ports.proxy, etcd_port=ports.etcd_client)
-        config.resolve()
+        # The wrapper's bind test has no SO_REUSEADDR: it fails on a port whose last connections
+        # are in TIME_WAIT (for a minute after a stack stops), which the server itself binds. Seen
+        # as "RuntimeError: set proxy_port=19530, but bind failed" from 'make up' after a stop.
+        config.try_bind_port = _try_bind
+        try:
+            config.resolve()
+        except RuntimeError as exc:  # a port taken between the wait and the test
+            raise ProcessFailed(f"cannot start milvus: {exc} ({_holders_of(ports)}); stop that process or choose another port") from exc
         _use_own_etcd_ports(data_dir, ports)
         written.write_text(json.dumps(asdict(ports)))
     _harden(data_dir / "configs" / "milvus.yaml")
@@ -104,7 +131,7 @@ def milvus_process(data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
     prefix = namespace_prefix("--net")
     if prefix is None:
         logger.warning("no network namespace for the local Milvus: its internal ports will listen on every interface")
-        return ManagedProcess("milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health))
+        return ManagedProcess("milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health), port_wait_s=port_wait_s)
     sockets = [_bind_loopback(ports.proxy)]
     try:
         sockets.append(_bind_loopback(ports.health))
@@ -219,14 +246,17 @@ def healthy(health_port: int) -> bool:
         return b"OK" in resp.read()
 
 
-def start_milvus(data_dir: Path, ports: MilvusPorts | None = None, timeout_s: float = 180.0) -> tuple[ManagedProcess, MilvusPorts]:
+def start_milvus(
+    data_dir: Path, ports: MilvusPorts | None = None, timeout_s: float = 180.0, port_wait_s: float = PORT_RELEASE_S
+) -> tuple[ManagedProcess, MilvusPorts]:
     """Start Milvus, wait until it is healthy, and give root its generated password (``milvus_token`` reads it).
 
     Raises:
-        ProcessFailed: Milvus exited or did not become healthy; the message has its log tail.
+        ProcessFailed: a port is still taken after ``port_wait_s``, or Milvus exited or did not become
+            healthy; the message names the holder, or has Milvus's log tail.
     """
     ports = ports or MilvusPorts()
-    process = milvus_process(data_dir, ports).start()
+    process = milvus_process(data_dir, ports, port_wait_s).start()
     try:
         process.wait_until(lambda: healthy(ports.health), timeout_s, "healthy")
         secure_root(f"http://127.0.0.1:{ports.proxy}", Path(data_dir).resolve())

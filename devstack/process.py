@@ -7,9 +7,10 @@ gracefully, which a developer or CI should not have to wait for.
 A server in its own session gets no signal when its launcher dies, so each one also asks the
 kernel to SIGKILL it when the launcher's thread exits (``PR_SET_PDEATHSIG``): a launcher killed
 with SIGKILL, or by the OOM killer, leaves no server behind. Before start, the ports a server
-will listen on are checked: one taken by another process is named in the error. Readiness then
-counts only when the port is held by the process just started (or its children), never by a
-stale server of an earlier stack that still answers there.
+will listen on are checked (``wait_for_port``): one still held by a stack that is stopping is
+waited for, briefly (``PORT_RELEASE_S``); one held after that is named, with its process, in a
+one-line error. Readiness then counts only when the port is held by the process just started (or
+its children), never by a stale server of an earlier stack that still answers there.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from core.errors import UserError
 from core.lifetime import dying_with_parent
-from devstack.sockets import descendants, describe_pid, holders
+from devstack.sockets import descendants, describe_pid, holders, listeners
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,52 @@ def signal_group(pgid: int | None, sig: signal.Signals) -> None:
             os.killpg(pgid, sig)
 
 
+PORT_RELEASE_S = 15.0  # how long a start waits for a port that a stopping stack still holds (Milvus can take 5 s and more)
+
+
+def _listening(port: int) -> bool:
+    """True when some socket of this network namespace listens on TCP ``port`` (connections in TIME_WAIT do not count)."""
+    return any(listener.port == port for listener in listeners())
+
+
+def wait_for_port(port: int, name: str, timeout_s: float = PORT_RELEASE_S, ignore: Collection[int] = (), interval_s: float = 0.25) -> None:
+    """Return once nothing listens on TCP ``port``, waiting up to ``timeout_s`` for a process that is letting it go.
+
+    A stack stopped a moment ago may still hold its ports for a few seconds (Milvus stops slowly):
+    the wait says so once, in the log, and ends as soon as the port is free.
+
+    Args:
+        port: The port the server ``name`` will listen on.
+        name: The server, for the messages.
+        timeout_s: How long to wait for the port; 0 checks once.
+        ignore: Process ids whose listeners do not count (the launcher's own, inherited sockets).
+        interval_s: How often to look again.
+
+    Raises:
+        ProcessFailed: the port is still taken after ``timeout_s``; the one-line message names the
+            processes that hold it.
+    """
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while True:
+        pids = holders(port)
+        taken = [pid for pid in pids if pid not in ignore]
+        if not taken and (pids or not _listening(port)):
+            if waited:
+                logger.warning("port %d is free now; starting %s", port, name)
+            return
+        who = ", ".join(describe_pid(pid) for pid in taken) or "a process this user cannot see"
+        if time.monotonic() >= deadline:
+            after = f" (waited {timeout_s:g} s for it to be released)" if timeout_s > 0 else ""
+            raise ProcessFailed(
+                f"cannot start {name}: port {port} is taken by {who}{after}; stop that process (a stack left from an earlier run?) or choose another port"
+            )
+        if not waited:
+            logger.warning("port %d is still held by %s (a stack that is stopping?); waiting up to %g s for it", port, who, timeout_s)
+            waited = True
+        time.sleep(interval_s)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -79,12 +126,14 @@ class ManagedProcess:
         cwd: Path | None = None,
         ports: tuple[int, ...] = (),
         inherit: list[socket.socket] | None = None,
+        port_wait_s: float = PORT_RELEASE_S,
     ):
         """Describe the process; nothing starts until ``start``.
 
         Args:
             ports: TCP ports it will listen on: they must be free at start, and held by it when it is ready.
             inherit: Listening sockets bound by the launcher that the child inherits; this process closes its copies at start.
+            port_wait_s: How long ``start`` waits for a port that another process still holds (``wait_for_port``).
         """
         self.name = name
         self.argv = argv
@@ -93,6 +142,7 @@ class ManagedProcess:
         self.cwd = cwd
         self.ports = ports
         self.inherit = inherit or []
+        self.port_wait_s = port_wait_s
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,14 +154,10 @@ class ManagedProcess:
         """Start the process in a new session with stdout and stderr to the log file; it dies with this thread.
 
         Raises:
-            ProcessFailed: one of its ports is taken by another process (named in the message).
+            ProcessFailed: one of its ports is still taken by another process after ``port_wait_s`` (named in the message).
         """
         for port in self.ports if not self.inherit else ():
-            if taken := [pid for pid in holders(port) if pid != os.getpid()]:
-                raise ProcessFailed(
-                    f"cannot start {self.name}: port {port} is taken by {', '.join(describe_pid(pid) for pid in taken)}; "
-                    "stop that process (a stack left from an earlier run?) or choose another port"
-                )
+            wait_for_port(port, self.name, self.port_wait_s, ignore=(os.getpid(),))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
