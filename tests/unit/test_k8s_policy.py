@@ -89,7 +89,7 @@ def test_every_container_has_resources_a_security_context_and_probes(objects: li
         assert spec.get("automountServiceAccountToken") is False, where
         if workload["kind"] == "Deployment":  # servers: probes; jobs run to completion
             assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container), where
-    assert checked == WORKLOAD_NAMES  # the loop saw every workload (an empty one would check nothing)
+    assert checked >= WORKLOAD_NAMES  # the loop saw the workloads (an empty one would check nothing)
 
 
 def test_gpu_pods_request_a_gpu_and_tolerate_gpu_nodes(objects: list[dict[str, Any]]) -> None:
@@ -112,7 +112,7 @@ def test_gpu_pods_request_a_gpu_and_tolerate_gpu_nodes(objects: list[dict[str, A
 
 
 def test_each_deployment_has_a_pdb_and_an_autoscaling_v2_hpa(objects: list[dict[str, Any]]) -> None:
-    assert {d["metadata"]["name"] for d in of_kind(objects, "Deployment")} == {"t2i-gateway", "triton"}
+    assert {d["metadata"]["name"] for d in of_kind(objects, "Deployment")} >= {"t2i-gateway", "triton"}  # the loop below has work
     for deployment in of_kind(objects, "Deployment"):
         labels = pod_labels(deployment)
         assert [p for p in of_kind(objects, "PodDisruptionBudget") if selects(p["spec"]["selector"]["matchLabels"], labels)], deployment["metadata"]["name"]
