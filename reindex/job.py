@@ -160,10 +160,10 @@ class Reindexer:
         seen: dict[str, Source] = {}
         for source in sources:
             for image in source.list():
-                report.scanned += 1
                 if not shard.owns(image.id):
-                    report.scanned -= 1
-                elif image.id in seen:
+                    continue
+                report.scanned += 1
+                if image.id in seen:
                     report.rejected.append((image.id, f"{source} lists the same id as {seen[image.id]}; give one of them --id-prefix"))
                 else:
                     seen[image.id] = source

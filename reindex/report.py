@@ -81,7 +81,7 @@ class ReindexReport:
         lines += self.notes
         lines += [f"not confirmed: {problem}" for problem in self.unsettled]
         if self.full and not self.promoted and self.run_id is None:
-            lines.append(f"nothing swapped: the alias still points at the collection it pointed at before; {self.collection} is left unpromoted")
+            lines.append(f"nothing swapped: the alias still points where it did; {self.collection} is left unpromoted (the next --full drops it)")
         return lines
 
     def exit_code(self, strict: bool = False) -> int:
