@@ -11,7 +11,17 @@ Parameters (``config.pbtxt``): ``intra_op_threads``, ``allow_spinning`` ("0" sto
 onnxruntime threads from spinning) and ``pad_to_longest``: comma-separated inputs that may differ
 in length along axis 1; requests in one dynamic batch are zero-padded to the longest so they run
 as one call. For CLIP text this is exact: the mask hides the padding, attention is causal and the
-embedding is pooled at the first end-of-text token (id 0 never outranks it).
+embedding is pooled at the first end-of-text token (id 0 never outranks it). Triton puts requests
+of different lengths in one batch only for inputs with ``allow_ragged_batch``; the committed
+``cpu.pbtxt`` sets none (the gateway pads to token buckets), so there a batch holds one length.
+
+One bad request fails alone. Before any run, a request is refused (``INVALID_ARG``) when inputs
+padded together differ in length within it (padding would hide what a run of it alone rejects) or
+when an integer input holds a negative value (a token id or a mask; a negative id would silently
+index the vocabulary from its end). When the run of a shape group raises (a token id beyond the
+vocabulary, from a client that calls Triton directly), each request of the group runs again on its
+own: the good ones get their results and each bad one gets its own error response, which names its
+inputs and onnxruntime's reason. Other shape groups of the batch are not affected.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 
 class TritonPythonModel:
@@ -31,6 +42,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         """Load the ONNX file next to this script with settings from the model config."""
         config = json.loads(args["model_config"])
+        self.model_name = config["name"]
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
@@ -55,22 +67,62 @@ class TritonPythonModel:
         return np.concatenate(parts)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        """Group requests by input shape, run each group once, and split the outputs back."""
-        inputs = [{name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names} for request in requests]
+        """Group requests by input shape, run each group once, and split the outputs back.
+
+        Every request gets its own response: a request that is invalid, or that fails when run on its
+        own, gets an error response; the others get their outputs.
+        """
+        responses: list[Any] = [None] * len(requests)
+        inputs: dict[int, dict[str, np.ndarray]] = {}
+        for index, request in enumerate(requests):
+            tensors = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
+            problem = self._problem(tensors)
+            if problem is None:
+                inputs[index] = tensors
+            else:
+                responses[index] = self._error(problem, pb_utils.TritonError.INVALID_ARG)
         groups: dict[tuple, list[int]] = {}
-        for index, tensors in enumerate(inputs):
+        for index, tensors in inputs.items():
             key = tuple(tensors[name].shape[2 if name in self.pad_to_longest else 1 :] for name in self.input_names)
             groups.setdefault(key, []).append(index)
-        responses: list[Any] = [None] * len(requests)
         for indices in groups.values():
+            self._answer(indices, inputs, responses)
+        return responses
+
+    def _problem(self, tensors: dict[str, np.ndarray]) -> str | None:
+        """Why one request cannot run, or None."""
+        padded = [name for name in self.input_names if name in self.pad_to_longest]
+        lengths = {tensors[name].shape[1] for name in padded if tensors[name].ndim > 1}
+        if len(lengths) > 1:
+            shapes = ", ".join(f"{name} {list(tensors[name].shape)}" for name in padded)
+            return f"{self.model_name}: {' and '.join(padded)} must have the same length in a request ({shapes})"
+        for name, value in tensors.items():
+            if value.dtype.kind == "i" and value.size and int(value.min()) < 0:
+                return f"{self.model_name}: {name} holds negative values (the smallest is {int(value.min())}); token ids and masks are never negative"
+        return None
+
+    def _answer(self, indices: list[int], inputs: dict[int, dict[str, np.ndarray]], responses: list[Any]) -> None:
+        """Run the requests ``indices`` as one call; when it raises, run each on its own, so that only bad ones fail."""
+        try:
             feed = {name: self._feed(name, [inputs[i][name] for i in indices]) for name in self.input_names}
             outputs = self.session.run(self.output_names, feed)
-            start = 0
-            for i in indices:
-                size = inputs[i][self.input_names[0]].shape[0]
-                tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + size])) for name, value in zip(self.output_names, outputs, strict=True)
-                ]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start += size
-        return responses
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes; one request's input must not fail the others
+            if len(indices) > 1:
+                pb_utils.Logger.log_warn(f"{self.model_name}: a run of {len(indices)} requests failed ({exc}); running them one at a time")
+                for i in indices:
+                    self._answer([i], inputs, responses)
+                return
+            shapes = ", ".join(f"{name} {value.dtype}{list(value.shape)}" for name, value in inputs[indices[0]].items())
+            code = pb_utils.TritonError.INVALID_ARG if isinstance(exc, OrtInvalidArgument) else pb_utils.TritonError.INTERNAL
+            responses[indices[0]] = self._error(f"{self.model_name}: onnxruntime could not run this request ({shapes}): {exc}", code)
+            return
+        start = 0
+        for i in indices:
+            size = inputs[i][self.input_names[0]].shape[0]
+            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value[start : start + size])) for name, value in zip(self.output_names, outputs, strict=True)]
+            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start += size
+
+    def _error(self, message: str, code: Any) -> Any:
+        pb_utils.Logger.log_warn(message)
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
