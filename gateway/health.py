@@ -11,6 +11,7 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
+from gateway.metrics import READY
 from search.engine import SearchEngine
 from text2image.v1 import text2image_pb2 as pb
 
@@ -41,14 +42,18 @@ class ReadinessMonitor:
         if ready != self.serving:
             logger.info("readiness: %s", "SERVING" if ready else "NOT_SERVING")
             self.serving = ready
+        READY.set(1 if ready else 0)
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in SERVICES:
             await self.servicer.set(name, status)
         return ready
 
     async def run(self) -> None:
-        """Check forever (until cancelled)."""
+        """Check forever (until cancelled: the server is shutting down, and ``t2i_ready`` drops to 0)."""
         await self.servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        while True:
-            await self.check_once()
-            await asyncio.sleep(self.interval_s)
+        try:
+            while True:
+                await self.check_once()
+                await asyncio.sleep(self.interval_s)
+        finally:
+            READY.set(0)
