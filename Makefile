@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos demo demo-shapes up test lint lint-deploy browser test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos demo demo-shapes up test lint lint-deploy browser promtool test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT)
 
@@ -63,7 +63,7 @@ export: install
 # Lint, format, types and the import-layer contract, then unit tests, then integration tests
 # against real Triton, Milvus and gRPC servers that the test session starts on free loopback
 # ports and stops by process id.
-test: install lint browser
+test: install lint browser promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Headless Chromium and its driver from Debian's packages, for the search page's browser test.
@@ -73,6 +73,14 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver > /dev/null; \
 	fi
 	@/usr/bin/chromium --version
+
+# promtool from Debian's prometheus package, for the alert and dashboard tests (promtool check/test rules).
+promtool:
+	@if ! command -v promtool > /dev/null; then \
+		echo "installing Debian's prometheus package (the alert tests need its promtool)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus > /dev/null; \
+	fi
+	@promtool --version | head -1
 
 lint: install lint-deploy
 	$(BIN)/ruff check .

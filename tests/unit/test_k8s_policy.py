@@ -72,7 +72,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
-WORKLOAD_NAMES = {"t2i-gateway", "triton", "t2i-export", "t2i-reindex-full", "t2i-reindex-incremental", "t2i-reindex-finalize"}
+WORKLOAD_NAMES = {"t2i-gateway", "t2i-web", "triton", "t2i-export", "t2i-reindex-full", "t2i-reindex-incremental", "t2i-reindex-finalize"}
 
 
 def test_every_container_has_resources_a_security_context_and_probes(objects: list[dict[str, Any]]) -> None:
@@ -112,7 +112,7 @@ def test_gpu_pods_request_a_gpu_and_tolerate_gpu_nodes(objects: list[dict[str, A
 
 
 def test_each_deployment_has_a_pdb_and_an_autoscaling_v2_hpa(objects: list[dict[str, Any]]) -> None:
-    assert {d["metadata"]["name"] for d in of_kind(objects, "Deployment")} >= {"t2i-gateway", "triton"}  # the loop below has work
+    assert {d["metadata"]["name"] for d in of_kind(objects, "Deployment")} >= {"t2i-gateway", "t2i-web", "triton"}  # the loop below has work
     for deployment in of_kind(objects, "Deployment"):
         labels = pod_labels(deployment)
         assert [p for p in of_kind(objects, "PodDisruptionBudget") if selects(p["spec"]["selector"]["matchLabels"], labels)], deployment["metadata"]["name"]
@@ -227,3 +227,55 @@ def test_the_dev_token_secret_is_a_valid_token_file() -> None:
     entries = parse_tokens(base64.b64decode(secret["data"]["tokens"]).decode())
     assert {entry.name: sorted(entry.scopes) for entry in entries} == {"dev-read": ["read"], "dev-write": ["read", "write"]}
     assert entries[1].digest == token_hash("t2i-dev-write-token")  # the value the overlay's comment gives
+
+
+def test_the_search_page_serves_http_and_asks_the_gateway_service(objects: list[dict[str, Any]]) -> None:
+    from starlette.testclient import TestClient
+
+    from core.settings import WebSettings
+    from web.app import create_app
+
+    web = named(objects, "Deployment", "t2i-web")
+    [container] = pod_spec(web)["containers"]
+    assert container["command"] == ["python", "-m", "web.server"] and container["image"].split("/")[-1].startswith("text2image-search:")
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert split_address(env["T2I_WEB_LISTEN"]) == ("0.0.0.0", port)
+    # HTTP probes on a path the real page answers with 200 (its gateway channel is never used here).
+    probes = [container[probe]["httpGet"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")]
+    assert {(p["path"], p["port"]) for p in probes} == {("/healthz", "http")}
+    with TestClient(create_app(WebSettings(gateway="127.0.0.1:9"), token="unused")) as client:
+        answer = client.get(probes[0]["path"])
+    assert answer.status_code == 200 and answer.text == "ok"
+    # The page asks the gateway's ClusterIP Service on its gRPC port; its own Service and policy open only HTTP.
+    host, gateway_port = split_address(env["T2I_WEB_GATEWAY"])
+    gateway_service = named(objects, "Service", host)
+    assert gateway_service["spec"].get("clusterIP") != "None" and [p["port"] for p in gateway_service["spec"]["ports"]] == [gateway_port]
+    assert gateway_port == split_address(named(objects, "ConfigMap", "t2i-config")["data"]["T2I_LISTEN"])[1]
+    assert [p["targetPort"] for p in named(objects, "Service", "t2i-web")["spec"]["ports"]] == ["http"]
+    [policy] = [p for p in of_kind(objects, "NetworkPolicy") if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "t2i-web"]
+    assert [rule["ports"] for rule in policy["spec"]["ingress"]] == [[{"port": port, "protocol": "TCP"}]]
+    # The page reaches neither Triton nor Milvus.
+    assert not {"text2image-search/triton-client", "text2image-search/milvus-client"} & set(pod_labels(web))
+
+
+def test_the_search_page_reads_its_token_from_a_mounted_secret(objects: list[dict[str, Any]]) -> None:
+    spec = pod_spec(named(objects, "Deployment", "t2i-web"))
+    container = spec["containers"][0]
+    path = next(item["value"] for item in container["env"] if item["name"] == "T2I_TOKEN_FILE")
+    assert "T2I_TOKEN" not in {item["name"] for item in container["env"]}  # never a literal token
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True and "subPath" not in mount
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"].startswith("t2i-web-token") and volume["secret"]["items"] == [{"key": "token", "path": path.rsplit("/", 1)[1]}]
+
+
+def test_the_dev_page_token_is_a_read_only_token_of_the_gateway() -> None:
+    objects = render("dev")
+    secrets = {o["metadata"]["name"].rsplit("-", 1)[0]: o for o in objects if o["kind"] == "Secret"}
+    token = base64.b64decode(secrets["t2i-web-token"]["data"]["token"]).decode()
+    entries = parse_tokens(base64.b64decode(secrets["t2i-gateway-tokens"]["data"]["tokens"]).decode())
+    [entry] = [e for e in entries if e.digest == token_hash(token)]
+    assert sorted(entry.scopes) == ["read"]  # the page searches and never writes
+    volumes = pod_spec(named(objects, "Deployment", "t2i-web"))["volumes"]
+    assert [v["secret"]["secretName"] for v in volumes if "secret" in v] == [secrets["t2i-web-token"]["metadata"]["name"]]  # the generated name
