@@ -101,6 +101,7 @@ class ImageIndex:
         tls_args: dict[str, str] | None = None,
         retry_budget_s: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
+        credentials_from: str = "",
     ):
         """Describe the index; the connection opens on first use, so Milvus may start later.
 
@@ -120,6 +121,8 @@ class ImageIndex:
                 retried, with capped backoff, before its error is raised; 0 (the gateway: fail fast
                 within the request's deadline) never retries. Batch jobs set it (``T2I_MILVUS_RETRY_S``).
             sleep: Waits between attempts (tests).
+            credentials_from: Where ``token`` was read from, named when Milvus refuses it
+                (``Settings.milvus_credentials_source``); refused credentials are never retried.
         """
         self.uri = uri
         self.alias = alias
@@ -129,6 +132,7 @@ class ImageIndex:
         self.tls_args = tls_args or {}
         self.retry_budget_s = retry_budget_s
         self.sleep = sleep
+        self.credentials_from = credentials_from or ("the token given to ImageIndex" if token else "")
         self.hnsw = hnsw
         self.clock = clock
         self._client = client
@@ -176,7 +180,7 @@ class ImageIndex:
         except T2IError:
             raise
         except Exception as exc:
-            error = classify(exc, what, self.uri, timeout, deadline, self.clock())
+            error = classify(exc, what, self.uri, timeout, deadline, self.clock(), self.credentials_from)
             if error is None:
                 raise
             raise error from exc
@@ -187,7 +191,7 @@ class ImageIndex:
                 try:
                     self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout_s, **self.tls_args)
                 except Exception as exc:
-                    error = classify(exc, "connect", self.uri, self.timeout_s)
+                    error = classify(exc, "connect", self.uri, self.timeout_s, credentials_from=self.credentials_from)
                     if error is None:
                         raise
                     raise error from exc
@@ -633,4 +637,5 @@ def index_from_settings(settings: Settings, stamp: ModelStamp, serves: Callable[
         serves=serves,
         tls_args=settings.milvus_tls_args(),
         retry_budget_s=retry_budget_s,
+        credentials_from=settings.milvus_credentials_source(),
     )

@@ -107,12 +107,25 @@ class Settings(BaseSettings):
         """
         if self.milvus_token:
             return self.milvus_token
-        file = self.milvus_token_file
-        if file is None and urlsplit(self.milvus_uri).hostname in ("127.0.0.1", "localhost", "::1"):
-            file = self.data_dir / "stack" / "milvus" / "root.token"
-            if not file.is_file():
-                return ""
+        file = self._milvus_token_path()
         return file.read_text().strip() if file is not None else ""
+
+    def milvus_credentials_source(self) -> str:
+        """Where ``milvus_credentials`` reads the token from, for messages; empty when there is none."""
+        if self.milvus_token:
+            return "T2I_MILVUS_TOKEN"
+        if self.milvus_token_file is not None:
+            return f"T2I_MILVUS_TOKEN_FILE ({self.milvus_token_file})"
+        if (file := self._milvus_token_path()) is not None:
+            return f"the local stack's {file} (T2I_MILVUS_TOKEN_FILE is unset)"
+        return "the user:password of T2I_MILVUS_URI" if urlsplit(self.milvus_uri).password else ""
+
+    def _milvus_token_path(self) -> Path | None:
+        """``T2I_MILVUS_TOKEN_FILE``, else the local stack's token file for a loopback URI when it exists."""
+        if self.milvus_token_file is not None:
+            return self.milvus_token_file
+        local = self.data_dir / "stack" / "milvus" / "root.token"
+        return local if urlsplit(self.milvus_uri).hostname in ("127.0.0.1", "localhost", "::1") and local.is_file() else None
 
     def milvus_tls_args(self) -> dict[str, str]:
         """pymilvus keyword arguments for TLS (an ``https://`` URI turns TLS on; these name the CA and client files)."""
@@ -151,7 +164,12 @@ class GatewaySettings(Settings):
     health_interval_s: float = Field(2.0, gt=0, description="how often readiness is re-checked")
     grace_s: float = Field(5.0, ge=0, description="time in-flight RPCs get on shutdown")
     max_text_request_kb: int = Field(
-        16, ge=1, description="largest SearchText request in KiB (EmbedText: this times T2I_MAX_BATCH); bigger ones are refused before parsing"
+        16,
+        ge=1,
+        description=(
+            "largest SearchText query in KiB; SearchText requests are refused before parsing beyond such a query with a filter at its limits,"
+            " EmbedText requests beyond this times T2I_MAX_BATCH"
+        ),
     )
     max_connection_age_s: float = Field(
         60.0, ge=0, description="close client connections after this long (0: never), so clients re-resolve DNS and reach new replicas"

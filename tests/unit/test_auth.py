@@ -275,3 +275,17 @@ def test_milvus_credentials_come_from_the_token_the_file_or_the_local_stack(tmp_
     assert GatewaySettings(data_dir=tmp_path, milvus_token_file=secret).milvus_credentials() == "svc:secret"
     assert GatewaySettings(data_dir=tmp_path, milvus_token="a:b", milvus_token_file=secret).milvus_credentials() == "a:b"
     assert redact_uri("http://root:pw@127.0.0.1:19530") == "http://127.0.0.1:19530" and redact_uri("http://h:1") == "http://h:1"
+
+
+def test_where_the_milvus_credentials_come_from_is_named(tmp_path: Path) -> None:
+    """What a refused-credentials error names (``CredentialsRefused``)."""
+    assert GatewaySettings(data_dir=tmp_path).milvus_credentials_source() == ""  # nothing: no auth
+    local = tmp_path / "stack" / "milvus" / "root.token"
+    local.parent.mkdir(parents=True)
+    local.write_text("root:local\n")
+    assert GatewaySettings(data_dir=tmp_path).milvus_credentials_source() == f"the local stack's {local} (T2I_MILVUS_TOKEN_FILE is unset)"
+    assert GatewaySettings(data_dir=tmp_path, milvus_uri="http://milvus.prod:19530").milvus_credentials_source() == ""
+    assert GatewaySettings(data_dir=tmp_path, milvus_uri="http://u:p@milvus.prod:19530").milvus_credentials_source() == "the user:password of T2I_MILVUS_URI"
+    secret = tmp_path / "mounted"
+    assert GatewaySettings(data_dir=tmp_path, milvus_token_file=secret).milvus_credentials_source() == f"T2I_MILVUS_TOKEN_FILE ({secret})"
+    assert GatewaySettings(data_dir=tmp_path, milvus_token="a:b", milvus_token_file=secret).milvus_credentials_source() == "T2I_MILVUS_TOKEN"

@@ -16,7 +16,7 @@ from pymilvus.exceptions import DataNotMatchException, ParamError
 
 from core.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from core.index import ImageIndex
-from core.milvus_errors import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND, CollectionMissing, classify
+from core.milvus_errors import ALIAS_NOT_FOUND, COLLECTION_NOT_FOUND, CollectionMissing, CredentialsRefused, classify
 from core.records import ModelStamp
 from tests.unit.fake_milvus import FakeMilvusClient
 
@@ -228,3 +228,49 @@ def test_a_batch_job_retries_idempotent_calls_through_an_outage_within_its_budge
     with pytest.raises(Unavailable):
         make_index(client).vector_of("c1", "y")
     assert client.calls == ["get"]
+
+
+class Refused(RpcFailure):
+    """The server's answer to a wrong password, as pymilvus 2.6 meets it from Milvus 2.3 (measured)."""
+
+    def __init__(self, details: str = "auth check failure, please check username and password are correct") -> None:
+        super().__init__(grpc.StatusCode.UNAUTHENTICATED)
+        self._details = details
+
+    def details(self) -> str:
+        return self._details
+
+
+def connection_refused(answer: RpcFailure) -> MilvusException:
+    """pymilvus's connection error with the server's answer as its cause, exactly as ``MilvusClient(...)`` raises it."""
+    try:
+        raise MilvusException(2, "Fail connecting to server on 127.0.0.1:19530, illegal connection params or server unavailable") from answer
+    except MilvusException as exc:
+        return exc
+
+
+def test_refused_credentials_are_not_an_outage() -> None:
+    # Before: the same exception was Unavailable, retried for the whole budget as if Milvus were down.
+    error = classify(connection_refused(Refused()), "connect", "http://root:pw@m:19530", 5.0, credentials_from="T2I_MILVUS_TOKEN_FILE (/run/milvus/token)")
+    assert isinstance(error, CredentialsRefused) and isinstance(error, FailedPrecondition)
+    assert str(error).startswith("Milvus at http://m:19530 refused the credentials (connect: auth check failure, please check username and password")
+    assert "from T2I_MILVUS_TOKEN_FILE (/run/milvus/token)" in str(error) and "pw" not in str(error)
+    missing = classify(connection_refused(Refused("missing authorization in header")), "connect", "http://m:19530", 5.0)
+    assert isinstance(missing, CredentialsRefused) and "missing authorization in header): no credentials were given" in str(missing)
+    assert isinstance(classify(Refused(), "search", "http://m", 5.0), CredentialsRefused)  # on a call of an open connection
+    assert isinstance(classify(connection_refused(RpcFailure(grpc.StatusCode.UNAVAILABLE)), "connect", "http://m", 5.0), Unavailable)
+
+
+def test_a_batch_job_does_not_retry_refused_credentials() -> None:
+    clock, waits = Clock(), []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    client = FakeMilvusClient()
+    client.fail_with = Refused()
+    index = ImageIndex("http://fake:19530", "alias", STAMP, client=client, clock=clock, retry_budget_s=120, sleep=sleep, credentials_from="T2I_MILVUS_TOKEN")  # type: ignore[arg-type]  # the fake client
+    with pytest.raises(CredentialsRefused, match=r"refused the credentials \(describe alias: auth check failure.*from T2I_MILVUS_TOKEN do not belong"):
+        index.active()
+    assert waits == [] and client.calls == ["describe_alias"]
