@@ -16,7 +16,9 @@ from opentelemetry import trace
 
 from core.auth import TokenStore
 from core.errors import UserError
+from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS, MAX_VALUE_BYTES
 from core.logs import configure_logging
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from core.settings import GatewaySettings, add_flags, from_flags, redact_uri, split_address
 from core.tracing import configure as configure_tracing
 from gateway.admission import Admission
@@ -27,6 +29,7 @@ from gateway.metrics import serve_metrics
 from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
 from gateway.tls import CertificateFiles
 from search.engine import engine_from_settings
+from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
@@ -34,13 +37,27 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOG_LEVEL = "INFO"
 
 
-def request_caps(settings: GatewaySettings) -> dict[str, int]:
-    """Serialized size limits by method: text requests cost CPU by their size, so they get a few KiB.
+def largest_search_text(query_bytes: int) -> int:
+    """The serialized size of the largest ``SearchTextRequest`` that the field limits allow.
 
+    A query of ``query_bytes`` and a filter at every limit of ``core.filters`` (ids, labels and
+    uri_prefix at their most and longest), with the longest encoding of every number.
+    """
+    labels = pb.LabelFilter(any_of=["x" * MAX_LABEL_BYTES] * MAX_FILTER_LABELS)
+    largest = pb.Filter(labels=labels, ids=["x" * MAX_ID_BYTES] * MAX_FILTER_IDS, uri_prefix="x" * MAX_VALUE_BYTES)
+    return pb.SearchTextRequest(query="x" * query_bytes, top_k=-1, filter=largest, min_score=-1.0).ByteSize()
+
+
+def request_caps(settings: GatewaySettings) -> dict[str, int]:
+    """Serialized size limits by method, checked before parsing: text requests cost CPU by their size.
+
+    ``SearchText`` gets what its fields may hold (``largest_search_text``: a query of
+    ``T2I_MAX_TEXT_REQUEST_KB`` and a filter at its limits, about 5.6 MiB); each field is then checked
+    against its own limit after parsing. ``EmbedText`` gets ``T2I_MAX_TEXT_REQUEST_KB`` × ``T2I_MAX_BATCH``.
     Image methods are bounded by ``T2I_MAX_MESSAGE_MB`` (the server's receive limit) and the image limits.
     """
     text = settings.max_text_request_kb * 1024
-    return {"SearchText": text, "EmbedText": text * settings.max_batch}
+    return {"SearchText": largest_search_text(text), "EmbedText": text * settings.max_batch}
 
 
 def is_loopback(listen: str) -> bool:

@@ -35,7 +35,7 @@ from inference.images import ImageLimits, load_pixels
 from inference.models import ModelCatalog, catalog_from_settings
 from inference.triton_client import TritonEncoder
 from search.cache import CachedText, EmbeddingCache
-from search.validation import check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
+from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +99,7 @@ class SearchEngine:
         alias_refresh_s: float = 1.0,
         milvus_threads: int = 4,
         decode_threads: int = 2,
+        max_query_bytes: int = MAX_QUERY_BYTES,
     ):
         """Wire the adapters, limits and the query-embedding cache together.
 
@@ -111,6 +112,7 @@ class SearchEngine:
         self.cache = cache if cache is not None else EmbeddingCache(0)
         self.max_top_k = max_top_k
         self.max_batch = max_batch
+        self.max_query_bytes = max_query_bytes
         self.limits = limits
         self._milvus_pool = ThreadPoolExecutor(milvus_threads, thread_name_prefix="milvus")
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
@@ -205,7 +207,7 @@ class SearchEngine:
     async def search_text(self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None) -> SearchResult:
         """Images ranked by similarity to ``query``."""
         start = time.perf_counter()
-        text = require_query(query)
+        text = require_query(query, self.max_query_bytes)
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
@@ -260,7 +262,7 @@ class SearchEngine:
         cleaned = []
         for position, text in enumerate(texts):
             try:
-                cleaned.append(require_query(text))
+                cleaned.append(require_query(text, self.max_query_bytes * self.max_batch))  # EmbedText's cap is the request's
             except InvalidArgument as exc:
                 raise InvalidArgument(f"texts[{position}]: {exc}") from exc
         encoder = await self._current_encoder(deadline)
@@ -378,4 +380,5 @@ def engine_from_settings(settings: GatewaySettings) -> SearchEngine:
         settings.alias_refresh_s,
         settings.milvus_threads,
         settings.decode_threads,
+        settings.max_text_request_kb * 1024,
     )

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, ResourceExhausted
 from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES
 
+MAX_QUERY_BYTES = 16 * 1024  # the gateway's default (T2I_MAX_TEXT_REQUEST_KB): far beyond the 77 tokens CLIP reads
 
-def require_query(query: str) -> str:
-    """A non-blank query, stripped."""
+
+def require_query(query: str, max_bytes: int = MAX_QUERY_BYTES) -> str:
+    """A non-blank query of at most ``max_bytes`` (UTF-8), stripped.
+
+    Raises:
+        ResourceExhausted: the query is longer than ``max_bytes``.
+        InvalidArgument: it is blank.
+    """
+    if len(query) * 4 > max_bytes and (size := len(query.encode())) > max_bytes:
+        raise ResourceExhausted(f"the query is {size:,} bytes; queries are limited to {max_bytes:,} bytes (CLIP reads the first 77 tokens)")
     text = query.strip()
     if not text:
         raise InvalidArgument("query is empty; send a sentence such as 'red car'")

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS
 from core.index import ImageIndex
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from t2i.client import GatewayClient
@@ -60,8 +62,10 @@ def test_queries_are_bounded_in_size_and_cut_before_tokenizing(client: GatewayCl
     # 15 KB: under the SearchText cap (16 KiB), over what CLIP could use: cut before tokenizing, reported.
     cut = client.search_text("a dog running on the beach " * 550, top_k=3)
     assert cut.query_truncated and cut.query_tokens == 77
-    # 10 MB: refused before it is parsed.
-    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "SearchText requests are limited to 16 KiB", lambda: client.search_text("x" * 10_000_000, top_k=3))
+    # 10 MB: refused before it is parsed (the cap is what a query and a filter at their limits take).
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "SearchText requests are limited to 5687 KiB", lambda: client.search_text("x" * 10_000_000, top_k=3))
+    # 1 MB: under that cap, over the query's own limit.
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "queries are limited to 16,384 bytes", lambda: client.search_text("x" * 1_000_000, top_k=3))
     expect(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "EmbedText requests are limited to",
@@ -135,3 +139,44 @@ def test_bad_min_score_and_batches(client: GatewayClient) -> None:
     expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 16", lambda: client.embedding.EmbedText(pb.EmbedTextRequest(texts=[]), timeout=10))
     expect(grpc.StatusCode.INVALID_ARGUMENT, "texts[1]", lambda: client.embedding.EmbedText(pb.EmbedTextRequest(texts=["ok", " "]), timeout=10))
     expect(grpc.StatusCode.INVALID_ARGUMENT, "between 1 and 16", lambda: client.index.DeleteImages(pb.DeleteImagesRequest(ids=["a"] * 17), timeout=10))
+
+
+@pytest.fixture(scope="module")
+def labelled(client: GatewayClient) -> str:
+    """An indexed image with the label 'big-filter', whose id is returned."""
+    item = pb.ImageItem(id="big-filter/photo", content=sample_photos(1)[0].read_bytes(), uri="mem://big-filter", labels=["big-filter"])
+    assert client.index.UpsertImages(pb.UpsertImagesRequest(items=[item]), timeout=30).results[0].ok
+    return item.id
+
+
+def test_a_large_filter_within_its_limits_is_served(client: GatewayClient, labelled: str) -> None:
+    # Before: RESOURCE_EXHAUSTED, "SearchText requests are limited to 16 KiB" (and at most 256 values a list behind it).
+    ids = [labelled] + [f"big-filter/{n:05d}-" + "i" * (MAX_ID_BYTES - 17) for n in range(MAX_FILTER_IDS - 1)]  # 10,000 ids, most of 512 bytes
+    assert len(ids) == MAX_FILTER_IDS and max(len(i.encode()) for i in ids) == MAX_ID_BYTES
+    by_ids = client.search_text("a photo", top_k=50, filter=pb.Filter(ids=ids))
+    assert [h.id for h in by_ids.hits] == [labelled]
+    labels = [f"{n:04d}" + "l" * (MAX_LABEL_BYTES - 4) for n in range(MAX_FILTER_LABELS - 1)] + ["big-filter"]  # 5,000 labels, most of 128 bytes
+    by_labels = client.search_text("a photo", top_k=50, filter=pb.Filter(labels=pb.LabelFilter(any_of=labels)))
+    assert [h.id for h in by_labels.hits] == [labelled]
+    both = client.search_text("a photo", top_k=50, filter=pb.Filter(ids=ids, labels=pb.LabelFilter(all_of=["big-filter"], none_of=labels[:-1])))
+    assert [h.id for h in both.hits] == [labelled]
+
+
+def test_each_part_of_a_filter_over_its_limit_is_refused_with_its_limit(client: GatewayClient) -> None:
+    too_many_ids = pb.Filter(ids=[f"id-{n}" for n in range(MAX_FILTER_IDS + 1)])
+    expect(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "filter.ids holds 10,001 ids; at most 10,000 are allowed",
+        lambda: client.search_text("x", top_k=3, filter=too_many_ids),
+    )
+    too_many_labels = pb.Filter(labels=pb.LabelFilter(any_of=["a"] * 3000, none_of=["b"] * (MAX_FILTER_LABELS - 2999)))
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, "filter.labels holds 5,001 labels", lambda: client.search_text("x", top_k=3, filter=too_many_labels))
+    expect(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "at most 10,000 are allowed",
+        lambda: client.search_image(top_k=3, image=png(32, 32), filter=too_many_ids),  # SearchImage has the same limits
+    )
+    long_id = pb.Filter(ids=["i" * (MAX_ID_BYTES + 1)])
+    expect(grpc.StatusCode.INVALID_ARGUMENT, f"is longer than {MAX_ID_BYTES} bytes", lambda: client.search_text("x", top_k=3, filter=long_id))
+    long_label = pb.Filter(labels=pb.LabelFilter(all_of=["l" * (MAX_LABEL_BYTES + 1)]))
+    expect(grpc.StatusCode.INVALID_ARGUMENT, f"is longer than {MAX_LABEL_BYTES} bytes", lambda: client.search_text("x", top_k=3, filter=long_label))

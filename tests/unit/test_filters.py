@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from core.errors import InvalidArgument
-from core.filters import MAX_VALUES, SearchFilter, build_expression, literal
+from core.errors import InvalidArgument, ResourceExhausted
+from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS, MAX_VALUE_BYTES, SearchFilter, build_expression, literal
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 
 
 def test_empty_filter_is_empty_expression() -> None:
@@ -32,8 +33,6 @@ def test_values_are_literals(value: str) -> None:
 
 
 def test_limits_are_enforced() -> None:
-    with pytest.raises(InvalidArgument, match="at most"):
-        build_expression(SearchFilter(any_of=["x"] * (MAX_VALUES + 1)))
     with pytest.raises(InvalidArgument, match="longer than"):
         literal("x" * 5000)
     with pytest.raises(InvalidArgument, match="NUL"):
@@ -49,3 +48,25 @@ def test_label_conditions_in_python_match_the_milvus_expression_rules() -> None:
     assert not rule.matches_labels({"a"})  # none of any_of
     assert not rule.matches_labels({"a", "b", "x"})  # a none_of label
     assert SearchFilter().matches_labels(set())
+
+
+def test_a_large_filter_within_its_limits_is_one_expression() -> None:
+    # Before: at most 256 values a list, so a caller could not restrict a search to 10,000 of its images.
+    ids = [f"{n:04d}/" + "i" * (MAX_ID_BYTES - 5) for n in range(MAX_FILTER_IDS)]
+    labels = [f"{n:04d}" + "l" * (MAX_LABEL_BYTES - 4) for n in range(MAX_FILTER_LABELS)]
+    expression = build_expression(SearchFilter(any_of=labels[:4000], none_of=labels[4000:], ids=ids, uri_prefix="u" * MAX_VALUE_BYTES))
+    assert expression.count("/i") == MAX_FILTER_IDS and expression.count('l"') == MAX_FILTER_LABELS
+    assert f'uri like "{"u" * MAX_VALUE_BYTES}%"' in expression
+
+
+def test_each_part_of_a_filter_has_its_own_limit() -> None:
+    with pytest.raises(ResourceExhausted, match=r"^filter.ids holds 10,001 ids; at most 10,000 are allowed$"):
+        build_expression(SearchFilter(ids=["a"] * (MAX_FILTER_IDS + 1)))
+    with pytest.raises(ResourceExhausted, match=r"^filter.labels holds 5,001 labels \(all_of, any_of and none_of together\); at most 5,000"):
+        build_expression(SearchFilter(all_of=["a"] * 2000, any_of=["b"] * 2000, none_of=["c"] * 1001))
+    with pytest.raises(InvalidArgument, match=rf"filter id 'iii.*longer than {MAX_ID_BYTES} bytes"):
+        build_expression(SearchFilter(ids=["i" * (MAX_ID_BYTES + 1)]))
+    with pytest.raises(InvalidArgument, match=rf"filter label 'ééé.*longer than {MAX_LABEL_BYTES} bytes"):  # no stored label is longer
+        build_expression(SearchFilter(any_of=["é" * (MAX_LABEL_BYTES // 2 + 1)]))  # bytes, not characters
+    with pytest.raises(InvalidArgument, match=rf"uri_prefix .*longer than {MAX_VALUE_BYTES + 1} bytes"):
+        build_expression(SearchFilter(uri_prefix="u" * (MAX_VALUE_BYTES + 1)))

@@ -10,8 +10,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core import errors
+from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS, MAX_VALUE_BYTES
+from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
+from core.settings import GatewaySettings
 from gateway.interceptors import ErrorMappingInterceptor, status_for
+from gateway.server import request_caps
+from search.validation import MAX_QUERY_BYTES
 from tests.unit.servers import real_server
+from text2image.v1 import text2image_pb2 as pb
 
 CASES = [
     (errors.InvalidArgument("bad top_k"), grpc.StatusCode.INVALID_ARGUMENT, "bad top_k"),
@@ -79,3 +85,18 @@ async def test_requests_are_capped_and_bad_bytes_are_invalid_argument_before_par
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in caught.value.details()
         ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
         assert ok.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_search_text_cap_lets_every_request_within_the_field_limits_through() -> None:
+    # Before: 16 KiB in all, so a filter of 10,000 ids (or 5,000 labels) was refused before parsing.
+    cap = request_caps(GatewaySettings())["SearchText"]
+    ids = [f"{n:05d}" + "é" * ((MAX_ID_BYTES - 5) // 2) for n in range(MAX_FILTER_IDS)]
+    labels = [f"{n:04d}" + "l" * (MAX_LABEL_BYTES - 4) for n in range(MAX_FILTER_LABELS)]
+    largest = pb.SearchTextRequest(
+        query="ü" * (MAX_QUERY_BYTES // 2),
+        top_k=-(2**31),
+        min_score=-1.0,
+        filter=pb.Filter(labels=pb.LabelFilter(all_of=labels[:10], any_of=labels[10:4000], none_of=labels[4000:]), ids=ids, uri_prefix="u" * MAX_VALUE_BYTES),
+    )
+    assert largest.ByteSize() <= cap < 6 * 1024 * 1024  # still a bound: about 5.6 MiB
+    assert request_caps(GatewaySettings(max_text_request_kb=32))["SearchText"] == cap + 16 * 1024  # the query limit grows the cap by as much

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import InvalidArgument
-from search.validation import check_item, require_batch, require_min_score, require_query, require_top_k
+from core.errors import InvalidArgument, ResourceExhausted
+from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_min_score, require_query, require_top_k
 
 
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])
@@ -16,6 +16,15 @@ def test_blank_query_is_rejected(query: str) -> None:
 
 def test_query_is_stripped() -> None:
     assert require_query("  red car ") == "red car"
+
+
+def test_a_query_has_its_own_size_limit_in_bytes() -> None:
+    assert require_query("a" * MAX_QUERY_BYTES) == "a" * MAX_QUERY_BYTES
+    assert len(require_query("é" * (MAX_QUERY_BYTES // 2))) == MAX_QUERY_BYTES // 2
+    with pytest.raises(ResourceExhausted, match=r"^the query is 16,385 bytes; queries are limited to 16,384 bytes \(CLIP reads the first 77 tokens\)$"):
+        require_query("é" * (MAX_QUERY_BYTES // 2) + "a")  # 16,385 bytes
+    with pytest.raises(ResourceExhausted, match=r"the query is 1,048,576 bytes; queries are limited to 1,000 bytes"):
+        require_query("x" * 1024 * 1024, max_bytes=1000)
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 1001, 2**31 - 1])
