@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos demo demo-shapes up test lint lint-deploy browser promtool test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT)
 
@@ -38,8 +38,9 @@ $(DEPLOY_VENV)/.installed: requirements-deploy.txt
 	$(DEPLOY_VENV)/bin/pip install --quiet -r requirements-deploy.txt
 	touch $@
 
-$(PROTO_OUT): $(PROTO) $(VENV)/.installed
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --grpc_python_out=protos --pyi_out=protos $(PROTO)
+# The stubs, made the one way the image builds make them too (protos/build_stubs.py).
+$(PROTO_OUT): $(PROTO) protos/build_stubs.py $(VENV)/.installed
+	$(BIN)/python protos/build_stubs.py
 
 protos: $(PROTO_OUT)
 
@@ -63,7 +64,7 @@ export: install
 # Lint, format, types and the import-layer contract, then unit tests, then integration tests
 # against real Triton, Milvus and gRPC servers that the test session starts on free loopback
 # ports and stops by process id.
-test: install lint browser promtool
+test: install lint browser promtool containers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Headless Chromium and its driver from Debian's packages, for the search page's browser test.
@@ -73,6 +74,23 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver > /dev/null; \
 	fi
 	@/usr/bin/chromium --version
+
+# Container images, built and run with podman from Debian's packages (there is no Docker engine or
+# image registry here). podman reads the project's containers.conf (runc, cgroupfs, ulimits it can set).
+export CONTAINERS_CONF := $(CURDIR)/docker/containers.conf
+
+containers:
+	@if ! command -v podman > /dev/null || ! command -v buildah > /dev/null || ! command -v mmdebstrap > /dev/null || ! command -v runc > /dev/null || [ ! -x /usr/bin/catatonit ]; then \
+		echo "installing Debian's podman, buildah, mmdebstrap, runc and catatonit (the image builds and their tests need them)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman buildah mmdebstrap runc catatonit > /dev/null; \
+	fi
+	@podman --version
+
+# The runtime and tools images (docker/*.Dockerfile) on a Debian base made here from Debian's packages,
+# with the host's pip settings, tagged localhost/text2image-search[-tools]:<version> (docker/build.py;
+# sizes in docs/deploy.md). tests/integration/test_images.py builds and runs them in 'make test'.
+images: containers
+	$(PYTHON) docker/build.py
 
 # promtool from Debian's prometheus package, for the alert and dashboard tests (promtool check/test rules).
 promtool:

@@ -1,0 +1,31 @@
+"""Generate the Python gRPC stubs of every ``.proto`` under ``protos/`` beside it (needs grpcio-tools).
+
+The one way the stubs are made: ``make install`` (the ``$(PROTO_OUT)`` rule) and the image builds
+(``docker/*.Dockerfile``) both run ``python protos/build_stubs.py``. Until the build backend makes
+them (the seams issue), a wheel built from a clean clone holds them only if this ran first.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    """Run protoc (``--python_out``, ``--grpc_python_out``, ``--pyi_out``) over every proto file; its exit code."""
+    protos = sorted(str(path) for path in ROOT.rglob("*.proto"))
+    if not protos:
+        print(f"no .proto files under {ROOT}", file=sys.stderr)
+        return 1
+    well_known = resources.files("grpc_tools") / "_proto"
+    out = str(ROOT)
+    return int(protoc.main(["protoc", f"-I{ROOT}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}", f"--pyi_out={out}", *protos]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

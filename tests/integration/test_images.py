@@ -1,0 +1,284 @@
+"""The production images, built and run here with podman (``make images``; no Docker engine, no registry).
+
+The session builds both images once (``docker/build.py``: cached layers make a rebuild after a code
+change take about 20 s each). The runtime image then runs as the Jobs and Deployments run it, as
+user 10001 with a read-only root filesystem and no capabilities, against the session's Triton and
+Milvus on loopback (``--network host``): ``t2i reindex`` over a mounted folder, the gateway (health
+and SearchText), and the search page (``python -m web.server``). The tools image runs ``t2i export``
+offline (``--network none``) into a mounted model repository that a local Triton then serves.
+Containers are removed by name; the images stay tagged for the next run, and the build prunes
+what a rebuild left untagged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from core.index import ImageIndex
+from core.manifest import Manifest
+from core.records import ModelStamp
+from core.settings import Settings
+from devstack.process import free_port
+from devstack.stack import LocalStack, http_ok
+from devstack.triton import start_triton
+from export.samples import sample_photos
+from inference.triton_client import encoder_from_settings
+from t2i.client import GatewayClient
+from tests.integration.conftest import PROJECT_ROOT, wait_for
+
+BUILD = PROJECT_ROOT / "docker" / "build.py"
+CONTAINERS_CONF = PROJECT_ROOT / "docker" / "containers.conf"
+ALIAS = "t2i_containers"
+PHOTOS = 6
+# What the Deployments and Jobs set: user 10001, a read-only root filesystem, no capabilities, /tmp an emptyDir.
+LOCKED_DOWN = ("--user", "10001:10001", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--tmpfs", "/tmp:rw,size=256m")
+PREFIX = f"t2i-test-{os.getpid()}"
+
+
+def podman(*args: str, timeout: float = 300, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run podman with the project's containers.conf (unless the caller's environment names another)."""
+    full_env = {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ, **(env or {})}
+    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args[:3])} … exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def readable_copy(source: Path, target: Path) -> Path:
+    """Copy a file or tree to ``target`` readable by the containers' user, as a Secret or volume mount would be."""
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    for path in [target, *target.rglob("*")] if target.is_dir() else [target]:
+        path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | (stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+    return target
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, str]:
+    """Both images, built (or found in the layer cache) by the script ``make images`` runs; their tags."""
+    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
+        pytest.fail("podman and mmdebstrap are missing: 'make containers' installs them (make test does)")
+    started = time.monotonic()
+    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
+    result = subprocess.run([sys.executable, str(BUILD)], capture_output=True, text=True, timeout=2400, env=env, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, f"docker/build.py failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    print(f"images built in {time.monotonic() - started:.0f} s")
+    tags = subprocess.run([sys.executable, str(BUILD), "--print-tags"], capture_output=True, text=True, check=True).stdout.split()
+    return {"runtime": tags[0], "tools": tags[1]}
+
+
+def inspect(image: str) -> dict[str, object]:
+    return dict(json.loads(podman("image", "inspect", image).stdout)[0])
+
+
+def test_images_are_tagged_sized_and_locked_down(images: dict[str, str]) -> None:
+    for name, image in images.items():
+        info = inspect(image)
+        config = info["Config"]
+        assert isinstance(config, dict)
+        assert config["User"] == "10001:10001" and config["Entrypoint"] == ["t2i"], (name, config)
+        size_mb = int(info["Size"]) / 1e6  # type: ignore[call-overload]
+        print(f"{image}: {size_mb:.0f} MB")
+        assert size_mb < (700 if name == "runtime" else 2500), f"{image} is {size_mb:.0f} MB"
+    # The runtime image holds no model toolchain; neither image keeps a trace of the build's host mounts.
+    probe = "import importlib.util as u, os; print(sorted(m for m in ('torch', 'transformers', 'optimum', 'onnxruntime') if u.find_spec(m)), sorted(os.listdir('/opt')))"
+    runtime = podman("run", "--rm", "--network", "none", *LOCKED_DOWN, "--entrypoint", "python", images["runtime"], "-c", probe).stdout.strip()
+    assert runtime == "[] ['venv']", runtime
+    tools = podman("run", "--rm", "--network", "none", *LOCKED_DOWN, "--entrypoint", "python", images["tools"], "-c", probe).stdout.strip()
+    assert tools == "['onnxruntime', 'optimum', 'torch', 'transformers'] ['t2i', 'venv']", tools
+
+
+def test_tools_image_exports_offline_a_model_triton_serves(images: dict[str, str], stack: LocalStack, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    models.chmod(0o777)  # the export Job's volume: writable by the container's user
+    cache = ("--tmpfs", "/cache:rw,size=64m", "-e", "HF_HOME=/cache/huggingface")  # the Job's cache emptyDir
+    export = podman(
+        "run", "--rm", "--name", f"{PREFIX}-export", "--network", "none", *LOCKED_DOWN, *cache,
+        "-v", f"{models}:/models", images["tools"], "export", "--model", "tiny", "--out", "/models",
+        timeout=600,
+    )  # fmt: skip
+    manifest = Manifest.read(models)
+    assert manifest.model_id == "random:tiny", export.stdout
+    assert {path.name for path in models.iterdir()} >= {"clip_text", "clip_vision", "manifest.json"}
+    triton, ports = start_triton(models, tmp_path / "triton")
+    try:
+        settings = Settings(triton_url=f"127.0.0.1:{ports.grpc}", model_repository=models)
+
+        async def embed(settings: Settings) -> np.ndarray:
+            encoder = encoder_from_settings(settings)
+            try:
+                vectors, _ = await encoder.encode_texts(["a black dog on grass"])
+                return vectors
+            finally:
+                await encoder.close()
+
+        exported = asyncio.run(embed(settings))
+        # The same random weights as the session's host export (seeded): the image exports the same model.
+        host = asyncio.run(embed(Settings(triton_url=stack.triton_url, model_repository=stack.repo)))
+    finally:
+        triton.stop()
+    assert exported.shape == (1, manifest.dimension) and abs(float(np.linalg.norm(exported)) - 1) < 1e-5
+    assert manifest.checksum == Manifest.read(stack.repo).checksum and np.allclose(exported, host, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mounts(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """What the pods mount, readable by user 10001: the model repository, the images, the token Secrets."""
+    base = tmp_path_factory.mktemp("containers")
+    base.chmod(0o755)
+    photos = base / "images"
+    photos.mkdir()
+    for photo in sample_photos(PHOTOS):
+        shutil.copyfile(photo, photos / photo.name)
+    for path in [photos, *photos.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    auth = base / "auth"
+    readable_copy(stack.tokens.server_file, auth / "tokens")
+    readable_copy(stack.tokens.client_file("read"), auth / "read-token")
+    auth.chmod(0o755)
+    return {"models": readable_copy(Path(stack.repo), base / "models"), "images": photos, "auth": auth}
+
+
+def runtime_env(stack: LocalStack) -> tuple[list[str], dict[str, str]]:
+    """``-e`` options that point a container at the session's Triton and Milvus (the Milvus token by name, never on the command line)."""
+    options = [
+        "-e", f"T2I_TRITON_URL={stack.triton_url}", "-e", f"T2I_MILVUS_URI={stack.milvus_uri}", "-e", "T2I_MILVUS_TOKEN",
+        "-e", "T2I_MODEL_REPOSITORY=/models", "-e", f"T2I_COLLECTION_ALIAS={ALIAS}",
+        "-e", "T2I_TRITON_TIMEOUT_S=5", "-e", "T2I_MILVUS_TIMEOUT_S=5",
+    ]  # fmt: skip
+    return options, {"T2I_MILVUS_TOKEN": stack.milvus_token}
+
+
+@pytest.fixture(scope="module")
+def reindexed(images: dict[str, str], stack: LocalStack, mounts: dict[str, Path]) -> subprocess.CompletedProcess[str]:
+    """``t2i reindex /images`` in the runtime image, as the reindex Job runs it, into an alias of its own."""
+    options, env = runtime_env(stack)
+    return podman(
+        "run", "--rm", "--name", f"{PREFIX}-reindex", "--network", "host", *LOCKED_DOWN, *options,
+        "-v", f"{mounts['models']}:/models:ro", "-v", f"{mounts['images']}:/images:ro",
+        images["runtime"], "reindex", "/images", "--no-progress",
+        env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_runtime_image_reindexes_a_mounted_folder(reindexed: subprocess.CompletedProcess[str], stack: LocalStack) -> None:
+    assert reindexed.returncode == 0, reindexed.stdout + reindexed.stderr
+    index = ImageIndex(stack.milvus_uri, ALIAS, ModelStamp.of(Manifest.read(stack.repo)), timeout_s=10, token=stack.milvus_token)
+    try:
+        collection = index.active_collection()
+        assert collection is not None and index.count(collection) == PHOTOS, reindexed.stdout
+    finally:
+        index.close()
+
+
+def start_gateway(image: str, stack: LocalStack, mounts: dict[str, Path], name: str) -> str:
+    """Start the gateway in the runtime image (its default command, ``t2i serve``), locked down; its address once SERVING."""
+    address = f"127.0.0.1:{free_port()}"
+    options, env = runtime_env(stack)
+    podman(
+        "run", "--detach", "--name", name, "--network", "host", *LOCKED_DOWN, *options,
+        "-e", f"T2I_LISTEN={address}", "-e", f"T2I_METRICS_PORT={free_port()}", "-e", "T2I_AUTH_TOKENS_FILE=/etc/t2i/auth/tokens",
+        "-e", "T2I_HEALTH_INTERVAL_S=0.5",
+        "-v", f"{mounts['models']}:/models:ro", "-v", f"{mounts['auth']}:/etc/t2i/auth:ro",
+        image,
+        env=env,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: health(address) == health_pb2.HealthCheckResponse.SERVING, 90, f"{name} SERVING")
+    except AssertionError:
+        remove(name)
+        raise
+    return address
+
+
+def remove(name: str) -> None:
+    """Remove a container (killed after 5 s), printing the end of its log for a failing test's report."""
+    logs = podman("logs", name, check=False)
+    podman("rm", "--force", "--time", "5", name, check=False)
+    print(f"{name}:", logs.stdout[-2000:], logs.stderr[-2000:])
+
+
+@pytest.fixture(scope="module")
+def gateway(images: dict[str, str], stack: LocalStack, mounts: dict[str, Path], reindexed: subprocess.CompletedProcess[str]) -> Iterator[str]:
+    """A gateway container serving the alias the reindex container filled; its address."""
+    assert reindexed.returncode == 0, reindexed.stderr
+    name = f"{PREFIX}-gateway"
+    address = start_gateway(images["runtime"], stack, mounts, name)
+    try:
+        yield address
+    finally:
+        remove(name)
+
+
+def health(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as channel:
+        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+
+
+def test_gateway_container_answers_health_and_search_as_user_10001_without_capabilities(gateway: str, stack: LocalStack) -> None:
+    assert health(gateway, "liveness") == health_pb2.HealthCheckResponse.SERVING
+    with GatewayClient(gateway, timeout_s=20, token=stack.token("read")) as client:
+        reply = client.search_text("a cat", top_k=3)
+        assert len(reply.hits) == 3 and all(hit.uri.startswith("/images/") for hit in reply.hits), reply
+        assert client.info().count == PHOTOS
+    with GatewayClient(gateway, timeout_s=20, token="not-a-token") as stranger, pytest.raises(grpc.RpcError) as refused:
+        stranger.search_text("a cat")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    name = f"{PREFIX}-gateway"
+    status = podman("exec", name, "sh", "-c", "id -u; grep CapEff /proc/1/status; touch /opt/venv/x 2>&1 || echo read-only").stdout.split("\n")
+    assert status[0] == "10001" and status[1].split() == ["CapEff:", "0000000000000000"] and "read-only" in status[-2], status
+
+
+def test_page_container_searches_through_the_gateway_container(images: dict[str, str], gateway: str, mounts: dict[str, Path]) -> None:
+    """``python -m web.server`` in the runtime image, in front of the gateway container, showing thumbnails of the mounted folder."""
+    address, name = f"127.0.0.1:{free_port()}", f"{PREFIX}-web"
+    podman(
+        "run", "--detach", "--name", name, "--network", "host", *LOCKED_DOWN,
+        "-e", f"T2I_WEB_LISTEN={address}", "-e", f"T2I_WEB_GATEWAY={gateway}",
+        "-e", "T2I_WEB_IMAGE_ROOTS=/images", "-e", "T2I_TOKEN_FILE=/etc/t2i/auth/read-token",
+        "-v", f"{mounts['images']}:/images:ro", "-v", f"{mounts['auth']}:/etc/t2i/auth:ro",
+        "--entrypoint", "python", images["runtime"], "-m", "web.server",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: http_ok(f"http://{address}/healthz"), 60, "the page container answering")
+        with urllib.request.urlopen(f"http://{address}/api/search?q=a%20cat&k=2", timeout=20) as response:
+            hits = json.loads(response.read())["hits"]
+        assert len(hits) == 2, hits
+        with urllib.request.urlopen(f"http://{address}{hits[0]['thumb']}", timeout=20) as response:
+            assert response.status == 200 and response.headers["content-type"] == "image/jpeg"
+    finally:
+        remove(name)
+
+
+def test_gateway_container_stops_cleanly_on_sigterm(
+    images: dict[str, str], stack: LocalStack, mounts: dict[str, Path], reindexed: subprocess.CompletedProcess[str]
+) -> None:
+    """The kubelet's stop: SIGTERM to the container's process, NOT_SERVING, drain, exit 0 (before podman's kill after 30 s)."""
+    assert reindexed.returncode == 0, reindexed.stderr
+    name = f"{PREFIX}-gateway-stop"
+    start_gateway(images["runtime"], stack, mounts, name)
+    try:
+        podman("stop", "--time", "30", name, timeout=60)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        assert state["ExitCode"] == 0, state
+    finally:
+        remove(name)
