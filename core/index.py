@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -347,7 +348,12 @@ class ImageIndex:
         """The row schema version of ``collection`` (``core.records.SCHEMA_FIELDS``), read once per collection name."""
         if collection not in self._schemas:
             self.stamp_of(collection, deadline)
-        return self._schemas[collection]
+        version = self._schemas[collection]
+        if version not in SCHEMA_FIELDS:
+            raise FailedPrecondition(
+                f"collection {collection} has row schema {version}, newer than this version of text2image-search knows ({SCHEMA_VERSION}): upgrade it"
+            )
+        return version
 
     def check_stamp(self, collection: str, deadline: float | None = None) -> ModelStamp:
         """The stamp of ``collection``; ``FailedPrecondition`` unless this process serves its model."""
@@ -500,7 +506,7 @@ class ImageIndex:
             iterator = client.query_iterator(collection, batch_size=_QUERY_PAGE, filter="", output_fields=fields, timeout=timeout, consistency_level="Strong")
             try:
                 while rows := iterator.next():
-                    result.update({row["id"]: (row["content_hash"], row.get("source") or "") for row in rows})
+                    result.update({row["id"]: (row["content_hash"], sys.intern(row.get("source") or "")) for row in rows})
             finally:
                 iterator.close()
 

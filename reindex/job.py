@@ -23,31 +23,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
-from core.errors import InvalidArgument
+from core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from core.filters import literal
 from core.index import ImageIndex
-from core.lifetime import die_with_parent
 from core.records import SCHEMA_VERSION, item_hash, make_row
-from inference.images import DecoderFailure, ImageLimits, PreprocessConfig, load_crop, normalize
+from inference.images import DecoderFailure, ImageLimits, normalize
 from inference.triton_client import TritonEncoder
+from reindex.decoding import Decoders, Entry
 from reindex.report import ReindexReport
 from reindex.sources import ImageFile, Shard, Source
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[Source, ImageFile]
+# This many reads in a row failing with I/O errors stops the run (nothing deleted): the source is down,
+# and going on would cost the retry budget for every file.
+MAX_READ_FAILURES_IN_A_ROW = 20
 
 
 @dataclass
@@ -58,24 +58,11 @@ class _Plan:
     keys: frozenset[str]  # the sources' keys, as rows record them
     entries: list[Entry]
     own: dict[str, str] = field(default_factory=dict)  # id -> content hash of the rows this run may replace or delete
+    own_sources: dict[str, str] = field(default_factory=dict)  # id -> source recorded on those rows
     foreign: dict[str, str] = field(default_factory=dict)  # id -> source of rows of other sources (never touched)
     scoped: bool = True  # deletions are limited to the rows of this run's sources (schema 2)
     may_delete: bool = True
     replaced: str | None = None  # a full run: the collection the alias points at now
-
-
-def _ready() -> bool:
-    """Worker: nothing; submitted first so the pool's processes start (and import) early."""
-    return True
-
-
-def _load(source: Source, image: ImageFile, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
-    """Worker: read, decode, resize and crop one file (runs in the process pool).
-
-    It returns the uint8 crop, a quarter of the bytes of the float32 pixels: the pipe back from
-    the pool cost more than the decoding (docs/benchmarks.md, the GPU section).
-    """
-    return load_crop(source.read(image, limits.max_bytes), config, limits)
 
 
 def _batches(items: list[Entry], size: int) -> Iterator[list[Entry]]:
@@ -127,6 +114,7 @@ class Reindexer:
         run_id: str | None = None,
         mirror: bool = False,
         max_failed: int = 0,
+        allow_empty: bool = False,
     ) -> ReindexReport:
         """Index ``shard`` of ``sources`` (all of it by default); see the module docstring for the guarantees.
 
@@ -134,37 +122,46 @@ class Reindexer:
         and leaves the alias alone (``finalize`` promotes it). ``mirror`` (incremental runs of one
         source) deletes every row the source does not list, whatever source wrote it.
         ``max_failed`` failed files still let a full run swap the alias (their rows carried over).
+        A source that lists no files while the index holds rows of it stops the run (an unmounted
+        share looks like that), unless ``allow_empty``.
+
+        Raises:
+            FailedPrecondition: a source lists nothing but has rows (without ``allow_empty``).
+            Unavailable: ``MAX_READ_FAILURES_IN_A_ROW`` reads in a row failed; nothing was deleted.
         """
         start = time.perf_counter()
         sources = [sources] if isinstance(sources, Source) else list(sources)
         if mirror and (full or run_id is not None or len(sources) != 1):
             raise InvalidArgument("mirror is for an incremental run of one source (a full rebuild holds only the sources it is given)")
         report = ReindexReport(full=full or run_id is not None, run_id=run_id, sources=[s.key for s in sources], max_failed=max_failed)
-        entries = await asyncio.to_thread(self._list, sources, shard, report)
-        # Spawned decode processes take about a second to start: start them now, not at the first batch.
-        # The workers die with this process, even when it is SIGKILLed (core.lifetime).
-        pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid())
-        )
+        listed: dict[str, int] = {}
+        entries = await asyncio.to_thread(self._list, sources, shard, report, listed)
+        pool = Decoders(self.workers)
         try:
-            for _ in range(self.workers):
-                pool.submit(_ready)
-            return await self._run(entries, full, shard, run_id, mirror, progress, report, pool, start)
+            plan = await self._plan(entries, frozenset(report.sources), full, shard, run_id, mirror)
+            if not allow_empty:
+                await self._refuse_empty(plan, sources, listed)
+            return await self._run(plan, full, shard, run_id, progress, report, pool, start)
         finally:
-            pool.shutdown(cancel_futures=True)
+            pool.shutdown()
 
     @staticmethod
-    def _list(sources: list[Source], shard: Shard, report: ReindexReport) -> list[Entry]:
-        """The files of every source that ``shard`` owns; an id listed by two sources is the first one's (the other is rejected)."""
+    def _list(sources: list[Source], shard: Shard, report: ReindexReport, listed: dict[str, int]) -> list[Entry]:
+        """The files of every source that ``shard`` owns; an id listed by two sources is the first one's (the other is rejected).
+
+        ``listed`` gets each source's count of files before the shard's share is taken.
+        """
         entries: list[Entry] = []
         seen: dict[str, Source] = {}
         for source in sources:
-            for image in source.list():
+            found = source.list()
+            listed[source.key] = listed.get(source.key, 0) + len(found)
+            for image in found:
                 if not shard.owns(image.id):
                     continue
                 report.scanned += 1
                 if image.id in seen:
-                    report.rejected.append((image.id, f"{source} lists the same id as {seen[image.id]}; give one of them --id-prefix"))
+                    report.conflicts.append((image.id, f"{source} lists the same id as {seen[image.id]}; give one of them --id-prefix"))
                 else:
                     seen[image.id] = source
                     entries.append((source, image))
@@ -189,23 +186,40 @@ class Reindexer:
             if plan.scoped and origin not in keys:
                 plan.foreign[item_id] = origin
             else:
-                plan.own[item_id] = digest
+                plan.own[item_id], plan.own_sources[item_id] = digest, origin
         return plan
+
+    async def _refuse_empty(self, plan: _Plan, sources: list[Source], listed: dict[str, int]) -> None:
+        """Stop before anything is written when a source lists nothing while the index holds rows that the run would remove."""
+        empty = [source for source in sources if not listed[source.key]]
+        if not empty:
+            return
+        if plan.replaced is not None:  # a full run: what the collection it replaces holds
+            origins = [origin for _, origin in (await asyncio.to_thread(self.index.stored, plan.replaced)).values()]
+        else:
+            origins = list(plan.own_sources.values())
+        for source in empty:
+            held = sum(1 for origin in origins if origin == source.key)
+            if not plan.scoped or (plan.replaced is not None and len(empty) == len(sources)):
+                held = len(origins)  # a mirror, a schema-1 collection, or a rebuild from nothing: every row would go
+            if held:
+                raise FailedPrecondition(
+                    f"{source} lists no image files, but the index holds {held} rows from it: is it mounted, and is the path right? "
+                    "Nothing was written or deleted; pass --allow-empty to let this run remove them"
+                )
 
     async def _run(
         self,
-        entries: list[Entry],
+        plan: _Plan,
         full: bool,
         shard: Shard,
         run_id: str | None,
-        mirror: bool,
         progress: bool,
         report: ReindexReport,
-        pool: ProcessPoolExecutor,
+        pool: Decoders,
         start: float,
     ) -> ReindexReport:
-        keys = frozenset(report.sources)
-        plan = await self._plan(entries, keys, full, shard, run_id, mirror)
+        entries = plan.entries
         # Creating and loading a collection takes seconds: overlap it with hashing and the first decodes.
         creating = asyncio.create_task(asyncio.to_thread(self.index.new_collection)) if full and run_id is None else None
         report.collection = plan.collection
@@ -220,7 +234,7 @@ class Reindexer:
                 report.collection = await creating
         report.pipeline_seconds = time.perf_counter() - pipeline_start
         failed = {item_id for item_id, _ in report.failed}
-        bad = failed | {item_id for item_id, _ in report.rejected} | set(report.gone)
+        bad = failed | {item_id for item_id, _ in report.rejected} | set(report.gone)  # not conflicts: their id is another file's
         keep = ({image.id for _, image in entries if image.id in hashes} - bad) | (failed & plan.own.keys())
         await self._delete(plan, report, keep)
         if full and run_id is None and failed and not report.too_many_failed and plan.replaced is not None:
@@ -231,7 +245,7 @@ class Reindexer:
         if not sealed:
             report.unsettled.append(f"Milvus did not finish indexing the rows of {report.collection} in time")
         if shard.count == 1 and run_id is None and plan.may_delete:
-            await self._verify(report, keep, None if full or not plan.scoped else keys)
+            await self._verify(report, keep, None if full or not plan.scoped else plan.keys)
         if full and run_id is None:
             await self._promote(plan, report, keep)
         report.seconds = time.perf_counter() - start
@@ -240,15 +254,25 @@ class Reindexer:
     async def _hash(self, plan: _Plan, report: ReindexReport, progress: bool) -> dict[str, str]:
         """The content hash of every file this run may index; the rest get their outcome."""
         hashes: dict[str, str] = {}
+        owners: set[str] = set()
+        in_a_row = 0
         for source, image in tqdm(plan.entries, unit="file", desc="hashing", disable=not progress, dynamic_ncols=True, leave=False):
             if image.id in plan.foreign:
                 owner = plan.foreign[image.id] or "UpsertImages (no source)"
-                report.rejected.append((image.id, f"the id is taken by a row of {owner}; index {source} with --id-prefix, or delete that row"))
+                report.conflicts.append((image.id, f"the id is taken by a row of {owner}; index {source} with --id-prefix, or delete that row"))
+                owners.add(owner)
                 continue
             try:
                 hashes[image.id] = item_hash(await asyncio.to_thread(source.read, image, self.limits.max_bytes), image.uri, image.labels)
-            except Exception as exc:  # noqa: BLE001 - every failure is one file's outcome
+                in_a_row = 0
+            except Exception as exc:  # every failure is one file's outcome
                 await self._outcome(report, source, image, exc)
+                in_a_row = in_a_row + 1 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else 0
+                if in_a_row >= MAX_READ_FAILURES_IN_A_ROW:
+                    raise Unavailable(
+                        f"the last {in_a_row} reads from {source} all failed (the last: {exc}); stopped before reading the rest: nothing was deleted"
+                    ) from exc
+        report.notes += [f"if these files moved here from {owner}, 't2i reindex --full' (or --mirror) replaces the old rows" for owner in sorted(owners)]
         return hashes
 
     async def _outcome(self, report: ReindexReport, source: Source, image: ImageFile, exc: BaseException) -> None:
@@ -281,7 +305,10 @@ class Reindexer:
         """A full run that may swap with failed files: copy their rows from the collection it replaces, so they are not lost."""
         assert plan.replaced is not None
         if await asyncio.to_thread(self.index.stamp_of, plan.replaced) != self.index.stamp:
-            report.notes.append(f"the rows of the failed files cannot be carried over: {plan.replaced} holds another model's vectors")
+            report.notes.append(
+                f"the rows of the failed files cannot be carried over ({plan.replaced} holds another model's vectors), so --max-failed cannot apply"
+            )
+            report.max_failed = 0  # swapping now would lose them
             return set()
         origins = {image.id: source.key for source, image in plan.entries}
         copied = await asyncio.to_thread(self.index.copy_rows, plan.replaced, report.collection, sorted(failed), origins)
@@ -341,26 +368,17 @@ class Reindexer:
         report: ReindexReport,
         progress: bool,
         creating: asyncio.Task[str] | None,
-        pool: ProcessPoolExecutor,
+        pool: Decoders,
     ) -> None:
         if not todo:
             return
-        loop = asyncio.get_running_loop()
         config = self.encoder.preprocess_config
         bar = tqdm(total=len(todo), unit="img", desc="indexing", disable=not progress, dynamic_ncols=True)
         in_flight: deque[asyncio.Task[None]] = deque()
         try:
 
             def submit(batch: list[Entry]) -> list[tuple[Entry, Future[np.ndarray]]]:
-                submitted = []
-                for entry in batch:
-                    try:
-                        future = pool.submit(_load, entry[0], entry[1], config, self.limits)
-                    except RuntimeError as exc:  # a broken pool refuses work: these files fail, their rows stay
-                        future = Future()
-                        future.set_exception(exc)
-                    submitted.append((entry, future))
-                return submitted
+                return [(entry, pool.submit(entry, config, self.limits)) for entry in batch]
 
             batches = list(_batches(todo, self.batch_size))
             decoding = deque(submit(batch) for batch in batches[: self.in_flight])  # decode ahead of the encoder
@@ -369,13 +387,9 @@ class Reindexer:
                 pending = decoding.popleft()
                 if upcoming := next(queued, None):
                     decoding.append(submit(upcoming))
-                crops, good = [], []
-                for (source, image), future in pending:
-                    try:
-                        crops.append(await asyncio.wrap_future(future, loop=loop))
-                        good.append((source, image))
-                    except Exception as exc:  # noqa: BLE001 - a worker failure is that file's outcome only
-                        await self._outcome(report, source, image, exc)
+                crops, good, restarted = await self._collect(pending, pool, report)
+                if restarted:  # the batches decoding ahead were in the dead pool too: they start again in the new one
+                    decoding = deque(submit([entry for entry, _ in batch]) for batch in decoding)
                 if good:
                     # Several batches in flight keep Triton busy while the last one's rows are inserted.
                     pixels = normalize(np.stack(crops), config)
@@ -389,6 +403,44 @@ class Reindexer:
             for task in in_flight:
                 task.cancel()
             bar.close()
+
+    async def _collect(
+        self, pending: list[tuple[Entry, Future[np.ndarray]]], pool: Decoders, report: ReindexReport
+    ) -> tuple[list[np.ndarray], list[Entry], bool]:
+        """The crops of one batch and their files (the others get their outcome), and whether the pool had to be restarted.
+
+        A worker that died takes every file it was given: those are decoded again one at a time in
+        a new pool, so only a file that kills a worker again fails.
+        """
+        loop = asyncio.get_running_loop()
+        crops, good, orphaned = [], [], []
+        for entry, future in pending:
+            try:
+                crops.append(await asyncio.wrap_future(future, loop=loop))
+                good.append(entry)
+            except BrokenProcessPool:
+                orphaned.append(entry)
+            except Exception as exc:  # noqa: BLE001 - a worker failure is that file's outcome only
+                await self._outcome(report, entry[0], entry[1], exc)
+        if orphaned:
+            pool.restart()
+            for entry, crop in await self._alone(pool, orphaned, report):
+                crops.append(crop)
+                good.append(entry)
+        return crops, good, bool(orphaned)
+
+    async def _alone(self, pool: Decoders, entries: list[Entry], report: ReindexReport) -> list[tuple[Entry, np.ndarray]]:
+        """Decode files one at a time after a worker died; a file that fails (killing a worker again, or not) gets its outcome."""
+        decoded = []
+        for entry in entries:
+            try:
+                decoded.append((entry, await asyncio.wrap_future(pool.submit(entry, self.encoder.preprocess_config, self.limits))))
+            except Exception as exc:  # noqa: BLE001 - its own outcome
+                if isinstance(exc, BrokenProcessPool):
+                    logger.error("the decode worker died reading %s (twice); it fails, its row is kept", entry[1].uri)
+                    pool.restart()
+                await self._outcome(report, entry[0], entry[1], exc)
+        return decoded
 
     async def _encode_and_insert(
         self,

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="put before the ids of a source's files (once per location, in order), so two folders with the same file names do not collide",
     )
     parser.add_argument(
+        "--allow-empty", action="store_true", help="let a location that lists no files remove its rows (refused by default: an unmounted share lists nothing)"
+    )
+    parser.add_argument(
         "--max-failed", type=int, default=0, help="files that may fail to be read while a --full run still swaps (their rows are carried over); default 0"
     )
     parser.add_argument("--drop-previous", action="store_true", help="with --full: drop the replaced collection instead of keeping it for 't2i rollback'")
@@ -86,6 +89,7 @@ async def reindex(
     mirror: bool = False,
     max_failed: int = 0,
     id_prefixes: Sequence[str] = (),
+    allow_empty: bool = False,
 ) -> ReindexReport:
     """Run one reindex pass (one shard of it) over one or more locations with the Triton and Milvus of ``settings``.
 
@@ -105,7 +109,7 @@ async def reindex(
                 f"({encoder.manifest.model_id}); load it first ('t2i models reload')"
             )
         reindexer = Reindexer(encoder, index, limits, batch_size, workers, on_batch=on_batch, keep_previous=keep_previous)
-        return await reindexer.run(sources, full, progress, shard, run_id, mirror, max_failed)
+        return await reindexer.run(sources, full, progress, shard, run_id, mirror, max_failed, allow_empty)
     finally:
         await encoder.close()
         index.close()
@@ -201,6 +205,7 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
             mirror=args.mirror,
             max_failed=args.max_failed,
             id_prefixes=args.id_prefix or (),
+            allow_empty=args.allow_empty,
         )
     )
     if shard.count > 1:

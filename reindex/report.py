@@ -3,8 +3,10 @@
 Every listed file ends in one of these outcomes:
 
 - *indexed* or *unchanged*: its row holds its current bytes.
-- *rejected*: the bytes are not a usable image (not an image, truncated, too large, too small), or
-  its id is taken by a row of another source. Its own row, if any, is deleted: the file is bad now.
+- *rejected*: the bytes are not a usable image (not an image, truncated, too large, too small).
+  Its row, if any, is deleted: the file is bad now. A file whose id is another file's (a row of
+  another source, or a second source of the same run) is rejected too, as a *conflict*, and the
+  other file's row is left as it is.
 - *failed*: it could not be read or processed (an I/O or network error after the retries, a worker
   crash, an unexpected decoder exception). Its existing row is kept, never deleted; a rerun picks
   it up.
@@ -36,6 +38,7 @@ class ReindexReport:
     unchanged: int = 0
     deleted: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # rejected because the id is another file's
     failed: list[tuple[str, str]] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
     max_failed: int = 0
@@ -66,17 +69,22 @@ class ReindexReport:
         mode = "full rebuild" if self.full else "incremental"
         return (
             f"{mode} into {self.collection}: {self.scanned} files: {self.indexed} indexed, {self.unchanged} unchanged, "
-            f"{len(self.rejected)} rejected, {len(self.failed)} failed; {self.deleted} rows deleted in {self.seconds:.1f} s "
+            f"{len(self.rejected) + len(self.conflicts)} rejected, {len(self.failed)} failed; {self.deleted} rows deleted in {self.seconds:.1f} s "
             f"({self.images_per_second:.1f} img/s; {self.pipeline_images_per_second:.1f} img/s while decoding, encoding and inserting)"
         )
 
     def details(self) -> list[str]:
         """The lines under the summary: each rejected, failed and gone file, and what the run did not do."""
-        lines = [f"  rejected {item_id}: {reason}" for item_id, reason in self.rejected]
+        lines = [f"  rejected {item_id}: {reason}" for item_id, reason in self.rejected + self.conflicts]
         lines += [f"  failed {item_id}: {reason}" for item_id, reason in self.failed]
         lines += [f"  gone {item_id}: removed since the listing; its row was deleted" for item_id in self.gone]
         if self.failed:
-            kept = "their rows were kept" if not self.full else f"{self.carried} of their rows were carried over from the replaced collection"
+            if self.promoted:
+                kept = f"{self.carried} of their rows were carried over from the replaced collection"
+            elif self.run_id is not None:
+                kept = "the run's collection lacks them; 't2i finalize' counts them as missing"
+            else:
+                kept = "their rows were kept"
             lines.append(f"{len(self.failed)} files could not be read or processed ({kept}); a rerun picks them up")
         lines += self.notes
         lines += [f"not confirmed: {problem}" for problem in self.unsettled]
@@ -90,4 +98,4 @@ class ReindexReport:
             return EXIT_FAILED
         if self.unsettled:
             return EXIT_UNSETTLED
-        return EXIT_REJECTED if strict and self.rejected else EXIT_OK
+        return EXIT_REJECTED if strict and (self.rejected or self.conflicts) else EXIT_OK

@@ -160,11 +160,13 @@ class Source:
                     raise
                 logger.warning("reading %s failed (%s); retrying in %.2f s", image.uri, exc, pause)
                 time.sleep(pause)
+                self.fs.invalidate_cache(self._path(image))  # S3: an object replaced meanwhile is read afresh
                 pause = min(pause * 2, READ_RETRY_MAX_S)
 
     def is_gone(self, image: ImageFile) -> bool:
         """True when ``image`` no longer exists while its folder does (a folder that vanished, an unmounted share, is a failure, not a removal)."""
         try:
+            self.fs.invalidate_cache()  # S3 answers from the listing's cache otherwise
             return bool(self.fs.isdir(self.root)) and not self.fs.exists(self._path(image))
         except OSError:
             return False

@@ -13,6 +13,7 @@ import argparse
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 import grpc
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - last resort: the traceback is printed
+        traceback.print_exc()  # a bug keeps its traceback, and exits 2 like any failure (1 means rejected files with reindex --strict)
     return 2
 
 

@@ -271,6 +271,7 @@ def test_a_crashed_decode_worker_keeps_the_rows_of_the_files_it_held(stack: Loca
     crashed = run_faulty_t2i(stack, faults, "reindex", f"faulty://{folder}", "--no-progress", "--workers", "1")
     assert crashed.returncode == 3, crashed.stdout + crashed.stderr
     assert "failed odd/img_0005.jpg: processing failed: BrokenProcessPool" in crashed.stdout
+    assert "11 indexed, 0 unchanged, 0 rejected, 1 failed; 0 rows deleted" in crashed.stdout  # only the file that kills a worker
     after = stored(index)
     assert set(after) == set(before)  # nothing deleted
     assert after["odd/img_0005.jpg"] == before["odd/img_0005.jpg"]  # its old row, kept

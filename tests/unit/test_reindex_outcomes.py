@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from PIL import Image, ImageFile
 
-from core.errors import InvalidArgument
-from core.records import item_hash
+from core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from core.records import ModelStamp, item_hash
 from inference.images import DecoderFailure, decode_image
-from reindex.job import Reindexer
+from reindex.job import MAX_READ_FAILURES_IN_A_ROW, Reindexer
 from reindex.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNSETTLED, ReindexReport
 from reindex.sources import Source
 from tests.faulty_fs import FAULTS_ENV, set_faults
@@ -135,12 +135,13 @@ def test_a_crashed_decode_worker_fails_its_files_and_keeps_their_rows(tmp_path: 
     with caplog.at_level(logging.ERROR, logger="reindex.job"):
         report = run(index, faulty(folder))
 
-    failed = {item_id for item_id, _ in report.failed}
-    assert "c.png" in failed and report.rejected == [] and report.deleted == 0
-    assert all(index.rows[item_id] == before[item_id] for item_id in failed)  # the old rows, kept
-    assert set(index.rows) == set(before)
+    assert [item_id for item_id, _ in report.failed] == ["c.png"]  # only the file that kills a worker every time
+    assert report.rejected == [] and report.deleted == 0 and report.indexed == 5
+    assert index.rows["c.png"] == before["c.png"]  # its old row, kept
+    assert index.rows == {**listing_rows(Source(str(folder))), "c.png": before["c.png"]}
     assert report.exit_code() == EXIT_FAILED
     assert "BrokenProcessPool" in caplog.text  # logged with its traceback
+    assert "the decode worker died reading" in caplog.text
 
 
 def test_a_file_gone_since_the_listing_loses_its_row(tmp_path: Path, faults: Path) -> None:
@@ -228,7 +229,7 @@ def test_an_id_of_another_source_is_rejected_not_overwritten_and_a_prefix_separa
 
     clash = run(index, Source(str(more)))
     assert index.rows == before
-    assert clash.rejected == [("a.png", f"the id is taken by a row of {Source(str(photos)).key}; index {more} with --id-prefix, or delete that row")]
+    assert clash.conflicts == [("a.png", f"the id is taken by a row of {Source(str(photos)).key}; index {more} with --id-prefix, or delete that row")]
 
     run(index, Source(str(more), id_prefix="more/"))
     assert set(index.rows) == {"a.png", "b.png", "more/a.png"}
@@ -295,3 +296,66 @@ def test_a_seal_that_fails_fails_the_run(tmp_path: Path) -> None:
     index = SealFails()
     report = run(index, Source(str(make_folder(tmp_path / "photos", NAMES[:2]))), full=True)
     assert report.exit_code() == EXIT_UNSETTLED and not report.promoted and index.promoted == []
+
+
+def test_an_id_listed_by_two_sources_of_one_run_keeps_the_first_ones_row(tmp_path: Path) -> None:
+    photos = make_folder(tmp_path / "photos", NAMES[:2])
+    more = make_folder(tmp_path / "more", ["a.png"], colour=(0, 0, 255))
+    index = MemoryIndex()
+    run(index, Source(str(photos)))
+    before = dict(index.rows)
+
+    both = run(index, [Source(str(photos)), Source(str(more))])
+    assert index.rows == before and both.deleted == 0
+    assert both.conflicts == [("a.png", f"{more} lists the same id as {photos}; give one of them --id-prefix")]
+    assert "1 rejected" in both.summary() and both.exit_code(strict=True) == EXIT_REJECTED
+
+    full = run(index, [Source(str(photos)), Source(str(more))], full=True)
+    assert full.promoted and index.rows == before  # the new collection holds photos' a.png
+
+
+def test_a_source_that_lists_nothing_but_has_rows_is_refused(tmp_path: Path) -> None:
+    photos = make_folder(tmp_path / "photos", NAMES[:3])
+    index = MemoryIndex()
+    run(index, Source(str(photos)))
+    before = dict(index.rows)
+    for name in NAMES[:3]:
+        (photos / name).unlink()  # an unmounted share: the mount point is there, and empty
+
+    with pytest.raises(FailedPrecondition, match="lists no image files, but the index holds 3 rows from it: is it mounted"):
+        run(index, Source(str(photos)))
+    with pytest.raises(FailedPrecondition, match="holds 3 rows"):
+        run(index, Source(str(photos)), full=True)
+    assert index.rows == before and index.promoted == []
+
+    allowed = run(index, Source(str(photos)), allow_empty=True)
+    assert allowed.deleted == 3 and index.rows == {}
+
+
+def test_a_source_whose_every_read_fails_stops_the_run_before_deleting(tmp_path: Path, faults: Path) -> None:
+    names = [f"{i:02d}.png" for i in range(MAX_READ_FAILURES_IN_A_ROW + 5)]
+    folder = make_folder(tmp_path / "photos", names)
+    index = MemoryIndex()
+    run(index, faulty(folder))
+    before = dict(index.rows)
+    set_faults(faults, dict.fromkeys(names, "eio"))
+    with pytest.raises(Unavailable, match=f"the last {MAX_READ_FAILURES_IN_A_ROW} reads from .* all failed .*nothing was deleted"):
+        run(index, faulty(folder))
+    assert index.rows == before
+
+
+class OtherModel(MemoryIndex):
+    """The active collection holds another model's vectors (a rebuild for a new model)."""
+
+    def stamp_of(self, collection: str) -> ModelStamp:
+        return ModelStamp("old/clip", "1" * 64, 4) if collection == "c0" else self.stamp
+
+
+def test_max_failed_does_not_swap_when_the_failed_rows_cannot_be_carried(tmp_path: Path, faults: Path) -> None:
+    folder = make_folder(tmp_path / "photos", NAMES[:3])
+    index = OtherModel()
+    run(index, faulty(folder))
+    set_faults(faults, {"b.png": "eio"})
+    report = run(index, faulty(folder), full=True, max_failed=1)
+    assert not report.promoted and index.alias == "c0" and report.exit_code() == EXIT_FAILED
+    assert any("cannot be carried over" in note for note in report.notes)

@@ -1,0 +1,65 @@
+"""The reindex job's decode processes: read, decode, resize and crop files in a pool that is made again when a worker dies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+
+from core.lifetime import die_with_parent
+from inference.images import ImageLimits, PreprocessConfig, load_crop
+from reindex.sources import ImageFile, Source
+
+Entry = tuple[Source, ImageFile]
+
+
+def _ready() -> bool:
+    """Worker: nothing; submitted first so the pool's processes start (and import) early."""
+    return True
+
+
+def _load(source: Source, image: ImageFile, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
+    """Worker: read, decode, resize and crop one file (runs in the process pool).
+
+    It returns the uint8 crop, a quarter of the bytes of the float32 pixels: the pipe back from
+    the pool cost more than the decoding (docs/benchmarks.md, the GPU section).
+    """
+    return load_crop(source.read(image, limits.max_bytes), config, limits)
+
+
+class Decoders:
+    """The decode process pool, made again when a worker dies (an out-of-memory kill, a crash in a decoder)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # Spawned decode processes take about a second to start: start them now, not at the first batch.
+        # The workers die with this process, even when it is SIGKILLed (core.lifetime).
+        executor = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid())
+        )
+        for _ in range(self.workers):
+            executor.submit(_ready)
+        return executor
+
+    def submit(self, entry: Entry, config: PreprocessConfig, limits: ImageLimits) -> Future[np.ndarray]:
+        """Decode one file in a worker; a pool that broke meanwhile answers with the failure."""
+        try:
+            return self.executor.submit(_load, entry[0], entry[1], config, limits)
+        except RuntimeError as exc:  # BrokenProcessPool: the caller starts a new pool and retries
+            future: Future[np.ndarray] = Future()
+            future.set_exception(exc)
+            return future
+
+    def restart(self) -> None:
+        """Replace a broken pool by a new one."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = self._start()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(cancel_futures=True)
