@@ -306,3 +306,40 @@ def test_a_second_folder_does_not_delete_the_first(stack: LocalStack, index: Ima
     rebuilt = run_t2i(stack, "reindex", str(photos), str(more), "--full")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert stored(index) == {**expected_rows(photos), **expected_rows(more)}
+
+
+def test_row_schemas_on_the_real_milvus(stack: LocalStack, index: ImageIndex) -> None:
+    """Schema 2 collections record sources; a schema-1 collection (made as the old code made it) serves, takes writes, and is copied from."""
+    from pymilvus import DataType, MilvusClient
+
+    from core.filters import literal
+    from core.records import make_row
+
+    vector = np.ones(index.stamp.dimension, dtype=np.float32)
+    old = f"{stack.alias}_schema1"
+    client = MilvusClient(uri=stack.milvus_uri, token=stack.milvus_token)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=index.stamp.describe().replace(', "schema_version": 2', ""))
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=index.stamp.dimension)
+    schema.add_field("uri", DataType.VARCHAR, max_length=2048)
+    schema.add_field("labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=32, max_length=128)
+    schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+    params = client.prepare_index_params()
+    params.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 64})
+    client.create_collection(old, schema=schema, index_params=params, consistency_level="Session")
+    client.load_collection(old)
+    new = index.new_collection()
+    try:
+        assert index.schema_version(old) == 1 and index.schema_version(new) == 2
+        index.upsert(old, [make_row("legacy.png", vector, "/x/legacy.png", ["x"], "h1", source="/x")])  # "source" left out for schema 1
+        assert index.stored(old) == {"legacy.png": ("h1", "")}
+        index.upsert(new, [make_row("fresh.png", vector, "/y/fresh.png", [], "h2", source="/y")])
+        assert index.copy_rows(old, new, ["legacy.png", "absent.png"], {"legacy.png": "/x"}) == ["legacy.png"]
+        assert index.stored(new) == {"fresh.png": ("h2", "/y"), "legacy.png": ("h1", "/x")}
+        assert index.count(new, expression=f"source in [{literal('/x')}]") == 1
+        assert index.count(new) == 2
+        assert [hit.id for hit in index.search(old, vector, 1)] == ["legacy.png"]  # an old collection keeps serving
+    finally:
+        client.drop_collection(old)
+        index.drop(new)
+        client.close()
