@@ -86,9 +86,10 @@ containers:
 	fi
 	@podman --version
 
-# The runtime and tools images (docker/*.Dockerfile) on a Debian base made here from Debian's packages,
-# with the host's pip settings, tagged localhost/text2image-search[-tools]:<version> (docker/build.py;
-# sizes in docs/deploy.md). tests/integration/test_images.py builds and runs them in 'make test'.
+# The runtime and tools images, and the local CPU Triton and Milvus that k8s/overlays/local runs
+# (docker/*.Dockerfile), on a Debian base made here from Debian's packages, with the host's pip
+# settings, tagged localhost/text2image-search[-tools|-triton-cpu|-milvus]:<version> (docker/build.py;
+# sizes in docs/deploy.md). tests/integration/test_images.py and test_kube_play.py build and run them.
 images: containers
 	$(PYTHON) docker/build.py
 
@@ -115,8 +116,8 @@ lint-deploy: $(DEPLOY_VENV)/.installed
 	for overlay in dev prod; do kubectl kustomize k8s/overlays/$$overlay > $(RENDERED)/$$overlay.yaml || exit 1; done
 	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --kubernetes-version 1.32.0 --quiet $(RENDERED)/dev.yaml $(RENDERED)/prod.yaml
 	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework kubernetes -f $(RENDERED)/dev.yaml -f $(RENDERED)/prod.yaml
-	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework dockerfile -f docker/runtime.Dockerfile -f docker/tools.Dockerfile
-	$(DEPLOY_VENV)/bin/hadolint docker/runtime.Dockerfile docker/tools.Dockerfile
+	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework dockerfile $(foreach dockerfile,$(wildcard docker/*.Dockerfile),-f $(dockerfile))
+	$(DEPLOY_VENV)/bin/hadolint $(wildcard docker/*.Dockerfile)
 	$(DEPLOY_VENV)/bin/yamllint --strict --config-file .yamllint.yaml k8s .checkov.yaml .yamllint.yaml
 
 # A gateway-only environment (no torch, transformers or optimum) in $(GATEWAY_ENV), built the way a

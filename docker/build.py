@@ -14,7 +14,11 @@
 
 podman reads ``docker/containers.conf`` (``CONTAINERS_CONF``) unless the caller set another.
 
-Usage: ``python3 docker/build.py [runtime] [tools]`` (both by default); ``--print-tags``.
+Also ``docker/triton-cpu.Dockerfile`` and ``docker/milvus.Dockerfile``: the local CPU Triton and
+standalone Milvus that ``k8s/overlays/local`` runs (tagged the same way).
+
+Usage: ``python3 docker/build.py [runtime] [tools] [triton-cpu] [milvus]`` (all by default);
+``--print-tags`` prints ``NAME TAG`` lines.
 """
 
 from __future__ import annotations
@@ -34,8 +38,17 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINERS_CONF = ROOT / "docker" / "containers.conf"
 BASE_IMAGE = "localhost/t2i-debian-py:bookworm"
-DOCKERFILES = {"runtime": ROOT / "docker" / "runtime.Dockerfile", "tools": ROOT / "docker" / "tools.Dockerfile"}
-NAMES = {"runtime": "localhost/text2image-search", "tools": "localhost/text2image-search-tools"}
+# The product's images, and the local CPU Triton and standalone Milvus that the stack in containers
+# runs in their place of NVIDIA's and Milvus's images (k8s/overlays/local).
+DOCKERFILES = {name: ROOT / "docker" / f"{name}.Dockerfile" for name in ("runtime", "tools", "triton-cpu", "milvus")}
+NAMES = {
+    "runtime": "localhost/text2image-search",
+    "tools": "localhost/text2image-search-tools",
+    "triton-cpu": "localhost/text2image-search-triton-cpu",
+    "milvus": "localhost/text2image-search-milvus",
+}
+# The stages that run pip, built first with the host's folders mounted.
+PIP_STAGES = {"runtime": ("deps", "wheel"), "tools": ("deps", "wheel"), "triton-cpu": ("build",), "milvus": ("build",)}
 # pip settings passed into the builds, by their name in pip's configuration.
 PIP_SETTINGS = ("index-url", "extra-index-url", "find-links", "trusted-host", "cert", "default-timeout")
 # Debian's slim images leave out documentation, manuals and translations the same way.
@@ -153,7 +166,7 @@ def build(image: str) -> None:
         args += ["--build-arg", "TORCH_INDEX_URL="]
     podman_build = ["podman", "build", "--pull=never", "--layers", "-f", str(DOCKERFILES[image]), *args]
     started = time.monotonic()
-    for stage in ("deps", "wheel"):
+    for stage in PIP_STAGES[image]:
         run([*podman_build, *volumes, "--target", stage, "-t", stage_tag(image, stage), str(ROOT)])
     run([*podman_build, "-t", tag(image), str(ROOT)])
     print(f"built {tag(image)} in {time.monotonic() - started:.0f} s", flush=True)
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown images {unknown}")
     if args.print_tags:
-        print("\n".join(tag(image) for image in DOCKERFILES))
+        print("\n".join(f"{image} {tag(image)}" for image in DOCKERFILES))
         return 0
     for tool in ("podman", "mmdebstrap"):
         if shutil.which(tool) is None:

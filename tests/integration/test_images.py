@@ -78,11 +78,16 @@ def images() -> dict[str, str]:
         pytest.fail("podman and mmdebstrap are missing: 'make containers' installs them (make test does)")
     started = time.monotonic()
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
-    result = subprocess.run([sys.executable, str(BUILD)], capture_output=True, text=True, timeout=2400, env=env, cwd=PROJECT_ROOT)
+    result = subprocess.run([sys.executable, str(BUILD), "runtime", "tools"], capture_output=True, text=True, timeout=2400, env=env, cwd=PROJECT_ROOT)
     assert result.returncode == 0, f"docker/build.py failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
     print(f"images built in {time.monotonic() - started:.0f} s")
-    tags = subprocess.run([sys.executable, str(BUILD), "--print-tags"], capture_output=True, text=True, check=True).stdout.split()
-    return {"runtime": tags[0], "tools": tags[1]}
+    return {name: tags()[name] for name in ("runtime", "tools")}
+
+
+def tags() -> dict[str, str]:
+    """Every image's tag, as ``make images`` tags it."""
+    listing = subprocess.run([sys.executable, str(BUILD), "--print-tags"], capture_output=True, text=True, check=True).stdout
+    return dict(line.split() for line in listing.splitlines())
 
 
 def inspect(image: str) -> dict[str, object]:
