@@ -7,6 +7,7 @@ backend) is exported first. Servers bind free loopback ports and are stopped by 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -96,3 +97,21 @@ def run_t2i(stack: LocalStack, *args: str, timeout: float = 300) -> subprocess.C
     """Run the ``t2i`` CLI against the test stack."""
     env = {**os.environ, **stack.env(), **GATEWAY_ENV, "T2I_TOKEN_FILE": str(stack.tokens.client_file("read"))}
     return subprocess.run([sys.executable, "-m", "t2i.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
+
+
+@pytest.fixture(scope="session")
+def container_images() -> dict[str, str]:
+    """Every image of ``docker/``, built once per session by the script ``make images`` runs (cached layers); name → tag.
+
+    ``make test`` installs podman and mmdebstrap first (``make containers``).
+    """
+    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
+        pytest.fail("podman and mmdebstrap are missing: 'make containers' installs them (make test does)")
+    build = PROJECT_ROOT / "docker" / "build.py"
+    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(PROJECT_ROOT / "docker" / "containers.conf"))}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(build)], capture_output=True, text=True, timeout=2400, env=env, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, f"docker/build.py failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    print(f"images built in {time.monotonic() - started:.0f} s")
+    listing = subprocess.run([sys.executable, str(build), "--print-tags"], capture_output=True, text=True, check=True).stdout
+    return dict(line.split() for line in listing.splitlines())

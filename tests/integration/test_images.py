@@ -18,8 +18,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +39,6 @@ from inference.triton_client import encoder_from_settings
 from t2i.client import GatewayClient
 from tests.integration.conftest import PROJECT_ROOT, wait_for
 
-BUILD = PROJECT_ROOT / "docker" / "build.py"
 CONTAINERS_CONF = PROJECT_ROOT / "docker" / "containers.conf"
 ALIAS = "t2i_containers"
 PHOTOS = 6
@@ -72,22 +69,9 @@ def readable_copy(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def images() -> dict[str, str]:
-    """Both images, built (or found in the layer cache) by the script ``make images`` runs; their tags."""
-    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
-        pytest.fail("podman and mmdebstrap are missing: 'make containers' installs them (make test does)")
-    started = time.monotonic()
-    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
-    result = subprocess.run([sys.executable, str(BUILD), "runtime", "tools"], capture_output=True, text=True, timeout=2400, env=env, cwd=PROJECT_ROOT)
-    assert result.returncode == 0, f"docker/build.py failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
-    print(f"images built in {time.monotonic() - started:.0f} s")
-    return {name: tags()[name] for name in ("runtime", "tools")}
-
-
-def tags() -> dict[str, str]:
-    """Every image's tag, as ``make images`` tags it."""
-    listing = subprocess.run([sys.executable, str(BUILD), "--print-tags"], capture_output=True, text=True, check=True).stdout
-    return dict(line.split() for line in listing.splitlines())
+def images(container_images: dict[str, str]) -> dict[str, str]:
+    """The runtime and tools images (the session builds every image of docker/ once); their tags."""
+    return {name: container_images[name] for name in ("runtime", "tools")}
 
 
 def inspect(image: str) -> dict[str, object]:
