@@ -12,8 +12,8 @@ doing here what a kubelet would do and podman does not:
 - each Secret becomes a podman secret (``secretKeyRef``), and a Secret volume is projected into a
   folder mounted read-only (podman 4.3.1 crashes on Secret volumes);
 - on the host's network, containers' ports are left out (podman 4.3 refuses to map them there);
-- readiness and startup probes (HTTP for Triton, Milvus and the page, gRPC health for the gateway)
-  are run by the test.
+- startup, readiness and liveness probes (HTTP for Triton, Milvus and the page, gRPC health for the
+  gateway) are run by the test.
 
 What cannot run here is still checked elsewhere: Services, HPAs, PDBs and NetworkPolicies by
 ``make lint-deploy`` and ``tests/unit/test_k8s_policy.py``; the Milvus operator's resource by the
@@ -198,7 +198,7 @@ def container_spec(cluster: Cluster, kind: str, name: str) -> dict[str, Any]:
 
 
 def probe(cluster: Cluster, name: str, which: str) -> bool:
-    """Run a Deployment's ``which`` probe (readinessProbe, startupProbe) as the kubelet would; True when it passes.
+    """Run a Deployment's ``which`` probe (startupProbe, readinessProbe, livenessProbe) as the kubelet would; True when it passes.
 
     Host-network pods are probed on 127.0.0.1; the Milvus pod (own network) through its published host port.
     """
@@ -219,7 +219,7 @@ def probe(cluster: Cluster, name: str, which: str) -> bool:
 
 def wait_ready(cluster: Cluster, name: str, timeout_s: float) -> None:
     container = container_spec(cluster, "Deployment", name)
-    for which in ("startupProbe", "readinessProbe"):
+    for which in ("startupProbe", "readinessProbe", "livenessProbe"):
         if which in container:
             try:
                 wait_for(lambda which=which: probe(cluster, name, which), timeout_s, f"{name} {which}")
