@@ -108,14 +108,16 @@ def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Pa
             proc.kill()
             proc.wait()
     # A second stack whose gateway port is taken says by whom, and starts nothing that stays.
+    # The squatter binds a port of its own (port 0): the killed gateway's port may already be another
+    # process's outgoing port by now (seen in a fresh-clone run beside the session's stack).
     with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the killed gateway's connections may be in TIME_WAIT
-        squatter.bind(split_address(gateway))
+        squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        second = start_up(tiny_repo, tmp_path / "second", up_env(gateway), "--no-web")
+        taken = f"127.0.0.1:{squatter.getsockname()[1]}"
+        second = start_up(tiny_repo, tmp_path / "second", up_env(taken), "--no-web")
         output, _ = second.communicate(timeout=180)
     assert second.returncode == 2, output
-    assert f"port {split_address(gateway)[1]} is taken by pid {os.getpid()}" in output
+    assert f"port {split_address(taken)[1]} is taken by pid {os.getpid()}" in output
     assert processes_mentioning(str(tmp_path / "second")) == []
 
 
