@@ -54,6 +54,13 @@ def run(index: MemoryIndex, sources: Source | list[Source], **kwargs: Any) -> Re
     return asyncio.run(job.run(sources, progress=False, **kwargs))
 
 
+def indexed(folder: Path) -> tuple[MemoryIndex, dict[str, tuple[str, str]]]:
+    """An index that holds ``folder`` (read through the faulty filesystem, no faults yet), and its rows."""
+    index = MemoryIndex()
+    run(index, faulty(folder))
+    return index, dict(index.rows)
+
+
 def listing_rows(source: Source) -> dict[str, tuple[str, str]]:
     """What the collection must hold for ``source`` alone: every listed file, at its current bytes."""
     return {f.id: (item_hash(source.read(f, 2**30), f.uri, f.labels), source.key) for f in source.list()}
@@ -98,9 +105,7 @@ def test_reads_are_retried_within_the_budget(tmp_path: Path, faults: Path) -> No
 
 def test_a_full_rebuild_with_failed_reads_swaps_nothing(tmp_path: Path, faults: Path) -> None:
     folder = make_folder(tmp_path / "photos", NAMES)
-    index = MemoryIndex()
-    run(index, faulty(folder))
-    before = dict(index.rows)
+    index, before = indexed(folder)
     set_faults(faults, {"b.png": "eio"})
 
     report = run(index, faulty(folder), full=True)
@@ -112,9 +117,7 @@ def test_a_full_rebuild_with_failed_reads_swaps_nothing(tmp_path: Path, faults: 
 
 def test_a_full_rebuild_allowed_some_failures_carries_their_rows(tmp_path: Path, faults: Path) -> None:
     folder = make_folder(tmp_path / "photos", NAMES)
-    index = MemoryIndex()
-    run(index, faulty(folder))
-    before = dict(index.rows)
+    index, before = indexed(folder)
     set_faults(faults, {"b.png": "eio"})
 
     report = run(index, faulty(folder), full=True, max_failed=1)
@@ -126,9 +129,7 @@ def test_a_full_rebuild_allowed_some_failures_carries_their_rows(tmp_path: Path,
 
 def test_a_crashed_decode_worker_fails_its_files_and_keeps_their_rows(tmp_path: Path, faults: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = make_folder(tmp_path / "photos", NAMES)
-    index = MemoryIndex()
-    run(index, faulty(folder))
-    before = dict(index.rows)
+    index, before = indexed(folder)
     make_folder(folder, NAMES, colour=(10, 10, 200))  # every file changed: all go to the workers
     set_faults(faults, {"c.png": "crash"})
 
@@ -335,9 +336,7 @@ def test_a_source_that_lists_nothing_but_has_rows_is_refused(tmp_path: Path) -> 
 def test_a_source_whose_every_read_fails_stops_the_run_before_deleting(tmp_path: Path, faults: Path) -> None:
     names = [f"{i:02d}.png" for i in range(MAX_READ_FAILURES_IN_A_ROW + 5)]
     folder = make_folder(tmp_path / "photos", names)
-    index = MemoryIndex()
-    run(index, faulty(folder))
-    before = dict(index.rows)
+    index, before = indexed(folder)
     set_faults(faults, dict.fromkeys(names, "eio"))
     with pytest.raises(Unavailable, match=f"the last {MAX_READ_FAILURES_IN_A_ROW} reads from .* all failed .*nothing was deleted"):
         run(index, faulty(folder))
