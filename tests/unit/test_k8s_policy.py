@@ -133,6 +133,44 @@ def test_every_object_is_labelled_and_no_image_floats(objects: list[dict[str, An
     assert not milvus["spec"]["components"]["image"].endswith(":latest")
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod", "local"])
+def test_each_image_entry_of_an_overlay_names_an_image_of_the_base(overlay: str) -> None:
+    """An ``images:`` entry that names no image of the base changes nothing, and kustomize says nothing.
+
+    The base already renames ``text2image-search`` to its registry: an overlay (and an operator
+    editing prod's registry) must name that, or the edit silently renders the base's image.
+    """
+    entries = yaml.safe_load((ROOT / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()).get("images", [])
+    assert entries, overlay
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the manifests (it comes with the machine image)"
+    base = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "base")], capture_output=True, text=True, check=True).stdout
+    base_images = {container["image"].rsplit(":", 1)[0] for _, _, container in containers([d for d in yaml.safe_load_all(base) if d])}
+    rendered = {container["image"] for _, _, container in containers(render(overlay))}
+    for entry in entries:
+        assert entry["name"] in base_images, f"{overlay}: images entry {entry['name']!r} matches none of {sorted(base_images)}"
+        assert f"{entry.get('newName', entry['name'])}:{entry['newTag']}" in rendered, (overlay, entry)
+
+
+def test_the_docs_registry_edit_of_prod_renders_the_pushed_digests(tmp_path: Path) -> None:
+    """docs/deploy.md's ``images:`` block, put in a copy of prod's kustomization, renders every image of ours by digest."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    block = docs[docs.index("```yaml\nimages:") + len("```yaml\n") :]
+    block = block[: block.index("```")].replace("<your-registry>", "registry.test:5000/t2i").replace("<digest>", "a" * 64)
+    shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
+    prod = tmp_path / "k8s" / "overlays" / "prod" / "kustomization.yaml"
+    kustomization = yaml.safe_load(prod.read_text())
+    kustomization["images"] = yaml.safe_load(block)["images"]
+    prod.write_text(yaml.safe_dump(kustomization))
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the manifests (it comes with the machine image)"
+    out = subprocess.run([kubectl, "kustomize", str(prod.parent)], capture_output=True, text=True, check=True).stdout
+    images = {container["image"] for _, _, container in containers([d for d in yaml.safe_load_all(out) if d])}
+    ours = {image for image in images if "text2image-search" in image}
+    digest = "@sha256:" + "a" * 64
+    assert ours == {f"registry.test:5000/t2i/text2image-search{digest}", f"registry.test:5000/t2i/text2image-search-tools{digest}"}, images
+
+
 def test_service_ports_match_what_the_processes_listen_on(objects: list[dict[str, Any]]) -> None:
     config = named(objects, "ConfigMap", "t2i-config")["data"]
     defaults = GatewaySettings()
