@@ -80,9 +80,9 @@ browser:
 export CONTAINERS_CONF := $(CURDIR)/docker/containers.conf
 
 containers:
-	@if ! command -v podman > /dev/null || ! command -v buildah > /dev/null || ! command -v mmdebstrap > /dev/null || ! command -v runc > /dev/null || [ ! -x /usr/bin/catatonit ]; then \
-		echo "installing Debian's podman, buildah, mmdebstrap, runc and catatonit (the image builds and their tests need them)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman buildah mmdebstrap runc catatonit > /dev/null; \
+	@if ! command -v podman > /dev/null || ! command -v buildah > /dev/null || ! command -v mmdebstrap > /dev/null || ! command -v runc > /dev/null || [ ! -x /usr/bin/catatonit ] || [ ! -x /usr/lib/cni/dnsname ]; then \
+		echo "installing Debian's podman, buildah, mmdebstrap, runc, catatonit and the dnsname CNI plugin (the image builds and their tests need them; compose's services find each other by name through dnsname)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman buildah mmdebstrap runc catatonit golang-github-containernetworking-plugin-dnsname > /dev/null; \
 	fi
 	@podman --version
 
@@ -118,7 +118,7 @@ lint-deploy: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework kubernetes -f $(RENDERED)/dev.yaml -f $(RENDERED)/prod.yaml
 	$(DEPLOY_VENV)/bin/checkov --config-file .checkov.yaml --framework dockerfile $(foreach dockerfile,$(wildcard docker/*.Dockerfile),-f $(dockerfile))
 	$(DEPLOY_VENV)/bin/hadolint $(wildcard docker/*.Dockerfile)
-	$(DEPLOY_VENV)/bin/yamllint --strict --config-file .yamllint.yaml k8s .checkov.yaml .yamllint.yaml
+	$(DEPLOY_VENV)/bin/yamllint --strict --config-file .yamllint.yaml k8s compose.yaml compose.cpu.yaml compose.local.yaml .checkov.yaml .yamllint.yaml
 
 # A gateway-only environment (no torch, transformers or optimum) in $(GATEWAY_ENV), built the way a
 # runtime image installs the project; prints its size next to the full development environment's.

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import stat
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -34,38 +32,16 @@ from core.settings import Settings
 from devstack.process import free_port
 from devstack.stack import LocalStack, http_ok
 from devstack.triton import start_triton
-from export.samples import sample_photos
 from inference.triton_client import encoder_from_settings
 from t2i.client import GatewayClient
-from tests.integration.conftest import PROJECT_ROOT, wait_for
+from tests.integration.conftest import wait_for
+from tests.integration.containers import assert_locked_down, podman, readable_copy, readable_photos
 
-CONTAINERS_CONF = PROJECT_ROOT / "docker" / "containers.conf"
 ALIAS = "t2i_containers"
 PHOTOS = 6
 # What the Deployments and Jobs set: user 10001, a read-only root filesystem, no capabilities, /tmp an emptyDir.
 LOCKED_DOWN = ("--user", "10001:10001", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--tmpfs", "/tmp:rw,size=256m")
 PREFIX = f"t2i-test-{os.getpid()}"
-
-
-def podman(*args: str, timeout: float = 300, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run podman with the project's containers.conf (unless the caller's environment names another)."""
-    full_env = {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ, **(env or {})}
-    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=full_env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args[:3])} … exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def readable_copy(source: Path, target: Path) -> Path:
-    """Copy a file or tree to ``target`` readable by the containers' user, as a Secret or volume mount would be."""
-    if source.is_dir():
-        shutil.copytree(source, target)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    for path in [target, *target.rglob("*")] if target.is_dir() else [target]:
-        path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH | (stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
-    return target
 
 
 @pytest.fixture(scope="session")
@@ -134,12 +110,7 @@ def mounts(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """What the pods mount, readable by user 10001: the model repository, the images, the token Secrets."""
     base = tmp_path_factory.mktemp("containers")
     base.chmod(0o755)
-    photos = base / "images"
-    photos.mkdir()
-    for photo in sample_photos(PHOTOS):
-        shutil.copyfile(photo, photos / photo.name)
-    for path in [photos, *photos.iterdir()]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    photos = readable_photos(base / "images", PHOTOS)
     auth = base / "auth"
     readable_copy(stack.tokens.server_file, auth / "tokens")
     readable_copy(stack.tokens.client_file("read"), auth / "read-token")
@@ -232,9 +203,7 @@ def test_gateway_container_answers_health_and_search_as_user_10001_without_capab
     with GatewayClient(gateway, timeout_s=20, token="not-a-token") as stranger, pytest.raises(grpc.RpcError) as refused:
         stranger.search_text("a cat")
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    name = f"{PREFIX}-gateway"
-    status = podman("exec", name, "sh", "-c", "id -u; grep CapEff /proc/1/status; touch /opt/venv/x 2>&1 || echo read-only").stdout.split("\n")
-    assert status[0] == "10001" and status[1].split() == ["CapEff:", "0000000000000000"] and "read-only" in status[-2], status
+    assert_locked_down(f"{PREFIX}-gateway")
 
 
 def test_page_container_searches_through_the_gateway_container(images: dict[str, str], gateway: str, mounts: dict[str, Path]) -> None:

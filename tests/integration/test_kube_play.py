@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -40,25 +39,15 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from export.samples import sample_photos
 from t2i.client import GatewayClient
 from tests.integration.conftest import PROJECT_ROOT, wait_for
+from tests.integration.containers import assert_locked_down, assert_page_searches, podman, readable_photos
 
 OVERLAY = PROJECT_ROOT / "k8s" / "overlays" / "local"
 IMAGES_PLACEHOLDER = "/srv/t2i-local/images"
-CONTAINERS_CONF = PROJECT_ROOT / "docker" / "containers.conf"
 READ_TOKEN = "t2i-dev-read-token"  # the local overlay's placeholder read token
 PHOTOS = 6
 VOLUMES = ("model-repository", "milvus-data")
-
-
-def podman(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run podman with the project's containers.conf (unless the caller's environment names another)."""
-    env = {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ}
-    result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args[:3])} … exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 def expand(value: str, env: dict[str, str]) -> str:
@@ -234,12 +223,7 @@ def cluster(container_images: dict[str, str], tmp_path_factory: pytest.TempPathF
         pytest.fail("kubectl is needed to render the overlay")
     work = tmp_path_factory.mktemp("kube")
     work.chmod(0o755)
-    images = work / "images"
-    images.mkdir()
-    for photo in sample_photos(PHOTOS):
-        shutil.copyfile(photo, images / photo.name)
-        (images / photo.name).chmod(0o644)
-    images.chmod(0o755)
+    images = readable_photos(work / "images", PHOTOS)
     rendered = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, check=True).stdout
     cluster = Cluster(rendered.replace(IMAGES_PLACEHOLDER, str(images)), work)
     for volume in VOLUMES:
@@ -285,21 +269,14 @@ def test_search_through_the_gateway_pod_returns_the_reindexed_photos(cluster: Cl
 
 def test_page_pod_searches_and_shows_thumbnails(cluster: Cluster) -> None:
     port = container_spec(cluster, "Deployment", "t2i-web")["ports"][0]["containerPort"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a%20cat&k=2", timeout=20) as response:
-        hits = json.loads(response.read())["hits"]
-    assert len(hits) == 2, hits
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{hits[0]['thumb']}", timeout=20) as response:
-        assert response.status == 200 and response.headers["content-type"] == "image/jpeg"
+    assert_page_searches(f"http://127.0.0.1:{port}")
 
 
 def test_pods_run_locked_down_as_the_manifests_say(cluster: Cluster) -> None:
     """User 10001, a read-only root filesystem and no capabilities, in every long-running pod."""
     for pod in ("t2i-gateway-pod-0", "triton-pod-0", "milvus-pod-0", "t2i-web-pod-0"):
         (container,) = cluster.containers(pod)
-        status = podman(
-            "exec", container["Names"][0], "sh", "-c", "id -u; grep CapEff /proc/1/status; touch /opt/x 2>/dev/null || echo read-only"
-        ).stdout.split("\n")
-        assert status[0] == "10001" and status[1].split() == ["CapEff:", "0000000000000000"] and status[2] == "read-only", (pod, status)
+        assert_locked_down(container["Names"][0])
 
 
 def test_incremental_cronjob_pod_exits_0(cluster: Cluster) -> None:

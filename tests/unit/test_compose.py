@@ -1,4 +1,4 @@
-"""compose.yaml and its CPU override, checked without images: podman-compose merges and interpolates them
+"""compose.yaml, its CPU override and the local images' override, checked without images: podman-compose merges and interpolates them
 (``podman-compose config``), the merged files validate against the compose-spec schema
 (check-jsonschema's copy), and what they say agrees with the Kubernetes manifests and the settings.
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from core.settings import GatewaySettings, Settings, WebSettings, split_address
 from tests.unit.monitoring import only
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE, CPU = ROOT / "compose.yaml", ROOT / "compose.cpu.yaml"
+COMPOSE, CPU, LOCAL = ROOT / "compose.yaml", ROOT / "compose.cpu.yaml", ROOT / "compose.local.yaml"
 OURS = ("gateway", "web", "reindex", "export")  # the services that run the project's images
 IMAGE_VARIABLES = ("T2I_IMAGE", "T2I_TOOLS_IMAGE", "TRITON_IMAGE", "TRITON_CPU_IMAGE", "MILVUS_IMAGE")
 
@@ -61,12 +62,42 @@ def flags(command: list[str]) -> dict[str, str]:
     return dict(arg.removeprefix("--").partition("=")[::2] for arg in command if arg.startswith("--"))
 
 
-def test_the_files_and_their_merge_validate_against_the_compose_spec(cpu: dict[str, Any], tmp_path: Path) -> None:
-    merged = tmp_path / "merged.yaml"
-    merged.write_text(yaml.safe_dump(cpu))
+@pytest.fixture(scope="module")
+def local() -> dict[str, Any]:
+    return config(COMPOSE, CPU, LOCAL)
+
+
+def test_the_files_and_their_merges_validate_against_the_compose_spec(cpu: dict[str, Any], local: dict[str, Any], tmp_path: Path) -> None:
+    merged = [tmp_path / "cpu.yaml", tmp_path / "local.yaml"]
+    merged[0].write_text(yaml.safe_dump(cpu))
+    merged[1].write_text(yaml.safe_dump(local))
     schema = [deploy_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
-    checked = subprocess.run([*schema, str(COMPOSE), str(merged)], capture_output=True, text=True, timeout=60, check=False)
+    checked = subprocess.run([*schema, str(COMPOSE), *map(str, merged)], capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0 and "validation done" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_the_local_override_swaps_in_the_images_built_here_and_replaces_whole_healthchecks(cpu: dict[str, Any], local: dict[str, Any]) -> None:
+    """compose.local.yaml: the tags docker/build.py gives, a python healthcheck where the upstream image's curl is missing.
+
+    podman-compose appends an override's list to the base one (command, healthcheck test): the merged
+    test must be the override's alone.
+    """
+    listing = subprocess.run([sys.executable, str(ROOT / "docker" / "build.py"), "--print-tags"], capture_output=True, text=True, check=True).stdout
+    tags = dict(line.split() for line in listing.splitlines())
+    images = {name: s["image"] for name, s in local["services"].items()}
+    runtime = tags["runtime"]
+    assert images == {"gateway": runtime, "web": runtime, "reindex": runtime, "export": tags["tools"], "triton": tags["triton-cpu"], "milvus": tags["milvus"]}
+    overridden = yaml.safe_load(LOCAL.read_text())["services"]
+    for name in ("milvus", "triton"):
+        test = local["services"][name]["healthcheck"]["test"]
+        assert test == overridden[name]["healthcheck"]["test"] and test.startswith("python3 -c") and "curl" not in test, (name, test)
+        probe = cpu["services"][name]["healthcheck"]["test"].split()[-1].replace("localhost", "127.0.0.1")
+        assert probe in test, (name, probe, test)  # the same URL as the upstream image's check
+    assert local["services"]["milvus"]["command"] == ["--data", "/var/lib/milvus", "--authorization-enabled", "true"]
+    # Nothing else changes: Triton runs the CPU override's command, and the project's services their own settings.
+    assert local["services"]["triton"]["command"] == cpu["services"]["triton"]["command"]
+    for name in OURS:
+        assert {k: v for k, v in local["services"][name].items() if k != "image"} == {k: v for k, v in cpu["services"][name].items() if k != "image"}, name
 
 
 def test_triton_takes_a_gpu_and_the_override_runs_it_on_the_cpu(gpu: dict[str, Any], cpu: dict[str, Any]) -> None:
@@ -146,6 +177,8 @@ def test_the_project_containers_run_as_the_pods_do(gpu: dict[str, Any]) -> None:
     published = [port for s in gpu["services"].values() for port in s.get("ports", [])]
     assert published and all(str(port).startswith("127.0.0.1:") for port in published)  # loopback unless asked
     assert config(COMPOSE, T2I_PUBLISH_ADDRESS="0.0.0.0")["services"]["web"]["ports"] == ["0.0.0.0:8080:8080"]
+    moved = config(COMPOSE, T2I_PUBLISH_GATEWAY_PORT="25051", T2I_PUBLISH_METRICS_PORT="29464", T2I_PUBLISH_WEB_PORT="28080")["services"]
+    assert moved["gateway"]["ports"] == ["127.0.0.1:25051:50051", "127.0.0.1:29464:9464"] and moved["web"]["ports"] == ["127.0.0.1:28080:8080"]
 
 
 def test_the_healthchecks_ask_what_the_probes_ask(gpu: dict[str, Any]) -> None:
