@@ -19,18 +19,13 @@ import yaml
 
 from core.auth import TOKEN_ENV, TOKEN_FILE_ENV
 from core.settings import GatewaySettings, Settings, WebSettings, split_address
+from tests.deploy_tools import deploy_tool
 from tests.unit.monitoring import only
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE, CPU, LOCAL = ROOT / "compose.yaml", ROOT / "compose.cpu.yaml", ROOT / "compose.local.yaml"
 OURS = ("gateway", "web", "reindex", "export")  # the services that run the project's images
 IMAGE_VARIABLES = ("T2I_IMAGE", "T2I_TOOLS_IMAGE", "TRITON_IMAGE", "TRITON_CPU_IMAGE", "MILVUS_IMAGE")
-
-
-def deploy_tool(name: str) -> str:
-    path = ROOT / ".venv-deploy" / "bin" / name
-    assert path.exists(), f"{path} is missing: 'make install' builds .venv-deploy from requirements-deploy.txt"
-    return str(path)
 
 
 def config(*files: Path, **env: str) -> dict[str, Any]:
