@@ -6,15 +6,21 @@ gateway encodes each request with the version whose manifest carries that stamp:
 version, tokenizer and preprocessing. An alias swap to a collection of the new model therefore
 switches every replica within the alias-refresh interval, and no query is ever compared with
 vectors of another model.
+
+The catalog scans the repository once when it is built, then in a background task of its own
+(``start``): every ``RESCAN_S`` it reads the repository and builds the encoders of new versions in
+a worker thread, and swaps in the new set whole. A lookup only reads the set already built, so a
+slow filesystem never holds up a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,18 @@ from inference.triton_client import RetryPolicy, TritonEncoder, triton_client
 
 logger = logging.getLogger(__name__)
 
-RESCAN_S = 2.0  # how often a lookup rescans the repository for added and removed versions
+RESCAN_S = 2.0  # how often the catalog's background task rescans the repository for added and removed versions
+
+
+@dataclass(frozen=True)
+class _Versions:
+    """One scan's encoders, never changed once built: a reader on any thread sees a whole scan."""
+
+    encoders: Mapping[int, TritonEncoder]
+    by_stamp: Mapping[ModelStamp, TritonEncoder] = field(init=False)  # the newest version wins when two carry the same weights
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_stamp", {ModelStamp.of(self.encoders[v].manifest): self.encoders[v] for v in sorted(self.encoders)})
 
 
 class ModelCatalog:
@@ -40,69 +57,125 @@ class ModelCatalog:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         tls: TlsFiles | None = None,
+        rescan_s: float = RESCAN_S,
     ):
         """Scan ``repo`` for versions (see ``core.manifest.served_versions``) and open one channel.
 
+        A version whose files cannot be read is logged and left out (the scans retry it).
+
         Raises:
-            FileNotFoundError: the repository holds no exported model.
+            FileNotFoundError: the repository holds no version that can be served.
         """
         self.url = url
         self.repo = Path(repo)
         self.policy = policy
         self.clock = clock
+        self.rescan_s = rescan_s
         self._sleep = sleep
         self._client = client if client is not None else triton_client(url, tls)
-        self._lock = threading.Lock()
-        self._encoders: dict[int, TritonEncoder] = {}
-        self._by_stamp: dict[ModelStamp, TritonEncoder] = {}  # the newest version wins when two carry the same weights
-        self._scanned_at = float("-inf")
-        self.rescan()
-        if not self._encoders:
+        self._broken: dict[int, str] = {}  # version -> why it cannot be served, so that each problem is logged once
+        self._scan_error: str | None = None
+        self._scanning = asyncio.Lock()  # one scan at a time: the background task's and any ``rescan`` call
+        self._task: asyncio.Task[None] | None = None
+        self._versions = _Versions({})
+        self._publish(self._scan({}))
+        if not self._versions.encoders:
             raise FileNotFoundError(f"no exported model in {self.repo}: export one first ('t2i export --out {self.repo}')")
 
-    def rescan(self) -> None:
-        """Pick up versions added to the repository and forget removed ones."""
-        with self._lock:
-            self._scanned_at = self.clock()
-            versions = served_versions(self.repo)
-            for version in versions:
-                if version not in self._encoders:
-                    self._encoders[version] = TritonEncoder(self.url, self.repo, self.policy, self._client, self.clock, self._sleep, version=version)
-                    logger.info("model version %d: %s", version, self._encoders[version].manifest.model_id)
-            for version in set(self._encoders) - set(versions):
-                logger.info("model version %d is gone from %s", version, self.repo)
-                del self._encoders[version]
-            self._by_stamp = {ModelStamp.of(self._encoders[v].manifest): self._encoders[v] for v in sorted(self._encoders)}
+    def _scan(self, known: Mapping[int, TritonEncoder]) -> dict[int, TritonEncoder]:
+        """The encoders of the repository's finished versions, reusing ``known`` ones (blocking: reads files)."""
+        versions = served_versions(self.repo)
+        encoders = {}
+        for version in versions:
+            encoder = known[version] if version in known else self._build(version)
+            if encoder is not None:
+                encoders[version] = encoder
+        self._broken = {v: problem for v, problem in self._broken.items() if v in versions}
+        return encoders
+
+    def _build(self, version: int) -> TritonEncoder | None:
+        """The encoder of ``version``, or None (logged) when its manifest, tokenizer or preprocessing cannot be read."""
+        try:
+            encoder = TritonEncoder(self.url, self.repo, self.policy, self._client, self.clock, self._sleep, version=version)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file of one version (tokenizers raises a bare Exception): the others keep serving
+            problem = f"{type(exc).__name__}: {exc}"
+            if self._broken.get(version) != problem:
+                logger.warning("model version %d of %s is not served: %s", version, self.repo, problem)
+            self._broken[version] = problem
+            return None
+        self._broken.pop(version, None)
+        logger.info("model version %d: %s", version, encoder.manifest.model_id)
+        return encoder
+
+    def _publish(self, encoders: dict[int, TritonEncoder]) -> None:
+        for version in sorted(set(self._versions.encoders) - set(encoders)):
+            logger.info("model version %d is gone from %s", version, self.repo)
+        self._versions = _Versions(encoders)
+
+    async def rescan(self) -> None:
+        """Pick up versions added to the repository and forget removed ones (the files are read off the event loop).
+
+        Raises:
+            FileNotFoundError: the scan found no servable version at all (an unmounted volume?); the
+                versions known are kept.
+        """
+        async with self._scanning:
+            encoders = await asyncio.to_thread(self._scan, self._versions.encoders)
+            if not encoders:
+                raise FileNotFoundError(f"no servable model version in {self.repo}")
+            self._publish(encoders)
+
+    async def _rescan_every_period(self) -> None:
+        while True:
+            await asyncio.sleep(self.rescan_s)
+            try:
+                await self.rescan()
+            except Exception as exc:  # noqa: BLE001 - an unreadable or empty repository: keep serving what the last scan found
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._scan_error:
+                    logger.warning("cannot rescan %s (still serving versions %s): %s", self.repo, sorted(self._versions.encoders), problem)
+                self._scan_error = problem
+            else:
+                self._scan_error = None
+
+    def start(self) -> None:
+        """Rescan the repository every ``rescan_s`` in a background task of the running loop, until ``close``."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._rescan_every_period(), name=f"rescan {self.repo}")
 
     @property
     def newest(self) -> TritonEncoder:
         """The encoder of the newest version (it fills new collections)."""
-        return self._encoders[max(self._encoders)]
+        encoders = self._versions.encoders
+        return encoders[max(encoders)]
 
     @property
     def stamps(self) -> list[ModelStamp]:
         """The stamps of every known version, oldest first."""
-        return list(self._by_stamp)
+        return list(self._versions.by_stamp)
 
     def for_stamp(self, stamp: ModelStamp | None) -> TritonEncoder | None:
         """The encoder whose model filled a collection stamped ``stamp``; None when no served version has it.
 
-        The newest version wins when two carry the same weights. The repository is rescanned at
-        most every ``RESCAN_S``, so a version exported after start is found and a pruned one is
-        no longer used.
+        The newest version wins when two carry the same weights. Only the last scan is read (never
+        the repository), so a version exported after start is found, and a pruned one no longer
+        used, within ``rescan_s`` once ``start`` has run.
         """
         if stamp is None:
             return None
-        if self.clock() - self._scanned_at >= RESCAN_S:
-            self.rescan()
-        return self._by_stamp.get(stamp)
+        return self._versions.by_stamp.get(stamp)
 
     def serves(self, stamp: ModelStamp) -> bool:
         """True when some version carries ``stamp``."""
         return self.for_stamp(stamp) is not None
 
     async def close(self) -> None:
-        """Close the shared channel."""
+        """Stop the rescans and close the shared channel."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await self._client.close()
 
 

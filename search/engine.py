@@ -117,8 +117,12 @@ class SearchEngine:
         self._milvus_pool = ThreadPoolExecutor(milvus_threads, thread_name_prefix="milvus")
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
+    def start(self) -> None:
+        """Start the background work of the running loop: the model catalog's rescans (``close`` stops them)."""
+        self.models.start()
+
     async def close(self) -> None:
-        """Close the Triton channel, the Milvus connection and the executors."""
+        """Stop the rescans; close the Triton channel, the Milvus connection and the executors."""
         await self.models.close()
         self.index.close()
         self._milvus_pool.shutdown(wait=False, cancel_futures=True)

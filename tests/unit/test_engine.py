@@ -14,7 +14,7 @@ from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
 from inference.images import ImageLimits
-from inference.models import RESCAN_S, ModelCatalog
+from inference.models import ModelCatalog
 from search.engine import NOTHING_INDEXED, SearchEngine, UpsertItem
 from tests.unit.fake_milvus import FakeMilvusClient
 from tests.unit.fake_triton import FakeTritonClient
@@ -25,8 +25,7 @@ class Parts:
         self.milvus = FakeMilvusClient()
         self.triton = FakeTritonClient()
         self.stamp = ModelStamp.of(Manifest.read(repo))
-        self.now = 0.0  # the catalog's clock: a stamp it does not know rescans the repository once RESCAN_S passed
-        self.models = ModelCatalog("fake:1", repo, client=self.triton, clock=lambda: self.now)
+        self.models = ModelCatalog("fake:1", repo, client=self.triton)  # not started: a test rescans the repository itself
         index = ImageIndex("http://fake", "alias", self.stamp, client=self.milvus, serves=self.models.serves)  # type: ignore[arg-type]  # the fake client
         self.engine = SearchEngine(self.models, index, max_top_k=10, max_batch=4, limits=ImageLimits(), alias_refresh_s=60)
 
@@ -159,7 +158,7 @@ async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answe
         made.milvus.add("v2", v2.describe(), {"b": {"uri": "mem://b"}})
         made.milvus.aliases["alias"] = "v2"
         made.milvus.collections.pop("v1")  # dropped: the gateway re-resolves at once
-        made.now += RESCAN_S  # the catalog finds version 2 by rescanning the repository
+        await made.models.rescan()  # what the started catalog does every RESCAN_S: it finds version 2
         second = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)
         assert (second.collection, second.model_id, made.triton.versions[-1]) == ("v2", "unit:model-v2", "2")
         embedded = await made.engine.embed_texts(["a cat"], None)
@@ -173,7 +172,7 @@ async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answe
         # Once version 1 is gone from the repository, its collection is refused, not searched with version 2.
         for model in ("clip_text", "clip_vision"):
             shutil.rmtree(repo / model / "1")
-        made.now += RESCAN_S
+        await made.models.rescan()
         with pytest.raises(FailedPrecondition, match="no longer serves"):
             await made.engine.search_text("a new query", 5, SearchFilter(), None, None)
     finally:
