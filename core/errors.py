@@ -1,7 +1,7 @@
 """Domain errors shared by the gateway, the reindex job, the adapters and the command line.
 
-Each error names the gRPC status it maps to; the gateway's interceptor does the mapping in one
-place (``gateway.interceptors``). Messages are written for a person: they say what was wrong and,
+Each error names the gRPC status it maps to; the gateway's error-mapping interceptor does the mapping in one
+place (``gateway.errors``). Messages are written for a person: they say what was wrong and,
 where possible, what to do about it.
 """
 

@@ -7,15 +7,28 @@ RESOURCE_EXHAUSTED and a retry hint (also in the ``grpc-retry-pushback-ms`` trai
 body is parsed; the accepted ones keep a latency bounded by the limit. A request whose deadline
 leaves less than half of what the method usually takes is refused with DEADLINE_EXCEEDED before
 it costs work. Health and reflection are never shed.
+
+``AdmissionInterceptor`` applies this bound, and also caps each method's request size and guards
+parsing: a request larger than its method's cap is refused with RESOURCE_EXHAUSTED before it is
+parsed, and bytes that do not parse (invalid UTF-8 in a string field, a truncated message) get
+INVALID_ARGUMENT instead of grpc's UNKNOWN. All three share one wrapper of the request
+deserializer, which never raises: it hands the call a ``Refused`` instead, and the call answers it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
 
+import grpc
+from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge
 
-from core.errors import DeadlineExceeded, ResourceExhausted
+from core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, T2IError
+from gateway.errors import status_for
+from gateway.interceptors import Continuation, aborted_code, method_name, rewrapped, unary_behavior
 
 logger = logging.getLogger(__name__)
 
@@ -82,3 +95,85 @@ class Admission:
         if ok:
             previous = self.latency_s.get(method)
             self.latency_s[method] = seconds if previous is None else previous + SMOOTHING * (seconds - previous)
+
+
+class Refused:
+    """What a guarded deserializer returns instead of a request it refused; the call answers ``error``."""
+
+    def __init__(self, error: T2IError):
+        self.error = error
+
+
+def readable_size(count: int) -> str:
+    """``count`` bytes as the refusals word it: bytes below 10 KiB, whole KiB above."""
+    return f"{count} bytes" if count < 10 * 1024 else f"{count / 1024:.0f} KiB"
+
+
+def guarded(deserializer: Callable[[bytes], Any] | None, method: str, cap: int | None, admission: Admission | None = None) -> Callable[[bytes], Any]:
+    """``deserializer`` behind a size cap (bytes, None: none) and the admission bound, never raising: it returns ``Refused`` instead."""
+
+    def parse(data: bytes) -> Any:
+        if admission is not None and admission.full:
+            return Refused(admission.busy(method))
+        if cap is not None and len(data) > cap:
+            return Refused(ResourceExhausted(f"{method} requests are limited to {readable_size(cap)}; this one is {readable_size(len(data))}"))
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return Refused(InvalidArgument(f"the {method} request does not parse: string fields must be valid UTF-8, and the message must be complete"))
+
+    return parse
+
+
+async def refuse(context: grpc.aio.ServicerContext[Any, Any], method: str, error: T2IError) -> NoReturn:
+    """Answer a refused call with ``error``'s status, and a retry hint in the trailers when the gateway is full."""
+    code, message = status_for(error)
+    logger.info("%s -> %s: %s", method, code.name, message)
+    trailers = (("grpc-retry-pushback-ms", str(error.retry_ms)),) if isinstance(error, Overloaded) else ()
+    await context.abort(code, message, trailers)
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses, before parsing, what the gateway will not take now; the rest goes on to the layers below.
+
+    ``caps`` limits the serialized size of requests by method name (``SearchText``: a few MiB);
+    ``admission`` sheds the methods of ``text2image.*`` services under overload (None: no shedding).
+    """
+
+    def __init__(self, caps: dict[str, int] | None = None, admission: Admission | None = None):
+        self.caps = caps or {}
+        self.admission = admission
+
+    async def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        inner = unary_behavior(handler)
+        if handler is None or inner is None:
+            return handler
+        method = method_name(handler_call_details)
+        admission = self.admission if handler_call_details.method.startswith("/text2image.") else None
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, Refused):
+                await refuse(context, method, request.error)
+            if admission is None:
+                return await inner(request, context)
+            try:
+                admission.admit(method, context.time_remaining())
+            except T2IError as exc:  # full, or a deadline too short for the method
+                await refuse(context, method, exc)
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                code = aborted_code(context)
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                admission.release(method, time.perf_counter() - start, code == grpc.StatusCode.OK)
+
+        return rewrapped(handler, admitted, guarded(handler.request_deserializer, method, self.caps.get(method), admission))

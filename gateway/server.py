@@ -21,12 +21,13 @@ from core.logs import configure_logging
 from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from core.settings import GatewaySettings, add_flags, from_flags, redact_uri, split_address
 from core.tracing import configure as configure_tracing
-from gateway.admission import Admission
+from gateway.admission import Admission, AdmissionInterceptor
 from gateway.auth import AuthInterceptor
+from gateway.errors import ErrorMappingInterceptor
 from gateway.health import SERVICE_NAMES, ReadinessMonitor
-from gateway.interceptors import ErrorMappingInterceptor
 from gateway.metrics import serve_metrics
 from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
+from gateway.telemetry import TelemetryInterceptor
 from gateway.tls import CertificateFiles
 from search.engine import engine_from_settings
 from text2image.v1 import text2image_pb2 as pb
@@ -90,6 +91,30 @@ def authenticator(settings: GatewaySettings) -> AuthInterceptor | None:
     return AuthInterceptor(store)
 
 
+def interceptors(settings: GatewaySettings, auth: AuthInterceptor | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """The gateway's interceptors, one job each, outermost first: every RPC passes them in this order.
+
+    1. Telemetry (``gateway.telemetry``): the RPC's span and its ``t2i_requests_total`` and
+       ``t2i_request_seconds``. Outermost, so that every answer is traced and counted with the
+       code the client got, the refusals of the layers below included.
+    2. Admission (``gateway.admission``): load shedding, the size caps and the parse guard, in
+       one wrapper of the request deserializer (before the body is parsed), and the deadline
+       check before the call. Before auth, so that a flood or an oversized body costs no more
+       than its length, whoever sends it.
+    3. Auth (``gateway.auth``, None in open mode): the bearer token and its scope, from the
+       metadata alone; a refused request is never parsed.
+    4. Error mapping (``gateway.errors``): the servicers' domain errors to their status codes,
+       anything else to INTERNAL with an incident id. Innermost, next to the servicers; the
+       layers above answer their own refusals.
+    """
+    return [
+        TelemetryInterceptor(),
+        AdmissionInterceptor(request_caps(settings), Admission(settings.max_in_flight)),
+        *([auth] if auth else []),
+        ErrorMappingInterceptor(),
+    ]
+
+
 def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> str:
     """Listen on ``settings.listen``, over TLS when a certificate is set; returns 'TLS', 'mutual TLS' or 'plaintext'.
 
@@ -118,7 +143,7 @@ async def serve(settings: GatewaySettings) -> None:
     engine = engine_from_settings(settings)
     max_bytes = settings.max_message_mb * 2**20
     server = grpc.aio.server(
-        interceptors=[*([auth] if auth else []), ErrorMappingInterceptor(request_caps(settings), Admission(settings.max_in_flight))],
+        interceptors=interceptors(settings, auth),
         # A backstop for floods of any method (health and reflection included), well above the shedding bound.
         maximum_concurrent_rpcs=settings.max_in_flight * 4 + 16,
         options=[
@@ -142,7 +167,6 @@ async def serve(settings: GatewaySettings) -> None:
     mode = add_port(server, settings)
     host, _ = split_address(settings.listen)
     serve_metrics(host, settings.metrics_port)
-    engine.start()  # the catalog rescans the model repository in a task of its own; engine.close() stops it
     await server.start()
     logger.info(
         "gateway listening on %s (%s, %s; metrics on %s:%s), models %s, Triton %s, Milvus %s",
@@ -169,8 +193,9 @@ async def serve(settings: GatewaySettings) -> None:
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_s)
     await engine.close()
-    if tracing:
-        trace.get_tracer_provider().shutdown()  # type: ignore[attr-defined]  # the SDK provider: flush the last spans
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)  # the SDK's provider has it, the API's not
+    if tracing and callable(shutdown):
+        shutdown()  # flush the last spans
     logger.info("gateway stopped")
 
 

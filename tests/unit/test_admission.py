@@ -12,8 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.admission import SHED, Admission
-from gateway.interceptors import ErrorMappingInterceptor
+from gateway.admission import SHED, Admission, AdmissionInterceptor
 from tests.unit.servers import real_server
 
 METHOD = "/text2image.v1.SearchService/SearchText"
@@ -49,7 +48,7 @@ async def shedding_server(admission: Admission, handler: Gated) -> AsyncIterator
         server.add_generic_rpc_handlers([service])
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
 
-    async with real_server([ErrorMappingInterceptor(admission=admission)], register) as address, grpc.aio.insecure_channel(address) as channel:
+    async with real_server([AdmissionInterceptor(admission=admission)], register) as address, grpc.aio.insecure_channel(address) as channel:
         yield channel
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from core.metrics import BUCKETS
-from gateway.interceptors import SERVER_FAULTS
+from gateway.telemetry import SERVER_FAULTS
 from reindex.report import EXIT_ERROR, EXIT_FAILED, EXIT_UNSETTLED
 from tests.unit.monitoring import ROOT, metric_names, only, render, run_promtool, unknown
 

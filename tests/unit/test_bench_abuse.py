@@ -1,4 +1,4 @@
-"""The chaos fuzz's seeds are valid requests: a real in-process gateway (servicers and error interceptor) on fake Milvus and Triton answers each OK."""
+"""The chaos fuzz's seeds are valid requests: a real in-process gateway (servicers, telemetry, size caps and error mapping) on fake Milvus and Triton answers each OK."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
 from core.settings import GatewaySettings
-from gateway.interceptors import ErrorMappingInterceptor
+from gateway.admission import AdmissionInterceptor
+from gateway.errors import ErrorMappingInterceptor
 from gateway.server import request_caps
 from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
+from gateway.telemetry import TelemetryInterceptor
 from inference.images import ImageLimits
 from inference.models import ModelCatalog
 from search.engine import SearchEngine
@@ -67,7 +69,7 @@ async def gateway(model_repo: Path) -> AsyncIterator[str]:
         pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingServicer(engine, 10), server)
         pb_grpc.add_IndexServiceServicer_to_server(IndexServicer(engine, 10), server)
 
-    async with real_server([ErrorMappingInterceptor(request_caps(settings))], register) as address:
+    async with real_server([TelemetryInterceptor(), AdmissionInterceptor(request_caps(settings)), ErrorMappingInterceptor()], register) as address:
         yield address
     await engine.close()
 

@@ -13,7 +13,8 @@ from core import errors
 from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS, MAX_VALUE_BYTES
 from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from core.settings import GatewaySettings
-from gateway.interceptors import ErrorMappingInterceptor, status_for
+from gateway.admission import AdmissionInterceptor
+from gateway.errors import ErrorMappingInterceptor, status_for
 from gateway.server import request_caps
 from search.validation import MAX_QUERY_BYTES
 from tests.unit.servers import real_server
@@ -46,7 +47,7 @@ class Raising(health_pb2_grpc.HealthServicer):
 
 
 @contextlib.asynccontextmanager
-async def raising_server(interceptor: ErrorMappingInterceptor) -> AsyncIterator[grpc.aio.Channel]:
+async def raising_server(interceptor: grpc.aio.ServerInterceptor) -> AsyncIterator[grpc.aio.Channel]:
     """A real gRPC server with ``Raising`` behind ``interceptor``, and a channel to it."""
     async with (
         real_server([interceptor], lambda server: health_pb2_grpc.add_HealthServicer_to_server(Raising(), server)) as address,
@@ -69,7 +70,7 @@ async def test_interceptor_over_real_grpc() -> None:
 
 
 async def test_requests_are_capped_and_bad_bytes_are_invalid_argument_before_parsing() -> None:
-    async with raising_server(ErrorMappingInterceptor({"Check": 64})) as channel:
+    async with raising_server(AdmissionInterceptor({"Check": 64})) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Check(health_pb2.HealthCheckRequest(service="9" * 100), timeout=5)

@@ -9,7 +9,7 @@ from pathlib import Path
 from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS, MAX_VALUE_BYTES
 from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from core.settings import GatewaySettings
-from gateway.interceptors import _size
+from gateway.admission import readable_size
 from gateway.server import request_caps
 from inference.tokenizer import DEFAULT_BUCKETS
 
@@ -58,7 +58,7 @@ def test_the_filter_limits_in_the_readme_and_the_proto_are_the_codes() -> None:
     assert f"more than {MAX_FILTER_IDS:,} `ids`" in counts and f"more than {MAX_FILTER_LABELS:,} labels" in counts
     values = next(cell for cell in rows if "filter id over" in cell)
     assert f"id over {MAX_ID_BYTES} bytes" in values and f"label over {MAX_LABEL_BYTES} bytes" in values and f"over {MAX_VALUE_BYTES} bytes" in values
-    cap = _size(request_caps(GatewaySettings())["SearchText"]).replace(" KiB", "")
+    cap = readable_size(request_caps(GatewaySettings())["SearchText"]).replace(" KiB", "")
     assert any(f"({int(cap):,} KiB;" in cell for cell in rows), cap
     proto = (ROOT / "protos" / "text2image" / "v1" / "text2image.proto").read_text()
     assert f"At most {MAX_FILTER_IDS:,} ids" in proto and f"each at most {MAX_ID_BYTES} bytes" in proto

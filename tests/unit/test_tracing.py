@@ -7,15 +7,16 @@ from pathlib import Path
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.filters import SearchFilter
 from devstack.process import free_port
-from gateway.interceptors import ErrorMappingInterceptor
+from gateway.errors import ErrorMappingInterceptor
 from gateway.servicers import SearchServicer
+from gateway.telemetry import TelemetryInterceptor
 from search.engine import UpsertItem
+from tests.unit.probes import memory_spans
 from tests.unit.test_engine import Parts, png
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
@@ -25,12 +26,8 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 @pytest.fixture(scope="module")
 def exporter() -> InMemorySpanExporter:
-    """Spans of this process, kept in memory (the global provider can be set once per process)."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace.set_tracer_provider(provider)
-    return memory
+    """Spans of this process, kept in memory (the global provider can be set once per process: ``memory_spans`` shares it)."""
+    return memory_spans()
 
 
 def tree(spans: tuple[ReadableSpan, ...], root: ReadableSpan, depth: int = 0) -> list[str]:
@@ -49,7 +46,7 @@ async def test_one_rpc_is_one_trace_with_a_span_per_step(exporter: InMemorySpanE
     await parts.engine.upsert([UpsertItem("red", png(), "mem://red", ())], None)
     await parts.engine.search_text("warm the alias cache", 5, SearchFilter(), None, None)
     exporter.clear()
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    server = grpc.aio.server(interceptors=[TelemetryInterceptor(), ErrorMappingInterceptor()])
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(parts.engine, 10), server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")

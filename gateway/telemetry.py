@@ -1,0 +1,75 @@
+"""The telemetry interceptor: each unary RPC's server span, and its request and latency metrics.
+
+It is the outermost interceptor, so every answer is traced and counted with the code the client
+got, the refusals of admission and auth included. The span continues the caller's trace
+(``traceparent`` metadata), carries the gRPC attributes of OpenTelemetry's conventions, and is
+marked as an error only for the codes of a server-side failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+
+from core.tracing import incoming, tracer
+from gateway.interceptors import Continuation, aborted_code, method_name, rewrapped, unary_behavior
+from gateway.metrics import LATENCY, REQUESTS
+
+# Codes that mark a server-side failure on the RPC's span (OpenTelemetry's gRPC conventions); the others are the client's.
+SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    """Opens a server span per unary RPC and counts it in ``t2i_requests_total`` and ``t2i_request_seconds``."""
+
+    async def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        inner = unary_behavior(handler)
+        if handler is None or inner is None:
+            return handler
+        full_name = handler_call_details.method.lstrip("/")
+        service = full_name.rpartition("/")[0]
+        method = method_name(handler_call_details)
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            # Every refusal ends in an abort: the span's status comes from the gRPC code, not from that exception.
+            with tracer.start_as_current_span(
+                full_name,
+                context=incoming(context.invocation_metadata()),
+                kind=trace.SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                start = time.perf_counter()
+                code = grpc.StatusCode.OK
+                try:
+                    return await inner(request, context)
+                except grpc.aio.AbortError:
+                    code = aborted_code(context)
+                    raise
+                except Exception as exc:  # no layer below mapped it: grpc answers UNKNOWN
+                    code = grpc.StatusCode.UNKNOWN
+                    span.record_exception(exc)
+                    raise
+                finally:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code in SERVER_FAULTS:
+                        span.set_status(trace.StatusCode.ERROR, code.name)
+                    REQUESTS.labels(method, code.name).inc()
+                    LATENCY.labels(method).observe(time.perf_counter() - start)
+
+        return rewrapped(handler, traced)
