@@ -154,10 +154,10 @@ def build_base(force: bool = False) -> None:
 
 
 def build(image: str) -> None:
-    """Build ``runtime`` or ``tools`` on the local base with the host's pip, and tag it.
+    """Build one image of ``DOCKERFILES`` on the local base with the host's pip, and tag it.
 
-    The stages that run pip (``deps``, ``buildtools``) are built first with the host's folders
-    mounted; the full build then finds them cached and runs the final stage without those mounts,
+    The stages that run pip (``PIP_STAGES``: ``deps`` and ``wheel``, or ``build`` for the local
+    Triton and Milvus) are built first with the host's folders mounted; the full build then finds them cached and runs the final stage without those mounts,
     so that no trace of the host (the empty mount points podman leaves) reaches the image.
     """
     args, volumes = pip_build_options()
