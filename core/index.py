@@ -26,6 +26,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, T2IError, Unavailable
 from core.milvus_errors import ALIAS_NOT_FOUND, classify
+from core.milvus_port import MilvusPort
 from core.records import (
     MAX_ID_BYTES,
     MAX_LABEL_BYTES,
@@ -71,12 +72,12 @@ IDEMPOTENT = frozenset(
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 8.0
 
 
-def _query_hashes(client: MilvusClient, timeout: float, collection: str, expression: str) -> dict[str, str]:
+def _query_hashes(client: MilvusPort, timeout: float, collection: str, expression: str) -> dict[str, str]:
     rows = client.query(collection, filter=expression, output_fields=["id", "content_hash"], timeout=timeout, consistency_level="Strong")
     return {row["id"]: row["content_hash"] for row in rows}
 
 
-def _get_rows(client: MilvusClient, timeout: float, collection: str, ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+def _get_rows(client: MilvusPort, timeout: float, collection: str, ids: list[str], fields: list[str]) -> list[Mapping[str, Any]]:
     return list(client.get(collection, ids=ids, output_fields=fields, timeout=timeout))
 
 
@@ -96,7 +97,7 @@ class ImageIndex:
         timeout_s: float = 5.0,
         token: str = "",
         hnsw: HnswParams = HnswParams(),
-        client: MilvusClient | None = None,
+        client: MilvusPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         serves: Callable[[ModelStamp], bool] | None = None,
         tls_args: dict[str, str] | None = None,
@@ -136,7 +137,7 @@ class ImageIndex:
         self.credentials_from = credentials_from or ("the token given to ImageIndex" if token else "")
         self.hnsw = hnsw
         self.clock = clock
-        self._client = client
+        self._client: MilvusPort | None = client
         self._lock = threading.Lock()
         self._ensure_lock = threading.Lock()
         self.serves = serves or (lambda other: other == self.stamp)
@@ -157,7 +158,7 @@ class ImageIndex:
             raise DeadlineExceeded(f"deadline passed before Milvus was asked ({what})")
         return min(timeout, left)
 
-    def _call(self, what: str, fn: Callable[[MilvusClient, float], T], deadline: float | None = None, limit: float | None = None) -> T:
+    def _call(self, what: str, fn: Callable[[MilvusPort, float], T], deadline: float | None = None, limit: float | None = None) -> T:
         """Run ``fn(client, timeout)`` and turn Milvus failures into domain errors; idempotent calls are retried within ``retry_budget_s``."""
         if what not in IDEMPOTENT or self.retry_budget_s <= 0:
             return self._call_once(what, fn, deadline, limit)
@@ -174,7 +175,7 @@ class ImageIndex:
                 self.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_S)
 
-    def _call_once(self, what: str, fn: Callable[[MilvusClient, float], T], deadline: float | None = None, limit: float | None = None) -> T:
+    def _call_once(self, what: str, fn: Callable[[MilvusPort, float], T], deadline: float | None = None, limit: float | None = None) -> T:
         timeout = self._timeout(what, deadline, limit)
         try:
             return fn(self._connect(), timeout)
@@ -186,7 +187,7 @@ class ImageIndex:
                 raise
             raise error from exc
 
-    def _connect(self) -> MilvusClient:
+    def _connect(self) -> MilvusPort:
         with self._lock:
             if self._client is None:
                 try:
@@ -216,7 +217,7 @@ class ImageIndex:
         """Create an empty, loaded collection stamped with this model (named ``<alias>_<UTC time>`` by default); not yet aliased."""
         name = name or f"{self.alias}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}_{int(time.time() * 1000) % 1000:03d}"
 
-        def create(client: MilvusClient, timeout: float) -> None:
+        def create(client: MilvusPort, timeout: float) -> None:
             schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=self.stamp.describe())
             schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.stamp.dimension)
@@ -266,7 +267,7 @@ class ImageIndex:
         return name
 
     def _aliased(self, alias: str, deadline: float | None = None) -> str | None:
-        def describe(client: MilvusClient, timeout: float) -> str | None:
+        def describe(client: MilvusPort, timeout: float) -> str | None:
             try:
                 return str(client.describe_alias(alias, timeout=timeout)["collection_name"])
             except MilvusException as exc:
@@ -302,9 +303,9 @@ class ImageIndex:
         with self._ensure_lock:
             name = self.active_collection(deadline)
             if name is None:
-                name = self.new_collection()
+                name = created = self.new_collection()  # ``created``: a name the lambda can close over as a str
                 try:
-                    self._call("create alias", lambda c, t: c.create_alias(name, self.alias, timeout=t))
+                    self._call("create alias", lambda c, t: c.create_alias(created, self.alias, timeout=t))
                 except (MilvusException, Unavailable):
                     self.drop(name)  # another process created the alias first: use theirs
                     name = self.active_collection(deadline)
@@ -445,7 +446,7 @@ class ImageIndex:
         recall does not follow ``ef``; a reindex seals at its end.
         """
 
-        def flush_and_wait(client: MilvusClient, timeout: float) -> bool:
+        def flush_and_wait(client: MilvusPort, timeout: float) -> bool:
             client.flush(collection, timeout=timeout)
             end = self.clock() + wait_s
             while self.clock() < end:
@@ -483,7 +484,7 @@ class ImageIndex:
                 result.update(self._call("query", query, deadline))
             return result
 
-        def scan(client: MilvusClient, timeout: float) -> None:
+        def scan(client: MilvusPort, timeout: float) -> None:
             iterator = client.query_iterator(
                 collection, batch_size=_QUERY_PAGE, filter="", output_fields=["id", "content_hash"], timeout=timeout, consistency_level="Strong"
             )
@@ -501,7 +502,7 @@ class ImageIndex:
         fields = ["id", "content_hash"] + (["source"] if self.schema_version(collection, deadline) >= 2 else [])
         result: dict[str, tuple[str, str]] = {}
 
-        def scan(client: MilvusClient, timeout: float) -> None:
+        def scan(client: MilvusPort, timeout: float) -> None:
             result.clear()  # a retried scan starts over
             iterator = client.query_iterator(collection, batch_size=_QUERY_PAGE, filter="", output_fields=fields, timeout=timeout, consistency_level="Strong")
             try:
@@ -535,7 +536,7 @@ class ImageIndex:
         vectors: list[list[float]] = []
         labels: list[list[str]] = []
 
-        def scan(client: MilvusClient, timeout: float) -> None:
+        def scan(client: MilvusPort, timeout: float) -> None:
             for found in (ids, vectors, labels):  # a retried scan starts over
                 found.clear()
             iterator = client.query_iterator(
@@ -574,7 +575,7 @@ class ImageIndex:
         """Distinct labels of the first ``max_rows`` rows (rounded up to a page), sorted, and whether that was every row."""
         seen: set[str] = set()
 
-        def scan(client: MilvusClient, timeout: float) -> bool:
+        def scan(client: MilvusPort, timeout: float) -> bool:
             iterator = client.query_iterator(collection, batch_size=min(_QUERY_PAGE, max_rows), filter="", output_fields=["labels"], timeout=timeout)
             scanned = 0
             try:

@@ -32,36 +32,11 @@ from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
 
-class _Pages:
-    def __init__(self, rows: list[dict[str, Any]], size: int) -> None:
-        self.pages = [rows[i : i + size] for i in range(0, len(rows), size)]
-
-    def next(self) -> list[dict[str, Any]]:
-        return self.pages.pop(0) if self.pages else []
-
-    def close(self) -> None:
-        pass
-
-
-class Milvus(FakeMilvusClient):
-    """The fake with the two calls the seeds reach beyond it: delete, and the labels' query iterator."""
-
-    def delete(self, collection: str, ids: list[str], timeout: float | None = None) -> dict[str, int]:
-        entry = self._enter("delete", collection)
-        assert entry is not None
-        return {"delete_count": sum(entry["rows"].pop(item_id, None) is not None for item_id in ids)}
-
-    def query_iterator(self, collection: str, batch_size: int, **kwargs: Any) -> _Pages:
-        entry = self._enter("query_iterator", collection)
-        assert entry is not None
-        return _Pages([{"id": item_id, "labels": row.get("labels", [])} for item_id, row in entry["rows"].items()], batch_size)
-
-
 @pytest.fixture()
 async def gateway(model_repo: Path) -> AsyncIterator[str]:
     settings = GatewaySettings(auth="open")
     models = ModelCatalog("fake:1", model_repo, client=FakeTritonClient())
-    index = ImageIndex("http://fake", "alias", ModelStamp.of(Manifest.read(model_repo)), client=Milvus(), serves=models.serves)  # type: ignore[arg-type]  # the fake client
+    index = ImageIndex("http://fake", "alias", ModelStamp.of(Manifest.read(model_repo)), client=FakeMilvusClient(), serves=models.serves)
     engine = SearchEngine(models, index, max_top_k=settings.max_top_k, max_batch=settings.max_batch, limits=ImageLimits(), alias_refresh_s=60)
 
     def register(server: grpc.aio.Server) -> None:

@@ -26,7 +26,7 @@ class Parts:
         self.triton = FakeTritonClient()
         self.stamp = ModelStamp.of(Manifest.read(repo))
         self.models = ModelCatalog("fake:1", repo, client=self.triton)  # not started: a test rescans the repository itself
-        index = ImageIndex("http://fake", "alias", self.stamp, client=self.milvus, serves=self.models.serves)  # type: ignore[arg-type]  # the fake client
+        index = ImageIndex("http://fake", "alias", self.stamp, client=self.milvus, serves=self.models.serves)
         self.engine = SearchEngine(self.models, index, max_top_k=10, max_batch=4, limits=ImageLimits(), alias_refresh_s=60)
 
 
@@ -78,7 +78,7 @@ async def test_model_guard_refuses_before_encoding(parts: Parts) -> None:
 
 
 async def test_reads_within_the_window_skip_the_alias_lookup(parts: Parts) -> None:
-    parts.milvus.add("c1", parts.stamp.describe(), {"a": {"uri": "mem://a"}})
+    parts.milvus.add("c1", parts.stamp.describe(), {"a": {"uri": "mem://a", "vector": [1.0, 0.0]}})
     parts.milvus.aliases["alias"] = "c1"
     for _ in range(4):
         await parts.engine.search_text("a dog", 5, SearchFilter(), None, None)
@@ -86,10 +86,10 @@ async def test_reads_within_the_window_skip_the_alias_lookup(parts: Parts) -> No
 
 
 async def test_a_dropped_collection_is_re_resolved_and_the_read_retried_once(parts: Parts) -> None:
-    parts.milvus.add("old", parts.stamp.describe(), {"a": {"uri": "mem://a"}})
+    parts.milvus.add("old", parts.stamp.describe(), {"a": {"uri": "mem://a", "vector": [1.0, 0.0]}})
     parts.milvus.aliases["alias"] = "old"
     assert (await parts.engine.search_text("a dog", 5, SearchFilter(), None, None)).collection == "old"
-    parts.milvus.add("new", parts.stamp.describe(), {"b": {"uri": "mem://b"}})
+    parts.milvus.add("new", parts.stamp.describe(), {"b": {"uri": "mem://b", "vector": [0.0, 1.0]}})
     parts.milvus.aliases["alias"] = "new"  # a full reindex swapped the alias ...
     parts.milvus.collections.pop("old")  # ... and dropped the old collection
     result = await parts.engine.search_text("a dog", 5, SearchFilter(), None, None)
@@ -149,13 +149,13 @@ async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answe
     shutil.copytree(model_repo, repo)
     made = Parts(repo)
     try:
-        made.milvus.add("v1", made.stamp.describe(), {"a": {"uri": "mem://a"}})
+        made.milvus.add("v1", made.stamp.describe(), {"a": {"uri": "mem://a", "vector": [1.0, 0.0]}})
         made.milvus.aliases["alias"] = "v1"
         first = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)
         assert (first.model_id, made.triton.versions) == ("unit:model", ["1"])
         # A rollout: version 2 is exported beside version 1, a collection filled with it, and the alias swapped.
         v2 = add_version(repo, "unit:model-v2", "d" * 64)
-        made.milvus.add("v2", v2.describe(), {"b": {"uri": "mem://b"}})
+        made.milvus.add("v2", v2.describe(), {"b": {"uri": "mem://b", "vector": [0.0, 1.0]}})
         made.milvus.aliases["alias"] = "v2"
         made.milvus.collections.pop("v1")  # dropped: the gateway re-resolves at once
         await made.models.rescan()  # what the started catalog does every RESCAN_S: it finds version 2
@@ -164,7 +164,7 @@ async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answe
         embedded = await made.engine.embed_texts(["a cat"], None)
         assert embedded.model_id == "unit:model-v2" and made.triton.versions[-1] == "2"
         # Swapped back (a rollback): the query the gateway had encoded with version 2 is encoded again with version 1.
-        made.milvus.add("v1", made.stamp.describe(), {"a": {"uri": "mem://a"}})
+        made.milvus.add("v1", made.stamp.describe(), {"a": {"uri": "mem://a", "vector": [1.0, 0.0]}})
         made.milvus.aliases["alias"] = "v1"
         made.milvus.collections.pop("v2")
         back = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)

@@ -43,7 +43,7 @@ class RpcFailure(grpc.RpcError):
 
 
 def make_index(client: FakeMilvusClient, clock: Clock | None = None) -> ImageIndex:
-    return ImageIndex("http://fake:19530", "alias", STAMP, timeout_s=5.0, client=client, clock=clock or Clock())  # type: ignore[arg-type]  # the fake client
+    return ImageIndex("http://fake:19530", "alias", STAMP, timeout_s=5.0, client=client, clock=clock or Clock())
 
 
 @pytest.mark.parametrize(
@@ -107,9 +107,9 @@ def test_each_call_gets_the_time_left_of_the_deadline() -> None:
     seen: list[float] = []
     search = client.search
 
-    def timed_search(collection: str, data: list[list[float]], limit: int, **kwargs: float) -> object:
+    def timed_search(collection: str, /, **kwargs: Any) -> list[list[dict[str, Any]]]:
         seen.append(kwargs["timeout"])
-        return search(collection, data, limit, **kwargs)
+        return search(collection, **kwargs)
 
     client.search = timed_search  # type: ignore[method-assign]  # the fake's own method, wrapped to record timeouts
     index = make_index(client, clock)
@@ -215,7 +215,7 @@ def test_a_batch_job_retries_idempotent_calls_through_an_outage_within_its_budge
 
     client = FlakyOnce(3)
     client.add("c1", STAMP.describe(), {"y": {"vector": [1.0, 0.0]}})
-    index = ImageIndex("http://fake:19530", "alias", STAMP, client=client, clock=clock, retry_budget_s=30, sleep=sleep)  # type: ignore[arg-type]  # the fake client
+    index = ImageIndex("http://fake:19530", "alias", STAMP, client=client, clock=clock, retry_budget_s=30, sleep=sleep)
     np.testing.assert_array_equal(index.vector_of("c1", "y"), [1.0, 0.0])
     assert waits == [0.5, 1.0, 2.0] and client.calls == ["get"] * 4
     # The budget runs out: the outage is raised, after as many attempts as fit (the next 8 s pause would end at 31.5 s).
@@ -270,7 +270,7 @@ def test_a_batch_job_does_not_retry_refused_credentials() -> None:
 
     client = FakeMilvusClient()
     client.fail_with = Refused()
-    index = ImageIndex("http://fake:19530", "alias", STAMP, client=client, clock=clock, retry_budget_s=120, sleep=sleep, credentials_from="T2I_MILVUS_TOKEN")  # type: ignore[arg-type]  # the fake client
+    index = ImageIndex("http://fake:19530", "alias", STAMP, client=client, clock=clock, retry_budget_s=120, sleep=sleep, credentials_from="T2I_MILVUS_TOKEN")
     with pytest.raises(CredentialsRefused, match=r"refused the credentials \(describe alias: auth check failure.*from T2I_MILVUS_TOKEN do not belong"):
         index.active()
     assert waits == [] and client.calls == ["describe_alias"]
