@@ -5,7 +5,8 @@ podman-compose 1.6 merges ``compose.yaml``, the CPU override ``compose.cpu.yaml`
 export once, ``up -d``, the reindex as a one-off service, then a search through the published gateway
 and the page. The tokens are files mounted as compose secrets. podman runs no scheduled healthchecks
 without systemd, so the test runs each service's own healthcheck (``podman healthcheck run``) as
-Docker's scheduler would, and waits on it.
+Docker's scheduler would, and waits on it. The project name and the host ports are fixed: one run at
+a time per host.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from tests.integration.containers import assert_locked_down, assert_page_searche
 FILES = ("compose.yaml", "compose.cpu.yaml", "compose.local.yaml")
 PROJECT = "t2i_compose_test"  # not the files' own name, so that a user's stack of this host is left alone
 PHOTOS = 6
+# The first test of a session that needs the images pays for building them (about 8 minutes on a machine
+# that never built them) inside its own timeout: more than the suite's 900 s default.
+pytestmark = pytest.mark.timeout(2400)
 # Host ports below Linux's ephemeral range (32768-60999): no outgoing connection of another process takes them.
 PORTS = {"T2I_PUBLISH_GATEWAY_PORT": 25051, "T2I_PUBLISH_METRICS_PORT": 29464, "T2I_PUBLISH_WEB_PORT": 28080, "T2I_PUBLISH_TRITON_METRICS_PORT": 28002}
 

@@ -15,6 +15,9 @@ doing here what a kubelet would do and podman does not:
 - startup, readiness and liveness probes (HTTP for Triton, Milvus and the page, gRPC health for the
   gateway) are run by the test.
 
+The pods, volumes (``model-repository``, ``milvus-data``) and secrets have fixed names, and the pods
+fixed loopback ports: one run at a time per host (``make test``, CI; the lead's heavy lock here).
+
 What cannot run here is still checked elsewhere: Services, HPAs, PDBs and NetworkPolicies by
 ``make lint-deploy`` and ``tests/unit/test_k8s_policy.py``; the Milvus operator's resource by the
 policy test's schema checks (the local overlay runs a standalone Milvus instead).
@@ -47,6 +50,9 @@ OVERLAY = PROJECT_ROOT / "k8s" / "overlays" / "local"
 IMAGES_PLACEHOLDER = "/srv/t2i-local/images"
 READ_TOKEN = "t2i-dev-read-token"  # the local overlay's placeholder read token
 PHOTOS = 6
+# The first test of a session that needs the images pays for building them (about 8 minutes on a machine
+# that never built them) inside its own timeout: more than the suite's 900 s default.
+pytestmark = pytest.mark.timeout(2400)
 VOLUMES = ("model-repository", "milvus-data")
 
 
@@ -279,6 +285,10 @@ def test_pods_run_locked_down_as_the_manifests_say(cluster: Cluster) -> None:
         assert_locked_down(container["Names"][0])
 
 
-def test_incremental_cronjob_pod_exits_0(cluster: Cluster) -> None:
+def test_incremental_cronjob_pod_exits_0_and_keeps_every_row(cluster: Cluster) -> None:
+    """The CronJob's ``--mirror`` run over the unchanged folder: exit 0, nothing deleted, the gateway still finds every photo."""
     pod = cluster.play("t2i-reindex-incremental", kind="CronJob")
     assert cluster.wait_exit(pod, 300) == 0, cluster.logs(pod)
+    with GatewayClient(cluster.config["data"]["T2I_LISTEN"], timeout_s=20, token=READ_TOKEN) as client:
+        assert client.info().count == PHOTOS
+        assert len(client.search_text("a cat", top_k=PHOTOS).hits) == PHOTOS
