@@ -77,7 +77,8 @@ def build_expression(search_filter: SearchFilter, exclude_id: str | None = None)
 
     Raises:
         ResourceExhausted: too many ids or labels (``check_size``).
-        InvalidArgument: an id, label or prefix that is too long, holds a NUL, or a ``%`` in the prefix.
+        InvalidArgument: an id, label or prefix that is too long, holds a NUL, or a ``%`` in the prefix (or a
+            backslash at its end).
     """
     check_size(search_filter)
     parts: list[str] = []
@@ -92,6 +93,9 @@ def build_expression(search_filter: SearchFilter, exclude_id: str | None = None)
     if search_filter.uri_prefix:
         if "%" in search_filter.uri_prefix:
             raise InvalidArgument("uri_prefix may not contain '%'")
+        if search_filter.uri_prefix.endswith("\\"):
+            # Milvus reads a backslash before the '%' appended below as its escape: the prefix would match nothing.
+            raise InvalidArgument("uri_prefix may not end with a backslash")
         parts.append(f"uri like {literal(search_filter.uri_prefix + '%', MAX_VALUE_BYTES + 1, 'uri_prefix')}")
     if exclude_id is not None:
         parts.append(f"id != {literal(exclude_id, MAX_ID_BYTES, 'id')}")

@@ -39,6 +39,9 @@ def test_limits_are_enforced() -> None:
         literal("a\x00b")
     with pytest.raises(InvalidArgument, match="%"):
         build_expression(SearchFilter(uri_prefix="50%"))
+    with pytest.raises(InvalidArgument, match="backslash"):  # Milvus would read it as an escape of the appended %
+        build_expression(SearchFilter(uri_prefix="C:\\photos\\"))
+    assert "photos\\\\x" in build_expression(SearchFilter(uri_prefix="C:\\photos\\x"))  # inside, a plain character
 
 
 def test_label_conditions_in_python_match_the_milvus_expression_rules() -> None:
