@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from core.filters import literal
-from core.index import ImageIndex
+from core.index_port import ReindexIndex
 from core.records import SCHEMA_VERSION, item_hash, make_row
+from inference.encoder_port import ImageEncoder
 from inference.images import DecoderFailure, ImageLimits, normalize
-from inference.triton_client import TritonEncoder
 from reindex.decoding import Decoders, Entry
 from reindex.report import ReindexReport
 from reindex.sources import ImageFile, Shard, Source
@@ -75,8 +75,8 @@ class Reindexer:
 
     def __init__(
         self,
-        encoder: TritonEncoder,
-        index: ImageIndex,
+        encoder: ImageEncoder,
+        index: ReindexIndex,
         limits: ImageLimits = ImageLimits(),
         batch_size: int = 32,
         workers: int = 2,

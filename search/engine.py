@@ -25,15 +25,16 @@ import numpy as np
 
 from core.errors import FailedPrecondition, InvalidArgument, T2IError
 from core.filters import SearchFilter, build_expression
-from core.index import ImageIndex, index_from_settings
+from core.index import index_from_settings
+from core.index_port import SearchIndex
 from core.metrics import downstream
 from core.milvus_errors import CollectionMissing
 from core.records import Hit, IndexInfo, ModelStamp, Record, item_hash, make_row
 from core.settings import GatewaySettings
 from core.tracing import span
+from inference.encoder_port import Encoder, EncoderCatalog
 from inference.images import ImageLimits, load_pixels
-from inference.models import ModelCatalog, catalog_from_settings
-from inference.triton_client import TritonEncoder
+from inference.models import catalog_from_settings
 from search.cache import CachedText, EmbeddingCache
 from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
@@ -90,8 +91,8 @@ class SearchEngine:
 
     def __init__(
         self,
-        models: ModelCatalog,
-        index: ImageIndex,
+        models: EncoderCatalog,
+        index: SearchIndex,
         max_top_k: int,
         max_batch: int,
         limits: ImageLimits,
@@ -147,7 +148,7 @@ class SearchEngine:
         """The collection reads go to: the recently resolved one, or the alias resolved (and model-checked) afresh."""
         return self.index.recent_active(self.alias_refresh_s) or await self._active(deadline)
 
-    def _encoder_for(self, collection: str) -> TritonEncoder:
+    def _encoder_for(self, collection: str) -> Encoder:
         """The encoder of the model version that filled ``collection`` (resolved and model-checked before)."""
         stamp = self.index.checked_stamp(collection)
         encoder = self.models.for_stamp(stamp)
@@ -158,7 +159,7 @@ class SearchEngine:
             )
         return encoder
 
-    async def _current_encoder(self, deadline: float | None) -> TritonEncoder:
+    async def _current_encoder(self, deadline: float | None) -> Encoder:
         """The encoder of the active collection's model, or the newest version before the first index."""
         collection = self.index.recent_active(self.alias_refresh_s) or await self._maybe_active(deadline)
         return self.models.newest if collection is None else self._encoder_for(collection)
@@ -173,8 +174,8 @@ class SearchEngine:
             return collection, await self._milvus(operation, fn, collection, *args, deadline=deadline)
 
     async def _search(
-        self, encode: Callable[[TritonEncoder], Awaitable[np.ndarray]], top_k: int, expression: str, min_score: float | None, deadline: float | None
-    ) -> tuple[str, TritonEncoder, list[Hit]]:
+        self, encode: Callable[[Encoder], Awaitable[np.ndarray]], top_k: int, expression: str, min_score: float | None, deadline: float | None
+    ) -> tuple[str, Encoder, list[Hit]]:
         """Encode with the model of the collection that answers, and search it.
 
         The collection is resolved (and model-checked) before any encoding. If it was dropped
@@ -193,11 +194,11 @@ class SearchEngine:
                 collection = await self._active(deadline)
         raise AssertionError("unreachable")
 
-    async def _pixels(self, data: bytes, encoder: TritonEncoder) -> np.ndarray:
+    async def _pixels(self, data: bytes, encoder: Encoder) -> np.ndarray:
         with span("decode", bytes=len(data)):
             return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels, data, encoder.preprocess_config, self.limits)
 
-    async def _embed_text(self, encoder: TritonEncoder, text: str, deadline: float | None) -> CachedText:
+    async def _embed_text(self, encoder: Encoder, text: str, deadline: float | None) -> CachedText:
         """``text``'s vector from ``encoder``'s model, through the cache (keyed by the model's checksum)."""
         text = encoder.tokenizer.bound(text)[0]  # before the cache key: a megabyte query costs what a few kilobytes do
         embedded = self.cache.get(encoder.manifest.checksum, text)
@@ -217,7 +218,7 @@ class SearchEngine:
         expression = build_expression(search_filter)
         embedded: CachedText | None = None
 
-        async def encode(encoder: TritonEncoder) -> np.ndarray:
+        async def encode(encoder: Encoder) -> np.ndarray:
             nonlocal embedded
             embedded = await self._embed_text(encoder, text, deadline)
             return embedded.vector
@@ -252,7 +253,7 @@ class SearchEngine:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
         expression = build_expression(search_filter)
 
-        async def encode(encoder: TritonEncoder) -> np.ndarray:
+        async def encode(encoder: Encoder) -> np.ndarray:
             pixels = await self._pixels(image, encoder)
             with downstream("triton", "encode_image"):
                 return (await encoder.encode_pixels(pixels[None], deadline))[0]

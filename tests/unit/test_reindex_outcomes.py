@@ -50,7 +50,7 @@ def faulty(folder: Path, retry_s: float = 0.0, id_prefix: str = "") -> Source:
 
 
 def run(index: MemoryIndex, sources: Source | list[Source], **kwargs: Any) -> ReindexReport:
-    job = Reindexer(FakeEncoder(), index, workers=1, batch_size=2)  # type: ignore[arg-type]
+    job = Reindexer(FakeEncoder(), index, workers=1, batch_size=2)
     return asyncio.run(job.run(sources, progress=False, **kwargs))
 
 
@@ -275,8 +275,8 @@ def test_a_full_rebuild_of_two_sources_says_which_rows_it_leaves_behind(tmp_path
 class NeverSettles(MemoryIndex):
     """A count that never agrees with the rows (Milvus losing track)."""
 
-    def count(self, collection: str, expression: str = "") -> int:
-        return super().count(collection, expression) + 1
+    def count(self, collection: str, *, expression: str = "") -> int:
+        return super().count(collection, expression=expression) + 1
 
 
 def test_a_count_that_never_agrees_fails_the_run_and_a_full_one_swaps_nothing(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class LossyIndex(MemoryIndex):
         super().__init__({item_id: (digest, source) for item_id, digest in rows.items()})
         self.loses = set(loses)
 
-    def delete(self, collection: str, ids: list[str]) -> int:
+    def delete(self, collection: str, ids: Sequence[str]) -> int:
         lost = [item_id for item_id in ids if item_id in self.loses]
         self.loses -= set(lost)
         super().delete(collection, [item_id for item_id in ids if item_id not in lost])
@@ -41,7 +42,7 @@ def folder_of(tmp_path: Path, names: list[str]) -> Path:
 
 
 def run(index: LossyIndex, folder: Path) -> Any:
-    job = Reindexer(FakeEncoder(), index, workers=1)  # type: ignore[arg-type]
+    job = Reindexer(FakeEncoder(), index, workers=1)
     return asyncio.run(job.run(Source(str(folder)), progress=False))
 
 
@@ -73,11 +74,11 @@ class LaggingCount(LossyIndex):
         super().__init__(rows, loses=set(), source=source)
         self.stale_answers = 2
 
-    def count(self, collection: str, expression: str = "") -> int:
+    def count(self, collection: str, *, expression: str = "") -> int:
         if self.stale_answers:
             self.stale_answers -= 1
-            return super().count(collection, expression) + 1
-        return super().count(collection, expression)
+            return super().count(collection, expression=expression) + 1
+        return super().count(collection, expression=expression)
 
 
 def test_a_lagging_count_is_waited_for_not_acted_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
