@@ -39,7 +39,7 @@ def expect(code: grpc.StatusCode, fragment: str, call: Callable[[], object]) -> 
     with pytest.raises(grpc.RpcError) as caught:
         call()
     assert caught.value.code() == code, caught.value.details()
-    assert fragment in caught.value.details()
+    assert fragment in (caught.value.details() or "")
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +74,9 @@ def test_queries_are_bounded_in_size_and_cut_before_tokenizing(client: GatewayCl
 
 
 def test_invalid_utf8_on_the_wire_is_invalid_argument(client: GatewayClient) -> None:
-    raw = client.channel.unary_unary("/text2image.v1.SearchService/SearchText", request_serializer=None, response_deserializer=None)
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = client.channel.unary_unary(
+        "/text2image.v1.SearchService/SearchText", request_serializer=None, response_deserializer=None
+    )
     valid = pb.SearchTextRequest(query="ab", top_k=3).SerializeToString()
     expect(grpc.StatusCode.INVALID_ARGUMENT, "must be valid UTF-8", lambda: raw(valid.replace(b"ab", b"\xff\xfe"), timeout=20))
 

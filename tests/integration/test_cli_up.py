@@ -71,7 +71,7 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
         assert (info.count, info.collection, info.model_id) == (0, "", "random:tiny")
         with pytest.raises(grpc.RpcError) as refused:  # nothing indexed yet: said plainly
             client.search_text("red car", top_k=1)
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "t2i reindex" in refused.value.details()
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "t2i reindex" in (refused.value.details() or "")
         client.close()
         # Readiness, GetIndexInfo and the search above wrote nothing: no collection, no alias.
         milvus = ImageIndex(

@@ -24,7 +24,11 @@ def test_other_model_is_refused(stack: LocalStack, index: ImageIndex, client: Ga
             try:
                 client.search_text("red car", top_k=3)
             except grpc.RpcError as exc:
-                return exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "someone/else-clip" in exc.details() and "reindex --full" in exc.details()
+                return (
+                    exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    and "someone/else-clip" in (exc.details() or "")
+                    and "reindex --full" in (exc.details() or "")
+                )
             return False
 
         wait_for(refused, 10, "FAILED_PRECONDITION for a foreign collection")

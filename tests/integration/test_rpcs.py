@@ -31,7 +31,7 @@ def photos(client: GatewayClient) -> list[Path]:
     return paths
 
 
-def only_suite(**labels: object) -> pb.Filter:
+def only_suite(**labels: list[str]) -> pb.Filter:
     return pb.Filter(labels=pb.LabelFilter(all_of=[LABEL], **labels))
 
 
@@ -127,7 +127,7 @@ def test_get_images_returns_indexed_records_in_order(client: GatewayClient, phot
     assert LABEL in records[0].labels
     with pytest.raises(grpc.RpcError) as caught:
         client.index.GetImages(pb.GetImagesRequest(ids=[""]), timeout=20)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id is empty" in caught.value.details()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "id is empty" in (caught.value.details() or "")
 
 
 def test_list_labels(client: GatewayClient, photos: list[Path]) -> None:
@@ -138,7 +138,7 @@ def test_list_labels(client: GatewayClient, photos: list[Path]) -> None:
     assert not first.complete and set(first.labels) <= set(everything.labels)
     with pytest.raises(grpc.RpcError) as caught:
         client.index.ListLabels(pb.ListLabelsRequest(max_rows=-1), timeout=20)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_rows" in caught.value.details()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_rows" in (caught.value.details() or "")
 
 
 def test_reflection_lists_services(stack: LocalStack) -> None:

@@ -7,6 +7,7 @@ second model version to it, which must not leak into the session's stack.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -219,7 +220,7 @@ def test_three_gateways_round_robin_and_a_kill(scale_stack: LocalStack, tmp_path
             process = ManagedProcess(f"gateway{n + 2}", [sys.executable, "-m", "gateway.server"], tmp_path / f"gateway{n + 2}.log", env=env).start()
             gateways.append((address, metrics, process))
         for address, _, process in gateways:
-            process.wait_until(lambda a=address: gateway_serving(a), 60, "SERVING")
+            process.wait_until(functools.partial(gateway_serving, address), 60, "SERVING")
         all_three = [(scale_stack.gateway_address, scale_stack.metrics_port), *[(a, m) for a, m, _ in gateways]]
         before = [metric(port, "SearchText") for _, port in all_three]
         client = GatewayClient("ipv4:" + ",".join(address for address, _ in all_three), timeout_s=20, token=scale_stack.token("read"))

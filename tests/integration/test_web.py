@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
@@ -25,6 +26,9 @@ from t2i.client import GatewayClient
 from tests.integration.conftest import PROJECT_ROOT
 from text2image.v1 import text2image_pb2 as pb
 from web.app import SECURITY_HEADERS, create_app
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver  # imported by the browser fixture only: selenium is a test extra
 
 SUITE = "web-suite"
 HOSTILE = "<script>window.pwned=1</script>"
@@ -168,7 +172,7 @@ def web_server(stack: LocalStack, photo_root: Path, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[WebDriver]:
     """Headless Debian Chromium through Selenium ('make install' installs both; a missing one fails, never skips)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -186,7 +190,7 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def wait_until(predicate: object, timeout_s: float = 20.0) -> None:
+def wait_until(predicate: Callable[[], object], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -195,13 +199,13 @@ def wait_until(predicate: object, timeout_s: float = 20.0) -> None:
     raise AssertionError("timed out waiting for the page")
 
 
-def loaded_images(driver: object) -> list[str]:
+def loaded_images(driver: WebDriver) -> list[str]:
     """Ids of the grid's images that have loaded (natural width > 0)."""
     script = "return [...document.querySelectorAll('#grid img')].filter(i => i.complete && i.naturalWidth > 0).map(i => i.alt)"
     return driver.execute_script(script)
 
 
-def test_the_page_in_a_real_browser(web_server: str, browser: object) -> None:
+def test_the_page_in_a_real_browser(web_server: str, browser: WebDriver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -231,7 +235,7 @@ def test_the_page_in_a_real_browser(web_server: str, browser: object) -> None:
     assert "images for “red car”" in driver.find_element(By.ID, "status").text
 
 
-def test_the_page_on_a_phone_sized_screen(web_server: str, browser: object) -> None:
+def test_the_page_on_a_phone_sized_screen(web_server: str, browser: WebDriver) -> None:
     driver = browser
     driver.set_window_size(390, 844)
     driver.get(f"{web_server}/?q=a+photo&k=4&label={SUITE}")
@@ -242,13 +246,13 @@ def test_the_page_on_a_phone_sized_screen(web_server: str, browser: object) -> N
     driver.set_window_size(1280, 900)
 
 
-def test_gateway_errors_show_as_a_message(web_server: str, browser: object) -> None:
+def test_gateway_errors_show_as_a_message(web_server: str, browser: WebDriver) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
     driver.get(f"{web_server}/?similar=not-indexed")
     wait_until(lambda: "no indexed image has id" in driver.find_element(By.ID, "status").text)
-    assert "error" in driver.find_element(By.ID, "status").get_attribute("class")
+    assert "error" in (driver.find_element(By.ID, "status").get_attribute("class") or "")
 
 
 def test_subprocess_module_entry_point_has_help() -> None:

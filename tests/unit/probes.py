@@ -45,7 +45,7 @@ class Probe:
     def __init__(self) -> None:
         self.reached: list[str] = []
 
-    async def __call__(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
+    async def __call__(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> health_pb2.HealthCheckResponse:
         command = request.service
         self.reached.append(command)
         kind, _, name = command.partition(":")

@@ -53,7 +53,8 @@ async def shedding_server(admission: Admission, handler: Gated) -> AsyncIterator
 
 
 async def outcome(channel: grpc.aio.Channel, timeout: float = 10) -> tuple[grpc.StatusCode, str, dict[str, str]]:
-    call = channel.unary_unary(METHOD)(b"q", timeout=timeout)
+    method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
+    call = method(b"q", timeout=timeout)
     try:
         await call
         return grpc.StatusCode.OK, "", {}

@@ -14,6 +14,7 @@ TEXT_CONFIG = (Path(__file__).resolve().parents[2] / "model_repository" / "clip_
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v.text_config is not None], ids=lambda v: v.name)
 def test_each_config_variant_changes_the_shipped_config(variant: Variant) -> None:
+    assert variant.text_config is not None
     edited = variant.text_config(TEXT_CONFIG)
     assert edited != TEXT_CONFIG
     assert edited.count("{") == edited.count("}")  # still balanced protobuf text

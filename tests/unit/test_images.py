@@ -102,14 +102,18 @@ def test_grayscale_16bit_is_scaled_not_clipped() -> None:
 
 def test_cmyk_jpeg_becomes_rgb() -> None:
     decoded = decode_image(encode(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"))
-    red, green, blue = decoded.getpixel((5, 5))
+    pixel = decoded.getpixel((5, 5))
+    assert isinstance(pixel, tuple)
+    red, green, blue = pixel
     assert decoded.mode == "RGB" and red > 200 and green < 60 and blue < 60
 
 
 def test_animated_gif_uses_first_frame() -> None:
     frames = [Image.new("RGB", (20, 20), (255, 0, 0)), Image.new("RGB", (20, 20), (0, 0, 255))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
-    red, _, blue = decode_image(data).getpixel((0, 0))
+    pixel = decode_image(data).getpixel((0, 0))
+    assert isinstance(pixel, tuple)
+    red, _, blue = pixel
     assert red > 200 and blue < 50
 
 

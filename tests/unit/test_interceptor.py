@@ -63,8 +63,8 @@ async def test_interceptor_over_real_grpc() -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Check(health_pb2.HealthCheckRequest(service=str(index)), timeout=5)
             assert caught.value.code() == code
-            assert message in caught.value.details()
-            assert "secret" not in caught.value.details()
+            assert message in (caught.value.details() or "")
+            assert "secret" not in (caught.value.details() or "")
         ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
         assert ok.status == health_pb2.HealthCheckResponse.SERVING  # still serving after every error
 
@@ -74,16 +74,17 @@ async def test_requests_are_capped_and_bad_bytes_are_invalid_argument_before_par
         stub = health_pb2_grpc.HealthStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Check(health_pb2.HealthCheckRequest(service="9" * 100), timeout=5)
-        assert (
-            caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            and "Check requests are limited to 64 bytes; this one is 102 bytes" in caught.value.details()
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Check requests are limited to 64 bytes; this one is 102 bytes" in (
+            caught.value.details() or ""
         )
         # Raw bytes on the wire: field 1 (service, a string) holding invalid UTF-8.
-        raw = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
+        raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None
+        )
         for payload in (b"\x0a\x02\xff\xfe", b"\x0a\x05ab"):  # invalid UTF-8; a truncated message
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await raw(payload, timeout=5)
-            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in caught.value.details()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in (caught.value.details() or "")
         ok = await stub.Check(health_pb2.HealthCheckRequest(service="99"), timeout=5)
         assert ok.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -7,6 +7,7 @@ and the pause between attempts are injected, so nothing sleeps.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -15,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from inference.triton_client import RetryPolicy, TritonEncoder, status_of
-from tests.unit.fake_triton import FakeTritonClient
+from tests.unit.fake_triton import FakeResult, FakeTritonClient
 
 PIXELS = np.zeros((1, 3, 4, 4), dtype=np.float32)
 
@@ -106,7 +107,7 @@ async def test_timeout_at_the_callers_deadline_is_deadline_exceeded(model_repo: 
     deadline = clock() + 0.5
     answer = fake.infer
 
-    async def slow_infer(*args: object, **kwargs: object) -> object:
+    async def slow_infer(*args: Any, **kwargs: Any) -> FakeResult:
         clock.now = deadline  # the call used up the time that was left
         return await answer(*args, **kwargs)
 
