@@ -262,30 +262,11 @@ def finetune(
     pairs = read_captions(captions, images)
     train, val = split(pairs, config.val_fraction, config.seed)
     torch.manual_seed(config.seed)
-    model, source = load_base(config.base, config.seed)
-    tokenizer_file, preprocess = write_companions(model, source, out / "training" / "companions")
-    target = pick_device(device)
-    nn.Module.to(model, target)
-    batches = Batches(images, ClipTokenizer(tokenizer_file, int(model.config.text_config.max_position_embeddings)), preprocess, target)
-    _freeze(model, config.freeze)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.warmup_steps, total))
+    model, batches = _prepare(config, images, out, device)
+    optimizer, scheduler = _optimizer(model, config, len(train))
     history: dict[str, object] = {"config": asdict(config), "images": {"train": len(train), "val": len(val)}, "epochs": [], "best": None}
-    start_epoch = 0
     state_file = out / STATE
-    if resume and state_file.is_file():
-        state = torch.load(state_file, weights_only=False, map_location=target)
-        if state["config"] != asdict(config):
-            raise UserError(f"{state_file} was trained with {state['config']}; resume with the same settings, or start afresh without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch = state["history"], state["epoch"]
-        print(f"resuming from {state_file} after epoch {start_epoch}")
-    elif resume:
-        print(f"nothing to resume in {out}: starting afresh")
+    history, start_epoch = _resume(out, config, model, optimizer, scheduler, batches.device, history) if resume else (history, 0)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         losses = _train_epoch(model, optimizer, scheduler, batches, train, config, epoch, progress)
@@ -296,14 +277,70 @@ def finetune(
         if not val or best is None or (scores["mAP"] or 0) > (best["mAP"] or 0):  # type: ignore[index]  # without validation: the last epoch
             history["best"] = record
             _save_model(model, out)
-        shown = ", ".join(f"{name} {value:.3f}" for name, value in scores.items() if value is not None and name in ("P@1", "P@10", "mAP"))
-        print(f"epoch {epoch + 1}: loss {record['loss']:.4f}" + (f", validation {shown}" if shown else ", no validation split (--val-fraction 0)"), flush=True)
+        _print_epoch(epoch, record, scores)
         state = {"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         _save_state(state_file, {**state, "history": history, "epoch": epoch + 1})
         if on_epoch is not None:
             on_epoch(record)
     (out / "training" / "history.json").write_text(json.dumps(history, indent=2))
     return history
+
+
+def _prepare(config: TrainConfig, images: Path, out: Path, device: str) -> tuple[CLIPModel, Batches]:
+    """The base model on its device with the ``--freeze`` prefixes frozen, and its batches; writes its companions under ``out``."""
+    model, source = load_base(config.base, config.seed)
+    tokenizer_file, preprocess = write_companions(model, source, out / "training" / "companions")
+    target = pick_device(device)
+    nn.Module.to(model, target)
+    batches = Batches(images, ClipTokenizer(tokenizer_file, int(model.config.text_config.max_position_embeddings)), preprocess, target)
+    _freeze(model, config.freeze)
+    return model, batches
+
+
+def _optimizer(model: CLIPModel, config: TrainConfig, train_images: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (weight decay on matrices only) and its schedule: warm-up, then cosine decay over every step of the run."""
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    steps_per_epoch = math.ceil(train_images / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config.warmup_steps, total))
+    return optimizer, scheduler
+
+
+def _resume(
+    out: Path,
+    config: TrainConfig,
+    model: CLIPModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    fresh: dict[str, object],
+) -> tuple[dict[str, object], int]:
+    """The history and the epoch that the state saved in ``out`` ended with, loaded into the model, optimizer and scheduler (on ``device``).
+
+    Without a saved state the run starts afresh: ``fresh`` and epoch 0.
+
+    Raises:
+        UserError: the state was saved by a run with other settings.
+    """
+    state_file = out / STATE
+    if not state_file.is_file():
+        print(f"nothing to resume in {out}: starting afresh")
+        return fresh, 0
+    state = torch.load(state_file, weights_only=False, map_location=device)
+    if state["config"] != asdict(config):
+        raise UserError(f"{state_file} was trained with {state['config']}; resume with the same settings, or start afresh without --resume")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    history, start_epoch = state["history"], state["epoch"]
+    print(f"resuming from {state_file} after epoch {start_epoch}")
+    return history, start_epoch
+
+
+def _print_epoch(epoch: int, record: Mapping[str, object], scores: Mapping[str, float | None]) -> None:
+    """The closing line of an epoch (``epoch`` counts from 0): its loss and, with a validation split, its scores."""
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in scores.items() if value is not None and name in ("P@1", "P@10", "mAP"))
+    print(f"epoch {epoch + 1}: loss {record['loss']:.4f}" + (f", validation {shown}" if shown else ", no validation split (--val-fraction 0)"), flush=True)
 
 
 def _freeze(model: CLIPModel, prefixes: Sequence[str]) -> None:
