@@ -138,7 +138,8 @@ def server_with(interceptors: list[grpc.aio.ServerInterceptor], settings: Gatewa
 
 async def call(channel: grpc.aio.Channel, method: str, token: str | None) -> bytes:
     metadata = (("authorization", f"Bearer {token}"),) if token else None
-    return await channel.unary_unary(f"/{SERVICES[method]}/{method}")(b"ping", metadata=metadata, timeout=5)  # type: ignore[no-any-return]
+    rpc: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{SERVICES[method]}/{method}")
+    return await rpc(b"ping", metadata=metadata, timeout=5)
 
 
 def refusals(reason: str) -> float:
