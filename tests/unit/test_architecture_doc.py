@@ -1,8 +1,8 @@
 """docs/architecture.md names only what exists, and holds the layers of the import-linter contracts.
 
 Every ``module.path`` or ``module.path.Name`` (or ``.Name.member``) of the project written in
-backticks must resolve: the module file exists and ``ast`` finds each name in it (a class, a
-function, an assignment; a member inside its class). Nothing is imported, so torch and the servers
+backticks must resolve: the module file exists and ``ast`` finds the name defined in it (a class, a
+function, an assignment), and a member in its class or in the class's project base classes. Nothing is imported, so torch and the servers
 stay out. Bare CamelCase names in backticks must be classes or functions of the project or names of
 the proto, and paths in backticks must exist. The document's layer table lists the packages of the
 layers contract in its order, and every module of the forbidden contracts is named.
@@ -71,12 +71,44 @@ def unresolved(dotted: str) -> str | None:
             break
     else:
         return "no such module"
-    body: list[ast.stmt] = parsed(path).body
-    for name in parts[cut:]:
-        node = defined(body, name)
-        if node is None:
-            return f"{path.relative_to(ROOT)} defines no {name!r} there"
-        body = node.body if isinstance(node, ast.ClassDef) else []
+    names = parts[cut:]
+    if not names:
+        return None
+    node = defined(parsed(path).body, names[0])
+    if node is None:
+        return f"{path.relative_to(ROOT)} defines no {names[0]!r}"
+    for name in names[1:]:
+        member = class_member(path, node, name) if isinstance(node, ast.ClassDef) else None
+        if member is None:
+            return f"{path.relative_to(ROOT)}: {getattr(node, 'name', '?')} has no member {name!r}"
+        path, node = member
+    return None
+
+
+def imported_class(path: Path, name: str) -> tuple[Path, ast.ClassDef] | None:
+    """The class ``name`` as the module ``path`` sees it: defined there, or imported from a project module."""
+    body = parsed(path).body
+    node = defined(body, name)
+    if isinstance(node, ast.ClassDef):
+        return path, node
+    for statement in body:
+        if isinstance(statement, ast.ImportFrom) and statement.module and statement.module.split(".")[0] in PACKAGE_ROOTS:
+            for alias in statement.names:
+                if (alias.asname or alias.name) == name and (source := module_file(statement.module.split("."))) is not None:
+                    return imported_class(source, alias.name)
+    return None
+
+
+def class_member(path: Path, cls: ast.ClassDef, name: str) -> tuple[Path, ast.stmt] | None:
+    """Where ``cls`` (of module ``path``) gets its member ``name``: its own body, else its project base classes, in order."""
+    node = defined(cls.body, name)
+    if node is not None:
+        return path, node
+    for base in cls.bases:
+        found = imported_class(path, base.id) if isinstance(base, ast.Name) else None
+        member = class_member(*found, name) if found is not None else None
+        if member is not None:
+            return member
     return None
 
 
@@ -148,12 +180,12 @@ def test_a_wrong_name_is_caught() -> None:
     """The checker itself: a made-up function of a real module, a made-up module, path, class, setting and metric fail; real ones pass."""
     wrong = (
         "`search.engine.SearchEngine.search_everything` `core.indexes` `gateway/nowhere.py` `SearchEverything` `core.index.ImageIndex.nope`"
-        " `T2I_NO_SUCH_SETTING` `t2i_no_such_total`"
+        " `T2I_NO_SUCH_SETTING` `t2i_no_such_total` `gateway.admission.Overloaded.nothing_here`"
     )
-    assert len(wrong_names(wrong)) == 7
+    assert len(wrong_names(wrong)) == 8
     right = (
         "`search.engine.SearchEngine.search_text()` `core.index` `gateway/server.py` `SearchText` `core.records.ModelStamp.checksum` `grpc.aio`"
-        " `T2I_AUTH=open` `T2I_MILVUS_THREADS` `t2i_requests_total`"
+        " `T2I_AUTH=open` `T2I_MILVUS_THREADS` `t2i_requests_total` `gateway.admission.Overloaded.grpc_code_name`"
     )
     assert wrong_names(right) == []
 
