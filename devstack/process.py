@@ -98,7 +98,7 @@ def wait_for_port(port: int, name: str, timeout_s: float = PORT_RELEASE_S, ignor
         who = ", ".join(describe_pid(pid) for pid in taken) or "a process this user cannot see"
         if time.monotonic() >= deadline:
             after = f" (waited {timeout_s:g} s for it to be released)" if timeout_s > 0 else ""
-            raise ProcessFailed(
+            raise PortTaken(
                 f"cannot start {name}: port {port} is taken by {who}{after}; stop that process (a stack left from an earlier run?) or choose another port"
             )
         if not waited:
@@ -107,8 +107,17 @@ def wait_for_port(port: int, name: str, timeout_s: float = PORT_RELEASE_S, ignor
         time.sleep(interval_s)
 
 
+class PortTaken(ProcessFailed):
+    """A port a server was to listen on is taken by another process (a new choice of ports may succeed)."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
+    """A TCP port on 127.0.0.1 that is free right now, and may be taken a moment later.
+
+    Only for servers that must be told their port (Milvus, Triton): their starts retry with new
+    ports when one is taken (``PortTaken``). Our own servers bind port 0 and report the port they got
+    (``core.listen``, ``ManagedProcess.wait_reported``).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -131,7 +140,8 @@ class ManagedProcess:
         """Describe the process; nothing starts until ``start``.
 
         Args:
-            ports: TCP ports it will listen on: they must be free at start, and held by it when it is ready.
+            ports: TCP ports it will listen on: they must be free at start, and held by it when it is ready
+                (0, for a port it chooses itself, is left out; ``wait_reported`` adds the one it got).
             inherit: Listening sockets bound by the launcher that the child inherits; this process closes its copies at start.
             port_wait_s: How long ``start`` waits for a port that another process still holds (``wait_for_port``).
         """
@@ -140,10 +150,11 @@ class ManagedProcess:
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
-        self.ports = ports
+        self.ports = tuple(port for port in ports if port)
         self.inherit = inherit or []
         self.port_wait_s = port_wait_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self.address: str | None = None  # the host:port it reported (wait_reported)
 
     @property
     def pid(self) -> int | None:
@@ -208,6 +219,26 @@ class ManagedProcess:
                 pass
             time.sleep(0.25)
         raise ProcessFailed(f"{self.name} not {what} after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+
+    def wait_reported(self, port_file: Path, timeout_s: float) -> str:
+        """The ``host:port`` that the process writes to ``port_file`` once bound (``core.listen.report_bound``).
+
+        The port joins ``ports``: it must be held by this process, here and in later readiness
+        checks. ``port_file`` must not exist before ``start`` (remove it first).
+
+        Raises:
+            ProcessFailed: the process exited, or reported nothing within ``timeout_s``; the message has its log tail.
+        """
+
+        def reported() -> bool:
+            address = port_file.read_text().strip()  # FileNotFoundError until the process is bound
+            port = int(address.rpartition(":")[2])
+            self.address, self.ports = address, (*self.ports, port) if port not in self.ports else self.ports
+            return True
+
+        self.wait_until(reported, timeout_s, f"bound (its address in {port_file})")
+        assert self.address is not None
+        return self.address
 
     def _check_owner(self, what: str) -> None:
         """Raise unless every port in ``ports`` is held by this process or its children."""

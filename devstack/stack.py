@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.auth import LocalTokens
+from core.listen import PORT_FILE_ENV
 from core.settings import Settings, split_address
 from devstack.milvus import TOKEN_FILE, MilvusPorts, milvus_token, start_milvus
 from devstack.process import ManagedProcess, free_port
@@ -37,14 +38,19 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
 def start_web(address: str, gateway_address: str, image_roots: str, log_path: Path, token_file: Path | None = None) -> ManagedProcess:
     """Start the search page (``python -m web.server``) on ``address`` and wait until it answers.
 
-    ``token_file`` holds the read token the page presents to the gateway.
+    Port 0 in ``address`` lets the page bind any free port; the process's ``address`` is the one it
+    got (it reports it in a file next to ``log_path``). ``token_file`` holds the read token the page
+    presents to the gateway.
     """
-    env = {**os.environ, "T2I_WEB_LISTEN": address, "T2I_WEB_GATEWAY": gateway_address, "T2I_WEB_IMAGE_ROOTS": image_roots}
+    port_file = log_path.with_suffix(".address")
+    port_file.unlink(missing_ok=True)
+    env = {**os.environ, "T2I_WEB_LISTEN": address, "T2I_WEB_GATEWAY": gateway_address, "T2I_WEB_IMAGE_ROOTS": image_roots, PORT_FILE_ENV: str(port_file)}
     if token_file is not None:
         env["T2I_TOKEN_FILE"] = str(token_file)
     process = ManagedProcess("web", [sys.executable, "-m", "web.server"], log_path, env=env, ports=(split_address(address)[1],)).start()
     try:
-        process.wait_until(lambda: http_ok(f"http://{address}/healthz"), 60, "answering")
+        bound = process.wait_reported(port_file, 60)
+        process.wait_until(lambda: http_ok(f"http://{bound}/healthz"), 60, "answering")
     except BaseException:
         process.stop()
         raise
@@ -65,12 +71,13 @@ class LocalStack:
     Attributes:
         repo: Exported Triton model repository.
         data_dir: Where Milvus data and all logs go.
-        gateway_address: ``host:port`` for the gateway.
+        gateway_address: ``host:port`` for the gateway; port 0 lets it bind any free port, and the
+            address is then the one it got, once it has started (``core.listen``).
         metrics_port: Gateway metrics port (0 disables).
         alias: Milvus alias the gateway queries.
         extra_env: More ``T2I_*`` settings for the gateway (timeouts, limits).
         triton_env: The python backend's virtual environment (default ``T2I_TRITON_ENV``).
-        web_address: ``host:port`` for the search page, or None for no page.
+        web_address: ``host:port`` for the search page (port 0: any, as for the gateway), or None for no page.
         image_roots: Folders the page may show thumbnails from, separated by ':'.
     """
 
@@ -155,23 +162,27 @@ class LocalStack:
         return self
 
     def start_gateway(self) -> ManagedProcess:
-        """Start the gateway process and wait until it reports SERVING."""
-        env = {**os.environ, **self.env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        """Start the gateway process and wait until it reports SERVING; ``gateway_address`` is then the address it bound."""
+        port_file = self.data_dir / "gateway.address"
+        port_file.unlink(missing_ok=True)
+        env = {**os.environ, **self.env(), **self.extra_env, "PYTHONUNBUFFERED": "1", PORT_FILE_ENV: str(port_file)}
         port = split_address(self.gateway_address)[1]
         self.gateway = ManagedProcess(
             "gateway",
             [sys.executable, "-m", "gateway.server"],
             self.data_dir / "gateway.log",
             env=env,
-            ports=(port, self.metrics_port) if self.metrics_port else (port,),
+            ports=(port, self.metrics_port),
         ).start()
+        self.gateway_address = self.gateway.wait_reported(port_file, 60)
         self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
         return self.gateway
 
     def start_web(self) -> ManagedProcess:
-        """Start the search page and wait until it answers."""
+        """Start the search page and wait until it answers; ``web_address`` is then the address it bound."""
         assert self.web_address, "no web_address"
         self.web = start_web(self.web_address, self.gateway_address, self.image_roots, self.data_dir / "web.log", self.tokens.client_file("read"))
+        self.web_address = self.web.address
         return self.web
 
     def stop(self) -> None:

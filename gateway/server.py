@@ -17,6 +17,7 @@ from opentelemetry import trace
 from core.auth import TokenStore
 from core.errors import UserError
 from core.filters import MAX_FILTER_IDS, MAX_FILTER_LABELS, MAX_VALUE_BYTES
+from core.listen import bound_address, report_bound
 from core.logs import configure_logging
 from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from core.settings import GatewaySettings, add_flags, from_flags, redact_uri, split_address
@@ -33,7 +34,7 @@ from search.engine import engine_from_settings
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("gateway.server")  # not __name__: run as __main__, its lines would miss the project's log level
 
 DEFAULT_LOG_LEVEL = "INFO"
 
@@ -115,8 +116,11 @@ def interceptors(settings: GatewaySettings, auth: AuthInterceptor | None = None)
     ]
 
 
-def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> str:
-    """Listen on ``settings.listen``, over TLS when a certificate is set; returns 'TLS', 'mutual TLS' or 'plaintext'.
+def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> tuple[str, int]:
+    """Listen on ``settings.listen``, over TLS when a certificate is set; returns the mode and the port bound.
+
+    The mode is 'TLS', 'mutual TLS' or 'plaintext'. Port 0 in ``settings.listen`` binds any free
+    port: the one returned is the real one (``core.listen``).
 
     Raises:
         UserError: half a TLS configuration, or the address cannot be bound.
@@ -133,7 +137,7 @@ def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> str:
         bound = 0
     if bound == 0:
         raise UserError(f"cannot listen on {settings.listen}: the address is taken or not this machine's")
-    return mode
+    return mode, bound
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -164,13 +168,14 @@ async def serve(settings: GatewaySettings) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    mode = add_port(server, settings)
+    mode, port = add_port(server, settings)
+    address = bound_address(settings.listen, port)
     host, _ = split_address(settings.listen)
     serve_metrics(host, settings.metrics_port)
     await server.start()
     logger.info(
         "gateway listening on %s (%s, %s; metrics on %s:%s), models %s, Triton %s, Milvus %s",
-        settings.listen,
+        address,
         mode,
         "open" if auth is None else "tokens",
         host,
@@ -179,6 +184,7 @@ async def serve(settings: GatewaySettings) -> None:
         settings.triton_url,
         redact_uri(settings.milvus_uri),
     )
+    report_bound(address)  # after the log line: a launcher that reads the port file finds the line in the log too
     monitor = ReadinessMonitor(engine, health_servicer, settings.health_interval_s)
     monitor_task = asyncio.create_task(monitor.run())
     stop = asyncio.Event()

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from core.listen import bound_address
 from core.settings import GatewaySettings
-from devstack.process import free_port
 from gateway.server import add_port
 
 
@@ -16,16 +16,17 @@ from gateway.server import add_port
 async def real_server(
     interceptors: list[grpc.aio.ServerInterceptor], register: Callable[[grpc.aio.Server], None], settings: GatewaySettings | None = None
 ) -> AsyncIterator[str]:
-    """A started server with ``register``'s services behind ``interceptors``; yields its loopback address.
+    """A started server with ``register``'s services behind ``interceptors``; yields the address it bound.
 
-    ``settings`` choose plaintext or TLS (``gateway.server.add_port``); their ``listen`` is used when given.
+    ``settings`` choose plaintext or TLS (``gateway.server.add_port``); their ``listen`` is used when
+    given, port 0 (any free port) by default.
     """
     server = grpc.aio.server(interceptors=interceptors)
     register(server)
-    settings = settings or GatewaySettings(listen=f"127.0.0.1:{free_port()}", auth="open")
-    add_port(server, settings)
+    settings = settings or GatewaySettings(listen="127.0.0.1:0", auth="open")
+    _, port = add_port(server, settings)
     await server.start()
     try:
-        yield settings.listen
+        yield bound_address(settings.listen, port)
     finally:
         await server.stop(None)

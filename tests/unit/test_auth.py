@@ -17,7 +17,6 @@ from tritonclient.utils import InferenceServerException
 from core.auth import HASH_PREFIX, LocalTokens, TokenFileError, TokenStore, client_token, parse_tokens, token_hash
 from core.errors import UserError
 from core.settings import GatewaySettings, TlsFiles, redact_uri
-from devstack.process import free_port
 from gateway.auth import REFUSALS, AuthInterceptor, required_scope
 from gateway.server import add_port, authenticator
 from gateway.tls import CertificateFiles
@@ -190,9 +189,8 @@ def tls_channel(address: str, ca: Path, client: Any = None) -> grpc.aio.Channel:
 async def test_mutual_tls_refuses_a_wrong_client_certificate(tmp_path: Path) -> None:
     ours, theirs = Authority(tmp_path / "ours"), Authority(tmp_path / "theirs", "another CA")
     server = ours.issue("server", server=True)
-    address = f"127.0.0.1:{free_port()}"
-    settings = GatewaySettings(listen=address, auth="open", tls_cert=server.cert, tls_key=server.key, tls_client_ca=ours.ca)
-    async with server_with([], settings):
+    settings = GatewaySettings(listen="127.0.0.1:0", auth="open", tls_cert=server.cert, tls_key=server.key, tls_client_ca=ours.ca)
+    async with server_with([], settings) as address:
         async with tls_channel(address, ours.ca, ours.issue("good-client", server=False)) as channel:
             assert await call(channel, "SearchText", None) == b"ping"
         for client in (theirs.issue("stranger", server=False), None):  # signed by another CA, or no certificate at all
@@ -210,8 +208,7 @@ async def test_server_certificate_is_reloaded_when_its_files_change(tmp_path: Pa
     monkeypatch.setattr("gateway.tls.CHECK_S", 0.0)
     first, second = Authority(tmp_path / "first"), Authority(tmp_path / "second", "renewed CA")
     live = first.issue("server", server=True)
-    address = f"127.0.0.1:{free_port()}"
-    async with server_with([], GatewaySettings(listen=address, auth="open", tls_cert=live.cert, tls_key=live.key)):
+    async with server_with([], GatewaySettings(listen="127.0.0.1:0", auth="open", tls_cert=live.cert, tls_key=live.key)) as address:
         async with tls_channel(address, first.ca) as channel:
             assert await call(channel, "SearchText", None) == b"ping"
         renewed = second.issue("server", server=True)
@@ -237,9 +234,8 @@ async def test_the_triton_client_talks_tls_with_the_configured_ca(tmp_path: Path
     handshake shows as UNIMPLEMENTED, a refused one as UNAVAILABLE."""
     ours, theirs = Authority(tmp_path / "ours"), Authority(tmp_path / "theirs", "another CA")
     server = ours.issue("server", server=True)
-    address = f"127.0.0.1:{free_port()}"
 
-    async def status(tls: TlsFiles | None) -> str:
+    async def status(address: str, tls: TlsFiles | None) -> str:
         client = triton_client(address, tls)
         try:
             await client.is_server_live(client_timeout=5)
@@ -249,10 +245,10 @@ async def test_the_triton_client_talks_tls_with_the_configured_ca(tmp_path: Path
             await client.close()
         return "OK"
 
-    async with server_with([], GatewaySettings(listen=address, auth="open", tls_cert=server.cert, tls_key=server.key)):
-        assert await status(TlsFiles(ca=ours.ca)) == "StatusCode.UNIMPLEMENTED"
-        assert await status(TlsFiles(ca=theirs.ca)) == "StatusCode.UNAVAILABLE"
-        assert await status(None) == "StatusCode.UNAVAILABLE"  # plaintext to a TLS port
+    async with server_with([], GatewaySettings(listen="127.0.0.1:0", auth="open", tls_cert=server.cert, tls_key=server.key)) as address:
+        assert await status(address, TlsFiles(ca=ours.ca)) == "StatusCode.UNIMPLEMENTED"
+        assert await status(address, TlsFiles(ca=theirs.ca)) == "StatusCode.UNAVAILABLE"
+        assert await status(address, None) == "StatusCode.UNAVAILABLE"  # plaintext to a TLS port
 
 
 def test_milvus_tls_settings_become_pymilvus_arguments(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.filters import SearchFilter
-from devstack.process import free_port
 from gateway.errors import ErrorMappingInterceptor
 from gateway.servicers import SearchServicer
 from gateway.telemetry import TelemetryInterceptor
@@ -48,8 +47,7 @@ async def test_one_rpc_is_one_trace_with_a_span_per_step(exporter: InMemorySpanE
     exporter.clear()
     server = grpc.aio.server(interceptors=[TelemetryInterceptor(), ErrorMappingInterceptor()])
     pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(parts.engine, 10), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
