@@ -170,29 +170,8 @@ def run_shapes_demo(work: Path, retrain: bool = False) -> dict[str, Any]:
         "trained-int8": (ensure_export(str(model), work / "repo-int8", "int8"), work / "repo-int8"),
     }
     results = work / "results"
-    found: dict[str, dict[str, Any]] = {}
-    print("\nbefore training: the same architecture with random weights")
-    found["random"] = evaluate_model(repos["random"][1], work / "stacks" / "random", evaluation / "images", queries)
-    print("\nafter training (fp32)")
-    shutil.rmtree(work / "stacks" / "trained", ignore_errors=True)  # the int8 runs below reuse this index: start it clean
-    found["trained"] = evaluate_model(repos["trained"][1], work / "stacks" / "trained", evaluation / "images", queries, labels_csv=evaluation / "labels.csv")
-    print("\nint8 towers, querying the index the fp32 model built (the stamp matches: nothing is re-encoded)")
-    found["int8-queries"] = evaluate_model(repos["trained-int8"][1], work / "stacks" / "trained", evaluation / "images", queries)
-    print("\nint8 towers, after a full rebuild of the index with int8")
-    found["int8"] = evaluate_model(repos["trained-int8"][1], work / "stacks" / "trained", evaluation / "images", queries, full=True)
-    for name, result in found.items():
-        write_report(result, results / name, name)
-    print()
-    for name in ("random", "trained"):
-        print(markdown(found[name], f"{name}: {len(queries)} queries over {EVAL['count']} held-out images"))
-    tables = {}
-    for before, after in (("random", "trained"), ("trained", "int8-queries"), ("trained", "int8")):
-        table = comparison_markdown(comparison(found[before], found[after]), before, after)
-        tables[f"{before} vs {after}"] = table
-        (results / f"{before}-vs-{after}.md").write_text(table)
-    print("### before and after training\n\n" + tables["random vs trained"])
-    print("### fp32 against int8 (P@10 and nDCG@10 are the ones that decide)\n")
-    print(tables["trained vs int8"])
+    found = evaluate_all(work, {name: folder for name, (_, folder) in repos.items()}, evaluation, queries)
+    report_all(found, results, len(queries))
     summary = {
         "train": TRAIN,
         "eval": EVAL,
@@ -208,6 +187,38 @@ def run_shapes_demo(work: Path, retrain: bool = False) -> dict[str, Any]:
     print(f"top-10 overlap, fp32 against int8: {summary['top10_overlap_int8']:.3f}")
     print(f"\nshapes demo finished in {summary['seconds']:.0f} s; reports in {results}")
     return summary
+
+
+def evaluate_all(work: Path, repos: dict[str, Path], evaluation: Path, queries: list[Query]) -> dict[str, dict[str, Any]]:
+    """Each model's evaluation through its own stack: random, trained fp32, int8 queries over the fp32 index, int8 rebuilt."""
+    found: dict[str, dict[str, Any]] = {}
+    print("\nbefore training: the same architecture with random weights")
+    found["random"] = evaluate_model(repos["random"], work / "stacks" / "random", evaluation / "images", queries)
+    print("\nafter training (fp32)")
+    shutil.rmtree(work / "stacks" / "trained", ignore_errors=True)  # the int8 runs below reuse this index: start it clean
+    found["trained"] = evaluate_model(repos["trained"], work / "stacks" / "trained", evaluation / "images", queries, labels_csv=evaluation / "labels.csv")
+    print("\nint8 towers, querying the index the fp32 model built (the stamp matches: nothing is re-encoded)")
+    found["int8-queries"] = evaluate_model(repos["trained-int8"], work / "stacks" / "trained", evaluation / "images", queries)
+    print("\nint8 towers, after a full rebuild of the index with int8")
+    found["int8"] = evaluate_model(repos["trained-int8"], work / "stacks" / "trained", evaluation / "images", queries, full=True)
+    return found
+
+
+def report_all(found: dict[str, dict[str, Any]], results: Path, query_count: int) -> None:
+    """Write each run's report and the comparison tables under ``results``, and print the tables."""
+    for name, result in found.items():
+        write_report(result, results / name, name)
+    print()
+    for name in ("random", "trained"):
+        print(markdown(found[name], f"{name}: {query_count} queries over {EVAL['count']} held-out images"))
+    tables = {}
+    for before, after in (("random", "trained"), ("trained", "int8-queries"), ("trained", "int8")):
+        table = comparison_markdown(comparison(found[before], found[after]), before, after)
+        tables[f"{before} vs {after}"] = table
+        (results / f"{before}-vs-{after}.md").write_text(table)
+    print("### before and after training\n\n" + tables["random vs trained"])
+    print("### fp32 against int8 (P@10 and nDCG@10 are the ones that decide)\n")
+    print(tables["trained vs int8"])
 
 
 def top_overlap(first: dict[str, Any], second: dict[str, Any], k: int) -> float:
