@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.auth import write_private
-from devstack.process import PORT_RELEASE_S, ManagedProcess, ProcessFailed, free_port, namespace_prefix, wait_for_port
+from devstack.process import PORT_RELEASE_S, ManagedProcess, PortTaken, ProcessFailed, free_port, namespace_prefix, retry_taken_ports, wait_for_port
 from devstack.sockets import describe_pid, holders
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _bind_loopback(port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         taken = ", ".join(describe_pid(pid) for pid in holders(port)) or "another process"
-        raise ProcessFailed(f"cannot start milvus: port {port} on 127.0.0.1 is taken by {taken} ({exc.strerror}); stop it or choose another port") from exc
+        raise PortTaken(f"cannot start milvus: port {port} on 127.0.0.1 is taken by {taken} ({exc.strerror}); stop it or choose another port") from exc
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -113,7 +113,7 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
         try:
             config.resolve()
         except RuntimeError as exc:  # a port taken between the wait and the test
-            raise ProcessFailed(f"cannot start milvus: {exc} ({_holders_of(ports)}); stop that process or choose another port") from exc
+            raise PortTaken(f"cannot start milvus: {exc} ({_holders_of(ports)}); stop that process or choose another port") from exc
         _use_own_etcd_ports(data_dir, ports)
         written.write_text(json.dumps(asdict(ports)))
     _harden(data_dir / "configs" / "milvus.yaml")
@@ -251,16 +251,25 @@ def start_milvus(
 ) -> tuple[ManagedProcess, MilvusPorts]:
     """Start Milvus, wait until it is healthy, and give root its generated password (``milvus_token`` reads it).
 
+    Without ``ports``, free ones are chosen (``free_port``), and chosen again, up to
+    ``PORT_ATTEMPTS`` starts, when one was taken before Milvus bound it.
+
     Raises:
         ProcessFailed: a port is still taken after ``port_wait_s``, or Milvus exited or did not become
             healthy; the message names the holder, or has Milvus's log tail.
     """
-    ports = ports or MilvusPorts()
-    process = milvus_process(data_dir, ports, port_wait_s).start()
-    try:
-        process.wait_until(lambda: healthy(ports.health), timeout_s, "healthy")
-        secure_root(f"http://127.0.0.1:{ports.proxy}", Path(data_dir).resolve())
-    except BaseException:
-        process.stop(timeout_s=5)
-        raise
-    return process, ports
+
+    def start(chosen: MilvusPorts, wait_s: float) -> tuple[ManagedProcess, MilvusPorts]:
+        process = milvus_process(data_dir, chosen, wait_s).start()
+        try:
+            process.wait_until(lambda: healthy(chosen.health), timeout_s, "healthy")
+            secure_root(f"http://127.0.0.1:{chosen.proxy}", Path(data_dir).resolve())
+        except BaseException:
+            process.stop(timeout_s=5)
+            raise
+        return process, chosen
+
+    if ports is not None:
+        return start(ports, port_wait_s)
+    # Ports chosen a moment ago: one taken now is not being released by a stopping stack, so no wait; new ports instead.
+    return retry_taken_ports(lambda: start(MilvusPorts(), 0), "milvus")

@@ -19,12 +19,14 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TypeVar
 
 from core.errors import UserError
 from core.lifetime import dying_with_parent
@@ -111,11 +113,41 @@ class PortTaken(ProcessFailed):
     """A port a server was to listen on is taken by another process (a new choice of ports may succeed)."""
 
 
+T = TypeVar("T")
+
+# How a server says that a port it was told to bind is taken: Triton ("Socket '127.0.0.1:8001' already in use"),
+# Go servers such as Milvus ("bind: address already in use"), Python ("[Errno 98] Address already in use").
+BIND_FAILED = re.compile(r"already in use|bind failed", re.IGNORECASE)
+PORT_ATTEMPTS = 3
+
+
+def port_was_taken(exc: ProcessFailed) -> bool:
+    """True when ``exc`` is a start that failed because a port was taken (by the check, or in the server's log tail)."""
+    return isinstance(exc, PortTaken) or bool(BIND_FAILED.search(str(exc)))
+
+
+def retry_taken_ports(start: Callable[[], T], name: str, attempts: int = PORT_ATTEMPTS) -> T:
+    """``start()``, again (up to ``attempts`` times in all) while it fails because a port was taken.
+
+    For servers that must be told their ports (``free_port``): ``start`` chooses them afresh on
+    each call, so a port that another process took between the choice and the bind costs one more
+    start, not a failed stack. Any other failure, and the last one, is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except ProcessFailed as exc:
+            if attempt == attempts or not port_was_taken(exc):
+                raise
+            logger.warning("%s: a port chosen for it was taken before it bound it (%s); starting it again on new ports", name, str(exc).splitlines()[0])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now, and may be taken a moment later.
 
     Only for servers that must be told their port (Milvus, Triton): their starts retry with new
-    ports when one is taken (``PortTaken``). Our own servers bind port 0 and report the port they got
+    ports when one is taken (``retry_taken_ports``). Our own servers bind port 0 and report the port they got
     (``core.listen``, ``ManagedProcess.wait_reported``).
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -23,10 +23,12 @@ from core.auth import LocalTokens
 from core.listen import PORT_FILE_ENV
 from core.settings import Settings, split_address
 from devstack.milvus import TOKEN_FILE, MilvusPorts, milvus_token, start_milvus
-from devstack.process import ManagedProcess, free_port
+from devstack.process import PORT_RELEASE_S, ManagedProcess, free_port, retry_taken_ports
 from devstack.triton import TritonPorts, start_triton
 
 logger = logging.getLogger(__name__)
+
+ANY_PORT = -1  # LocalStack.metrics_port: a free one, chosen at construction
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
@@ -73,7 +75,8 @@ class LocalStack:
         data_dir: Where Milvus data and all logs go.
         gateway_address: ``host:port`` for the gateway; port 0 lets it bind any free port, and the
             address is then the one it got, once it has started (``core.listen``).
-        metrics_port: Gateway metrics port (0 disables).
+        metrics_port: Gateway metrics port (0 disables); by default a free one (``free_port``, as the
+            setting cannot say "any"), chosen again when the gateway finds it taken.
         alias: Milvus alias the gateway queries.
         extra_env: More ``T2I_*`` settings for the gateway (timeouts, limits).
         triton_env: The python backend's virtual environment (default ``T2I_TRITON_ENV``).
@@ -84,7 +87,7 @@ class LocalStack:
     repo: Path
     data_dir: Path
     gateway_address: str = "127.0.0.1:50051"
-    metrics_port: int = field(default_factory=free_port)
+    metrics_port: int = ANY_PORT
     alias: str = "t2i_images"
     extra_env: dict[str, str] = field(default_factory=dict)
     triton_env: Path | None = None
@@ -96,6 +99,11 @@ class LocalStack:
     gateway: ManagedProcess | None = None
     milvus_ports: MilvusPorts | None = None
     triton_ports: TritonPorts | None = None
+    metrics_port_chosen: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metrics_port == ANY_PORT:
+            self.metrics_port, self.metrics_port_chosen = free_port(), True
 
     @property
     def milvus_uri(self) -> str:
@@ -162,7 +170,24 @@ class LocalStack:
         return self
 
     def start_gateway(self) -> ManagedProcess:
-        """Start the gateway process and wait until it reports SERVING; ``gateway_address`` is then the address it bound."""
+        """Start the gateway process and wait until it reports SERVING; ``gateway_address`` is then the address it bound.
+
+        A metrics port chosen here that the gateway finds taken is chosen again (``retry_taken_ports``).
+        """
+        if not self.metrics_port_chosen:
+            return self._start_gateway(PORT_RELEASE_S)
+        attempts = 0
+
+        def start() -> ManagedProcess:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                self.metrics_port = free_port()
+            return self._start_gateway(0)  # chosen a moment ago: a port taken now is not being released
+
+        return retry_taken_ports(start, "gateway")
+
+    def _start_gateway(self, port_wait_s: float) -> ManagedProcess:
         port_file = self.data_dir / "gateway.address"
         port_file.unlink(missing_ok=True)
         env = {**os.environ, **self.env(), **self.extra_env, "PYTHONUNBUFFERED": "1", PORT_FILE_ENV: str(port_file)}
@@ -173,9 +198,14 @@ class LocalStack:
             self.data_dir / "gateway.log",
             env=env,
             ports=(port, self.metrics_port),
+            port_wait_s=port_wait_s,
         ).start()
-        self.gateway_address = self.gateway.wait_reported(port_file, 60)
-        self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
+        try:
+            self.gateway_address = self.gateway.wait_reported(port_file, 60)
+            self.gateway.wait_until(lambda: gateway_serving(self.gateway_address), 60, "SERVING")
+        except BaseException:
+            self.gateway.stop()
+            raise
         return self.gateway
 
     def start_web(self) -> ManagedProcess:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.manifest import TEXT_MODEL, VISION_MODEL
 from core.settings import Settings
-from devstack.process import ManagedProcess, free_port, namespace_prefix
+from devstack.process import ManagedProcess, free_port, namespace_prefix, retry_taken_ports
 
 STUB_PYTHON = "3.11"
 
@@ -118,14 +118,25 @@ def start_triton(
 ) -> tuple[ManagedProcess, TritonPorts]:
     """Start Triton and wait until both models are ready.
 
+    Without ``ports``, free ones are chosen (``free_port``), and chosen again, up to
+    ``PORT_ATTEMPTS`` starts, when one was taken before Triton bound it.
+
     Raises:
         ProcessFailed: Triton exited or did not become ready; the message has its log tail.
     """
-    ports = ports or TritonPorts()
-    process = triton_process(repo, work_dir, ports, triton_env, config_name, extra_args).start()
-    try:
-        process.wait_until(lambda: models_ready(ports.http), timeout_s, "ready (clip_text and clip_vision loaded)")
-    except BaseException:
-        process.stop()
-        raise
-    return process, ports
+
+    def start(chosen: TritonPorts) -> tuple[ManagedProcess, TritonPorts]:
+        process = triton_process(repo, work_dir, chosen, triton_env, config_name, extra_args)
+        if ports is None:
+            process.port_wait_s = 0  # ports chosen a moment ago: one taken now is not being released by a stopping stack
+        process.start()
+        try:
+            process.wait_until(lambda: models_ready(chosen.http), timeout_s, "ready (clip_text and clip_vision loaded)")
+        except BaseException:
+            process.stop()
+            raise
+        return process, chosen
+
+    if ports is not None:
+        return start(ports)
+    return retry_taken_ports(lambda: start(TritonPorts()), "triton")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -13,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.listen import PORT_FILE_ENV, bound_address, report_bound
 from devstack.milvus import MilvusPorts
-from devstack.process import ManagedProcess
+from devstack.process import ManagedProcess, free_port
 from devstack.stack import LocalStack, http_ok, start_web
 from devstack.triton import TritonPorts
 
@@ -86,17 +88,20 @@ def test_a_launcher_names_the_port_file_when_nothing_is_reported(tmp_path: Path)
         silent.stop()
 
 
-def test_local_stack_on_port_0_learns_the_gateway_address_and_prints_it(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``LocalStack.start_gateway`` (``t2i up`` with ``T2I_LISTEN=127.0.0.1:0``): the address it prints is the one bound.
-
-    No Triton or Milvus: SERVING is not to be had, so any health answer counts as up here.
-    """
+def backendless_stack(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch, **fields: Any) -> LocalStack:
+    """A LocalStack whose Triton and Milvus are not there: SERVING is not to be had, so any health answer counts as up."""
     monkeypatch.setattr("devstack.stack.gateway_serving", lambda address: health_status(address) >= 0)
-    stack = LocalStack(model_repo, tmp_path, gateway_address="127.0.0.1:0", metrics_port=0, extra_env={"T2I_AUTH": "open", "T2I_OTLP_ENDPOINT": ""})
+    stack = LocalStack(model_repo, tmp_path, gateway_address="127.0.0.1:0", extra_env={"T2I_AUTH": "open", "T2I_OTLP_ENDPOINT": ""}, **fields)
     stack.milvus_ports, stack.triton_ports = MilvusPorts(proxy=9), TritonPorts(grpc=9, http=9, metrics=9)
     stack.tokens.ensure()
     (tmp_path / "milvus").mkdir()
     (tmp_path / "milvus" / "root.token").write_text("root:unused\n")
+    return stack
+
+
+def test_local_stack_on_port_0_learns_the_gateway_address_and_prints_it(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LocalStack.start_gateway`` (``t2i up`` with ``T2I_LISTEN=127.0.0.1:0``): the address it prints is the one bound."""
+    stack = backendless_stack(tmp_path, model_repo, monkeypatch, metrics_port=0)
     try:
         stack.start_gateway()
         host, port = stack.gateway_address.rsplit(":", 1)
@@ -105,3 +110,21 @@ def test_local_stack_on_port_0_learns_the_gateway_address_and_prints_it(tmp_path
         assert f"gateway  grpc://{stack.gateway_address}  " in stack.describe()
     finally:
         stack.stop()
+
+
+def test_a_chosen_metrics_port_that_is_taken_is_chosen_again(tmp_path: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics port cannot be 0 (that disables it): the stack chooses one, and chooses again when the gateway finds it taken."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+        choices = iter([taken])
+        monkeypatch.setattr("devstack.stack.free_port", lambda: next(choices, None) or free_port())
+        stack = backendless_stack(tmp_path, model_repo, monkeypatch)
+        assert stack.metrics_port == taken
+        try:
+            stack.start_gateway()
+            assert stack.metrics_port != taken and http_ok(f"http://127.0.0.1:{stack.metrics_port}/metrics")
+            assert "Address already in use" in (tmp_path / "gateway.log").read_text()  # the first start met the taken port
+        finally:
+            stack.stop()

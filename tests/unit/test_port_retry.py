@@ -1,0 +1,100 @@
+"""Milvus and Triton must be told their ports: a start whose chosen port was taken meanwhile is retried on new ports."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import devstack.triton
+from devstack.process import ManagedProcess, PortTaken, ProcessFailed, free_port, retry_taken_ports
+from devstack.triton import TritonPorts, start_triton
+
+# A stand-in for tritonserver: binds its three ports as Triton does (failing with Triton's message
+# when one is taken) and answers 200 to every GET on its HTTP port.
+FAKE_TRITON = """
+import http.server, socket, sys
+grpc, http_port, metrics = (int(p) for p in sys.argv[1:4])
+held = []
+for port in (grpc, metrics):
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        print(f"E failed to start GRPC service: Unavailable - Socket '127.0.0.1:{port}' already in use", flush=True)
+        sys.exit(1)
+    sock.listen()
+    held.append(sock)
+class Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", http_port), Ready).serve_forever()
+"""
+
+
+@pytest.fixture()
+def squatter() -> Iterator[int]:
+    """A port that someone else listens on (this process: the start's own check ignores it, so the fake server meets it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def fake_triton_process(repo: Path, work_dir: Path, ports: TritonPorts, *_: object) -> ManagedProcess:
+    argv = [sys.executable, "-c", FAKE_TRITON, str(ports.grpc), str(ports.http), str(ports.metrics)]
+    return ManagedProcess("triton", argv, work_dir / "triton.log", ports=(ports.grpc, ports.http, ports.metrics))
+
+
+def test_a_start_whose_port_was_taken_is_retried_on_new_ports(tmp_path: Path, squatter: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first ports chosen have one taken (as when another process took it between ``free_port`` and the bind)."""
+    choices = iter([TritonPorts(grpc=free_port(), http=free_port(), metrics=squatter)])
+    monkeypatch.setattr(devstack.triton, "TritonPorts", lambda: next(choices, None) or TritonPorts(free_port(), free_port(), free_port()))
+    monkeypatch.setattr(devstack.triton, "triton_process", fake_triton_process)
+    process, ports = start_triton(tmp_path, tmp_path, timeout_s=30)
+    try:
+        assert process.alive() and squatter not in (ports.grpc, ports.http, ports.metrics)
+    finally:
+        process.stop()
+
+
+def test_ports_that_were_given_are_not_changed(tmp_path: Path, squatter: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devstack.triton, "triton_process", fake_triton_process)
+    with pytest.raises(ProcessFailed, match=f"Socket '127.0.0.1:{squatter}' already in use"):
+        start_triton(tmp_path, tmp_path, TritonPorts(grpc=free_port(), http=free_port(), metrics=squatter), timeout_s=30)
+
+
+def test_only_a_taken_port_is_retried_and_only_so_often() -> None:
+    calls: list[int] = []
+
+    def taken_then_fine() -> str:
+        calls.append(1)
+        if len(calls) == 1:  # what Triton's log tail says when it exits
+            raise ProcessFailed(
+                "triton exited (code 1) before ready; log x:\nE failed to start GRPC service: Unavailable - Socket '127.0.0.1:5' already in use"
+            )
+        return "up"
+
+    assert retry_taken_ports(taken_then_fine, "triton") == "up" and len(calls) == 2
+
+    def broken() -> str:
+        calls.append(1)
+        raise ProcessFailed("triton exited (code 1) before ready; log x:\nmodel clip_text failed to load")
+
+    calls.clear()
+    with pytest.raises(ProcessFailed, match="failed to load"):
+        retry_taken_ports(broken, "triton")
+    assert len(calls) == 1
+
+    def always_taken() -> str:
+        calls.append(1)
+        raise PortTaken("cannot start milvus: port 5 is taken by pid 1")
+
+    calls.clear()
+    with pytest.raises(PortTaken):
+        retry_taken_ports(always_taken, "milvus", attempts=3)
+    assert len(calls) == 3
