@@ -7,7 +7,8 @@ import logging
 import sys
 import time
 
-PROJECT_LOGGERS = ("core", "inference", "devstack", "search", "gateway", "export", "reindex", "t2i", "web")
+# The distribution's top-level packages (pyproject.toml [tool.setuptools] packages; tests/unit/test_packaging.py holds them equal).
+PROJECT_LOGGERS = ("core", "inference", "devstack", "search", "gateway", "reindex", "export", "relevance", "t2i", "web", "text2image")
 
 
 class JsonFormatter(logging.Formatter):

@@ -14,23 +14,48 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import grpc
 
 from core.errors import UserError
-from core.logs import configure_logging
+from core.logs import PROJECT_LOGGERS, configure_logging
 from core.manifest import AUTO, DEFAULT_MODEL, PRECISIONS
-from core.settings import GatewaySettings, Settings, TlsFiles, WebSettings
-from gateway import server as gateway_server
-from reindex import main as reindex_main
-from reindex import rollout
-from relevance import shapes
-from t2i import evaluate as t2i_evaluate
+from core.settings import GatewaySettings, Settings, TlsFiles, WebSettings, add_flags
 from t2i.client import GatewayClient, format_hits
 
-# export, up, demo, finetune and shapes-demo import torch and transformers (seconds): they are imported only when used.
+# Each subcommand's modules are imported when it runs (or when its arguments are built), never at the
+# top: the base install lacks the extras' packages (serve: gateway; reindex: tqdm and fsspec; export: torch).
 DEFAULT_LOG_LEVEL = "WARNING"
+# The extras of pyproject.toml that each subcommand needs beyond the base install.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "export": ("export",),
+    "serve": ("gateway",),
+    "up": ("devstack", "gateway", "export", "web"),
+    "demo": ("devstack", "gateway", "export", "reindex"),
+    "search": (),
+    "info": (),
+    "eval": ("relevance",),
+    "reindex": ("reindex",),
+    "finalize": ("reindex",),
+    "rollback": ("reindex",),
+    "models": ("reindex",),
+    "dataset": ("relevance",),
+    "finetune": ("relevance", "export"),
+    "shapes-demo": ("devstack", "gateway", "export", "reindex", "relevance"),
+}
+
+
+def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
+    """The line that names the extra to install when ``command`` lacks a third-party module; None for our own modules (a bug)."""
+    top = (exc.name or "").split(".")[0]
+    if not top or top in PROJECT_LOGGERS:
+        return None
+    extras = ",".join(EXTRAS.get(command, ()))
+    if not extras:
+        return f"error: t2i {command} needs the module {top!r}, which this environment lacks; reinstall text2image-search"
+    return f"error: t2i {command} needs the {extras} extra (module {top!r} is missing): pip install 'text2image-search[{extras}]'"
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -116,8 +141,12 @@ def _info(args: argparse.Namespace) -> int:
 def _relevance(args: argparse.Namespace) -> int:
     """``eval``, ``dataset``, ``finetune`` and ``shapes-demo``."""
     if args.command == "eval":
+        from t2i import evaluate as t2i_evaluate
+
         return t2i_evaluate.command(args, None if args.compare else _client(args))
     if args.command == "dataset":
+        from relevance import shapes
+
         return shapes.command(args)
     if args.command == "finetune":
         from relevance.finetune import command as finetune_command
@@ -143,15 +172,7 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> str:
     return f"error: {code.name}: {details}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``t2i`` argument parser."""
-    parser = argparse.ArgumentParser(prog="t2i", description="text2image-search: CLIP text-to-image search over gRPC")
-    parser.add_argument(
-        "--log-level", default=None, help=f"log level of the project's loggers (default {DEFAULT_LOG_LEVEL}; {gateway_server.DEFAULT_LOG_LEVEL} for serve)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    export = sub.add_parser("export", help="export a CLIP checkpoint to a Triton model repository")
+def _export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument(
         "--model", default=DEFAULT_MODEL, help="hub id, local checkpoint folder, 'random' (ViT-B/32) or 'tiny' (NAME@SEED: other random weights)"
     )
@@ -161,60 +182,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--version", type=int, default=1, help="model version folder (a rollout exports the next version beside the served one)")
 
-    serve = sub.add_parser("serve", help="run the gRPC gateway (Triton and Milvus must be running)")
-    gateway_server.add_arguments(serve)
 
-    for name, help_text in (("up", "run Milvus, Triton and the gateway until Ctrl-C"), ("demo", "index sample photos, run example queries, stop")):
-        command = sub.add_parser(name, help=help_text)
-        command.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint to export when the repository does not hold it")
-        command.add_argument("--fallback", default="random", help="model to use when the hub is unreachable ('' for none)")
-        command.add_argument("--model-repository", default=None, help="Triton model repository (default T2I_MODEL_REPOSITORY)")
-        command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
+def _stack_arguments(command: argparse.ArgumentParser, name: str) -> None:
+    """``up`` and ``demo``."""
+    command.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint to export when the repository does not hold it")
+    command.add_argument("--fallback", default="random", help="model to use when the hub is unreachable ('' for none)")
+    command.add_argument("--model-repository", default=None, help="Triton model repository (default T2I_MODEL_REPOSITORY)")
+    command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
+    command.add_argument(
+        "--precision", choices=(*PRECISIONS, AUTO), default=AUTO, help="precision of an export (default auto: int8 on CPUs with VNNI/AMX, else fp32)"
+    )
+    if name == "up":
+        command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
+        command.add_argument("--web-listen", default=None, help="search page address (default T2I_WEB_LISTEN, 127.0.0.1:8080)")
+        command.add_argument("--no-web", action="store_true", help="do not start the search page")
         command.add_argument(
-            "--precision", choices=(*PRECISIONS, AUTO), default=AUTO, help="precision of an export (default auto: int8 on CPUs with VNNI/AMX, else fp32)"
+            "--image-root",
+            action="append",
+            default=None,
+            help="folder whose images the page may show (repeatable; replaces T2I_WEB_IMAGE_ROOTS, default ./data)",
         )
-        if name == "up":
-            command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
-            command.add_argument("--web-listen", default=None, help="search page address (default T2I_WEB_LISTEN, 127.0.0.1:8080)")
-            command.add_argument("--no-web", action="store_true", help="do not start the search page")
-            command.add_argument(
-                "--image-root",
-                action="append",
-                default=None,
-                help="folder whose images the page may show (repeatable; replaces T2I_WEB_IMAGE_ROOTS, default ./data)",
-            )
 
-    search = sub.add_parser("search", help="query a running gateway")
-    search.add_argument("query", nargs="?", help="text to search for")
-    search.add_argument("--image", help="search with this image file instead")
-    search.add_argument("--id", help="search with the vector of this indexed image instead")
-    search.add_argument("--top-k", type=int, default=5)
 
-    info = sub.add_parser("info", help="show the active index of a running gateway")
-    evaluate = sub.add_parser("eval", help="run judged queries through a running gateway: P@K, R@K, nDCG@K, MRR, mAP")
-    t2i_evaluate.add_arguments(evaluate)
-    for command in (search, info, evaluate):
-        command.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
-        command.add_argument("--tls", action="store_true", help="talk TLS to the gateway (the system's CA roots unless --ca)")
-        command.add_argument("--ca", type=Path, default=None, help="CA certificate (PEM) that signs the gateway's; implies --tls")
-        command.add_argument("--cert", type=Path, default=None, help="client certificate (PEM) for mutual TLS; implies --tls")
-        command.add_argument("--key", type=Path, default=None, help="client private key (PEM) for mutual TLS")
+def _client_arguments(command: argparse.ArgumentParser, name: str) -> None:
+    """``search``, ``info`` and ``eval``: what they ask and where the gateway is."""
+    if name == "search":
+        command.add_argument("query", nargs="?", help="text to search for")
+        command.add_argument("--image", help="search with this image file instead")
+        command.add_argument("--id", help="search with the vector of this indexed image instead")
+        command.add_argument("--top-k", type=int, default=5)
+    elif name == "eval":
+        from t2i import evaluate as t2i_evaluate
 
-    reindex = sub.add_parser("reindex", help="index a folder or s3://bucket/prefix of images into Milvus (or one shard of it)")
-    reindex_main.add_arguments(reindex)
-    finalize = sub.add_parser("finalize", help="verify a sharded run's collection against the listing and swap the alias to it")
-    reindex_main.add_finalize_arguments(finalize)
-    sub.add_parser("rollback", help="swap the alias back to the collection the last rebuild replaced")
-    models = sub.add_parser("models", help="list, reload or prune the model versions Triton serves")
-    rollout.add_arguments(models)
-    dataset = sub.add_parser("dataset", help="generate a labelled dataset").add_subparsers(dest="dataset", required=True)
+        t2i_evaluate.add_arguments(command)
+    command.add_argument("--address", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
+    command.add_argument("--tls", action="store_true", help="talk TLS to the gateway (the system's CA roots unless --ca)")
+    command.add_argument("--ca", type=Path, default=None, help="CA certificate (PEM) that signs the gateway's; implies --tls")
+    command.add_argument("--cert", type=Path, default=None, help="client certificate (PEM) for mutual TLS; implies --tls")
+    command.add_argument("--key", type=Path, default=None, help="client private key (PEM) for mutual TLS")
+
+
+def _batch_arguments(command: argparse.ArgumentParser, name: str) -> None:
+    """``reindex``, ``finalize`` and ``models`` (``rollback`` takes none)."""
+    if name == "models":
+        from reindex import rollout
+
+        rollout.add_arguments(command)
+        return
+    from reindex import main as reindex_main
+
+    (reindex_main.add_arguments if name == "reindex" else reindex_main.add_finalize_arguments)(command)
+
+
+def _dataset_arguments(command: argparse.ArgumentParser) -> None:
+    from relevance import shapes
+
+    dataset = command.add_subparsers(dest="dataset", required=True)
     shapes.add_arguments(dataset.add_parser("shapes", help="coloured shapes with captions.csv, labels.csv and queries.jsonl"))
-    finetune = sub.add_parser("finetune", help="fine-tune CLIP on your captions with its contrastive loss (FLYP)")
-    _finetune_arguments(finetune)
-    shapes_demo = sub.add_parser("shapes-demo", help="offline: train a small CLIP on generated shapes, index, query and evaluate it")
-    shapes_demo.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
-    shapes_demo.add_argument("--retrain", action="store_true", help="train even when the cached model matches")
-    return parser
+
+
+def _shapes_demo_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
+    command.add_argument("--retrain", action="store_true", help="train even when the cached model matches")
 
 
 def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,34 +252,115 @@ def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
+# name → (help, what adds its arguments); a subcommand's modules load only when its arguments are built.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "export": ("export a CLIP checkpoint to a Triton model repository", _export_arguments),
+    # The gateway's flags are its settings' (gateway.server.add_arguments does the same), so no gateway import here.
+    "serve": ("run the gRPC gateway (Triton and Milvus must be running)", lambda parser: add_flags(parser, GatewaySettings)),
+    "up": ("run Milvus, Triton and the gateway until Ctrl-C", lambda parser: _stack_arguments(parser, "up")),
+    "demo": ("index sample photos, run example queries, stop", lambda parser: _stack_arguments(parser, "demo")),
+    "search": ("query a running gateway", lambda parser: _client_arguments(parser, "search")),
+    "info": ("show the active index of a running gateway", lambda parser: _client_arguments(parser, "info")),
+    "eval": ("run judged queries through a running gateway: P@K, R@K, nDCG@K, MRR, mAP", lambda parser: _client_arguments(parser, "eval")),
+    "reindex": ("index a folder or s3://bucket/prefix of images into Milvus (or one shard of it)", lambda parser: _batch_arguments(parser, "reindex")),
+    "finalize": ("verify a sharded run's collection against the listing and swap the alias to it", lambda parser: _batch_arguments(parser, "finalize")),
+    "rollback": ("swap the alias back to the collection the last rebuild replaced", lambda parser: None),
+    "models": ("list, reload or prune the model versions Triton serves", lambda parser: _batch_arguments(parser, "models")),
+    "dataset": ("generate a labelled dataset", _dataset_arguments),
+    "finetune": ("fine-tune CLIP on your captions with its contrastive loss (FLYP)", _finetune_arguments),
+    "shapes-demo": ("offline: train a small CLIP on generated shapes, index, query and evaluate it", _shapes_demo_arguments),
+}
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``t2i`` argument parser; the arguments of ``commands`` only (default: every subcommand's).
+
+    Raises ``ModuleNotFoundError`` when a chosen subcommand's extra is not installed.
+    """
+    parser = argparse.ArgumentParser(prog="t2i", description="text2image-search: CLIP text-to-image search over gRPC")
+    parser.add_argument("--log-level", default=None, help=f"log level of the project's loggers (default {DEFAULT_LOG_LEVEL}; serve: the gateway's default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if commands is None or name in commands:
+            add_arguments(command)
+    return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand that ``argv`` names (the first word after the top-level options), if any."""
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--log-level")
+    _, rest = top.parse_known_args(argv)
+    return next((word for word in rest if not word.startswith("-")), None)
+
+
+def _models_and_stack(args: argparse.Namespace) -> int:
+    """``export``, ``up`` and ``demo`` (torch and transformers, imported here: seconds)."""
+    if args.command == "up":
+        return _up(args)
+    if args.command == "export":
+        from export.main import command as export_command
+
+        args.out = args.out or Settings().model_repository
+        return export_command(args)
+    from t2i.demo import run_demo
+
+    settings = Settings()
+    repo = Path(args.model_repository or settings.model_repository)
+    return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None, args.precision)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway import server as gateway_server
+
+    return gateway_server.run(args, args.log_level)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """``reindex``, ``finalize``, ``rollback`` and ``models``."""
+    if args.command == "models":
+        from reindex import rollout
+
+        return rollout.command(args, Settings())
+    from reindex import main as reindex_main
+
+    batch = {"finalize": reindex_main.finalize_command, "rollback": reindex_main.rollback_command}
+    return batch.get(args.command, reindex_main.command)(args, Settings())
+
+
+def _missing_extra_exit(command: str, exc: ModuleNotFoundError) -> int:
+    """Exit 2 with the extra to install; a missing module of our own is a bug and keeps its traceback."""
+    line = missing_extra(command, exc)
+    if line is None:
+        raise exc
+    print(line, file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``t2i``; exit codes: 0 ok, 2 failure; ``t2i reindex`` adds 1, 3 and 4 (``reindex.report``)."""
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return gateway_server.run(args, args.log_level)
+    argv = sys.argv[1:] if argv is None else argv
+    command = chosen_command(argv)
+    try:
+        args = build_parser({command} if command in SUBCOMMANDS else ()).parse_args(argv)
+        if args.command == "serve":
+            return _serve(args)
+    except ModuleNotFoundError as exc:
+        return _missing_extra_exit(command or "", exc)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
     if args.command in ("search", "info", "eval"):
         args.address = args.address or GatewaySettings().listen
     try:
-        if args.command == "export":
-            from export.main import command as export_command
-
-            args.out = args.out or Settings().model_repository
-            return export_command(args)
-        if args.command == "up":
-            return _up(args)
-        if args.command == "demo":
-            from t2i.demo import run_demo
-
-            settings = Settings()
-            repo = Path(args.model_repository or settings.model_repository)
-            return run_demo(repo, Path(args.data_dir or settings.data_dir) / "demo", args.model, args.fallback or None, args.precision)
+        if args.command in ("export", "up", "demo"):
+            return _models_and_stack(args)
         if args.command in ("search", "info"):
             return _search(args) if args.command == "search" else _info(args)
         if args.command in ("eval", "dataset", "finetune", "shapes-demo"):
             return _relevance(args)
-        batch = {"finalize": reindex_main.finalize_command, "rollback": reindex_main.rollback_command, "models": rollout.command}
-        return batch.get(args.command, reindex_main.command)(args, Settings())
+        return _batch(args)
+    except ModuleNotFoundError as exc:
+        return _missing_extra_exit(args.command, exc)
     except grpc.RpcError as exc:
         print(_rpc_error(exc, getattr(args, "address", None) or "?"), file=sys.stderr)
     except (UserError, FileNotFoundError) as exc:

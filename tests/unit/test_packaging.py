@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +25,104 @@ def test_the_check_sees_a_heavy_import() -> None:
     code = f"import sys, export.checkpoint; print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "torch" in result.stdout and "transformers" in result.stdout
+
+
+# --- One list of packages, and a CLI that starts without the extras ---------------------------------
+
+PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+# Root packages of the import contracts that the distribution does not ship (benchmarks run from the clone).
+NOT_SHIPPED = {"bench"}
+# Generated code that mypy and the import contracts leave alone (protos/text2image).
+GENERATED = {"text2image"}
+
+
+def shipped_top_level() -> set[str]:
+    """The distribution's top-level packages: ``[tool.setuptools] packages``, the one list."""
+    return {package.split(".")[0] for package in PYPROJECT["tool"]["setuptools"]["packages"]}
+
+
+def test_every_package_list_is_the_distributions() -> None:
+    from core.logs import PROJECT_LOGGERS
+
+    shipped = shipped_top_level()
+    tool = PYPROJECT["tool"]
+    assert set(PROJECT_LOGGERS) == shipped, "core/logs.py PROJECT_LOGGERS"
+    assert set(tool["mypy"]["files"]) - {"tests"} == shipped - GENERATED, "[tool.mypy] files (and tests/)"
+    assert set(tool["importlinter"]["root_packages"]) == (shipped - GENERATED) | NOT_SHIPPED, "[tool.importlinter] root_packages"
+    assert set(tool["ruff"]["lint"]["isort"]["known-first-party"]) == shipped | NOT_SHIPPED | {"tests"}, "isort known-first-party"
+    layered = {name.strip() for layer in tool["importlinter"]["contracts"][0]["layers"] for name in layer.split("|")}
+    assert layered == (shipped - GENERATED) | NOT_SHIPPED, "the layers contract names every root package"
+    assert NOT_SHIPPED.isdisjoint(shipped)
+
+
+SUBCOMMAND_MODULES = (
+    "gateway.server",
+    "reindex.main",
+    "reindex.job",
+    "reindex.rollout",
+    "relevance.shapes",
+    "t2i.evaluate",
+    "tqdm",
+    "fsspec",
+)  # not grpc_health: grpc imports it when present
+
+
+def loaded_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('loaded:' + ','.join(m for m in {SUBCOMMAND_MODULES!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(filter(None, result.stdout.rpartition("loaded:")[2].strip().split(",")))
+
+
+def test_the_cli_imports_no_subcommands_module_until_it_runs() -> None:
+    assert loaded_after("import t2i.cli") == set()
+    assert loaded_after("from t2i.cli import main\ntry:\n    main(['search', '--help'])\nexcept SystemExit:\n    pass") == set()
+    # The probe sees them when a subcommand's arguments are built.
+    assert {"reindex.main", "tqdm", "fsspec"} <= loaded_after("from t2i.cli import build_parser\nbuild_parser({'reindex'})")
+
+
+def run_cli_without(blocked: list[str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """``t2i ARGV`` in a Python where the ``blocked`` modules cannot be imported (an extra not installed)."""
+    code = f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None\nfrom t2i.cli import main\nsys.exit(main({list(argv)!r}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "argv", "extra"),
+    [
+        (["grpc_health", "grpc_reflection"], ["serve"], "gateway"),
+        (["tqdm", "fsspec"], ["reindex", "--help"], "reindex"),
+        (["tqdm", "fsspec"], ["finalize", "run-1"], "reindex"),
+        (["torch", "transformers"], ["export", "--model", "tiny"], "export"),
+    ],
+)
+def test_a_subcommand_without_its_extra_names_it(blocked: list[str], argv: list[str], extra: str) -> None:
+    result = run_cli_without(blocked, *argv)
+    assert result.returncode == 2, result.stderr
+    assert f"pip install 'text2image-search[{extra}]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_search_and_help_need_no_extra() -> None:
+    for argv in (["--help"], ["search", "--help"], ["info", "--help"], ["serve", "--help"]):
+        result = run_cli_without(["grpc_health", "grpc_reflection", "tqdm", "fsspec", "torch", "transformers", "matplotlib"], *argv)
+        assert result.returncode == 0, (argv, result.stderr)
+
+
+def test_a_missing_module_of_our_own_keeps_its_traceback() -> None:
+    from t2i.cli import missing_extra
+
+    assert missing_extra("serve", ModuleNotFoundError("No module named 'gateway.x'", name="gateway.x")) is None
+    assert "text2image-search[gateway]" in (missing_extra("serve", ModuleNotFoundError(name="grpc_health.v1")) or "")
+
+
+def test_the_cli_names_real_extras_and_the_gateways_flags() -> None:
+    from gateway import server as gateway_server
+    from t2i.cli import EXTRAS, SUBCOMMANDS, build_parser
+
+    assert set(EXTRAS) == set(SUBCOMMANDS)
+    assert {extra for extras in EXTRAS.values() for extra in extras} <= set(PYPROJECT["project"]["optional-dependencies"])
+    gateway = argparse.ArgumentParser()
+    gateway_server.add_arguments(gateway)
+    serve = vars(build_parser({"serve"}).parse_args(["serve"]))
+    assert set(serve) - {"command", "log_level"} == set(vars(gateway.parse_args([])))
+    assert len(serve) > 10
