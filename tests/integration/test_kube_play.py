@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import re
 import shutil
@@ -43,8 +44,9 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from t2i.client import GatewayClient
-from tests.integration.conftest import PROJECT_ROOT, wait_for
-from tests.integration.containers import assert_locked_down, assert_page_searches, podman, readable_photos
+from tests.support.containers import assert_locked_down, assert_page_searches, podman, readable_photos
+from tests.support.polling import wait_for
+from tests.support.stack import PROJECT_ROOT
 
 OVERLAY = PROJECT_ROOT / "k8s" / "overlays" / "local"
 IMAGES_PLACEHOLDER = "/srv/t2i-local/images"
@@ -217,7 +219,7 @@ def wait_ready(cluster: Cluster, name: str, timeout_s: float) -> None:
     for which in ("startupProbe", "readinessProbe", "livenessProbe"):
         if which in container:
             try:
-                wait_for(lambda which=which: probe(cluster, name, which), timeout_s, f"{name} {which}")
+                wait_for(functools.partial(probe, cluster, name, which), timeout_s, f"{name} {which}")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{cluster.logs(f'{name}-pod-0')}") from exc
 
