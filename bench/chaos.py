@@ -53,7 +53,7 @@ from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp, item_hash
 from devstack.milvus import start_milvus
-from devstack.process import free_port, signal_group
+from devstack.process import signal_group
 from devstack.sockets import descendants
 from devstack.stack import LocalStack
 from devstack.triton import start_triton
@@ -319,7 +319,7 @@ def campaign_stack(work: Path) -> Iterator[LocalStack]:
     repo = work / "model_repository"
     if not (repo / "manifest.json").is_file():
         run_export("tiny", repo)
-    stack = LocalStack(repo, work / "stack", gateway_address=f"127.0.0.1:{free_port()}", alias="chaos", extra_env={"T2I_HEALTH_INTERVAL_S": "0.5"})
+    stack = LocalStack(repo, work / "stack", gateway_address="127.0.0.1:0", alias="chaos", extra_env={"T2I_HEALTH_INTERVAL_S": "0.5"})
     with stack:
         yield stack
 

@@ -22,7 +22,6 @@ from bench.run import ROOT, ensure_repo, log
 from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
-from devstack.process import free_port
 from devstack.stack import LocalStack
 from t2i.client import GatewayClient
 
@@ -51,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     repo = ensure_repo(args.data / "repo-int8", "int8")
     report: dict[str, Any] = {**run_header(parameters={"requests": args.requests, "sizes": SIZES, "precision": "int8"}), "requests": args.requests, "sizes": {}}
-    stack = LocalStack(repo, args.data / "query-size", gateway_address=f"127.0.0.1:{free_port()}", alias="query_size")
+    stack = LocalStack(repo, args.data / "query-size", gateway_address="127.0.0.1:0", alias="query_size")
     with stack:
         writer = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(Manifest.read(repo)), timeout_s=60, token=stack.milvus_token)
         writer.ensure_active()  # an empty collection: searches encode and search (with nothing indexed they stop before encoding)

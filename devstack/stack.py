@@ -23,7 +23,7 @@ from core.auth import LocalTokens
 from core.listen import PORT_FILE_ENV
 from core.settings import Settings, split_address
 from devstack.milvus import TOKEN_FILE, MilvusPorts, milvus_token, start_milvus
-from devstack.process import PORT_RELEASE_S, ManagedProcess, free_port, retry_taken_ports
+from devstack.process import ManagedProcess, free_port, retry_taken_ports
 from devstack.triton import TritonPorts, start_triton
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class LocalStack:
         A metrics port chosen here that the gateway finds taken is chosen again (``retry_taken_ports``).
         """
         if not self.metrics_port_chosen:
-            return self._start_gateway(PORT_RELEASE_S)
+            return self._start_gateway()
         attempts = 0
 
         def start() -> ManagedProcess:
@@ -183,11 +183,12 @@ class LocalStack:
             attempts += 1
             if attempts > 1:
                 self.metrics_port = free_port()
-            return self._start_gateway(0)  # chosen a moment ago: a port taken now is not being released
+            # The wait for ports stays: a restarted gateway's own port may still be held by the one that was stopped.
+            return self._start_gateway()
 
         return retry_taken_ports(start, "gateway")
 
-    def _start_gateway(self, port_wait_s: float) -> ManagedProcess:
+    def _start_gateway(self) -> ManagedProcess:
         port_file = self.data_dir / "gateway.address"
         port_file.unlink(missing_ok=True)
         env = {**os.environ, **self.env(), **self.extra_env, "PYTHONUNBUFFERED": "1", PORT_FILE_ENV: str(port_file)}
@@ -198,7 +199,6 @@ class LocalStack:
             self.data_dir / "gateway.log",
             env=env,
             ports=(port, self.metrics_port),
-            port_wait_s=port_wait_s,
         ).start()
         try:
             self.gateway_address = self.gateway.wait_reported(port_file, 60)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from core.manifest import AUTO, DEFAULT_MODEL, Manifest, resolve_precision
 from core.settings import WebSettings
-from devstack.process import free_port
 from devstack.stack import LocalStack
 from export.checkpoint import HubUnreachable, model_key
 from export.main import refresh_layout, run_export
@@ -77,7 +76,7 @@ def run_demo(repo: Path, data_dir: Path, model: str = DEFAULT_MODEL, fallback: s
         print(RANDOM_BANNER)
     photos = prepare_photos(data_dir / "photos")
     shutil.rmtree(data_dir / "stack", ignore_errors=True)
-    stack = LocalStack(repo, data_dir / "stack", gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_demo")
+    stack = LocalStack(repo, data_dir / "stack", gateway_address="127.0.0.1:0", alias="t2i_demo")
     print("starting Milvus, Triton and the gateway on loopback ...")
     with stack:
         print(stack.describe())

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from core.manifest import Manifest
-from devstack.process import free_port
 from devstack.stack import LocalStack
 from reindex.main import reindex
 from relevance import shapes
@@ -144,7 +143,7 @@ def show_examples(client: GatewayClient, labels: dict[str, dict[str, str]], judg
 
 def evaluate_model(repo: Path, stack_dir: Path, images: Path, queries: list[Query], full: bool = False, labels_csv: Path | None = None) -> dict[str, Any]:
     """Start a stack on ``repo``, index ``images`` (a full rebuild when ``full``), and run the queries through its gateway."""
-    stack = LocalStack(repo, stack_dir, gateway_address=f"127.0.0.1:{free_port()}", alias="shapes")
+    stack = LocalStack(repo, stack_dir, gateway_address="127.0.0.1:0", alias="shapes")
     with stack:
         report = asyncio.run(reindex(stack.settings(), str(images), full=full, batch_size=64, workers=2, progress=False))
         print(f"  {report.summary()}")
