@@ -28,6 +28,7 @@ from bench.queries import check_distinct, distinct_queries, sentences
 from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
 from core.auth import LocalTokens
 from core.index import ImageIndex
+from core.listen import PORT_FILE_ENV
 from core.logs import configure_logging
 from core.manifest import Manifest
 from core.records import HnswParams, ModelStamp, make_row
@@ -87,14 +88,16 @@ class Gateway:
     """A gateway process for the benchmark."""
 
     def __init__(self, repo: Path, triton_url: str, milvus_uri: str, alias: str, ef: int, log_path: Path, extra_env: dict[str, str] | None = None):
-        self.address = f"127.0.0.1:{free_port()}"
+        port_file = log_path.with_suffix(".address")
+        port_file.unlink(missing_ok=True)
         # Tokens on, as shipped: the clients of the benchmark present the write token.
         tokens = LocalTokens(log_path.parent / "auth").ensure()
         self.token = tokens.token("write")
         env = {
             **os.environ,
             **(extra_env or {}),
-            "T2I_LISTEN": self.address,
+            "T2I_LISTEN": "127.0.0.1:0",  # any free port: the gateway reports the one it bound (core.listen)
+            PORT_FILE_ENV: str(port_file),
             "T2I_TRITON_URL": triton_url,
             "T2I_MILVUS_URI": milvus_uri,
             "T2I_AUTH_TOKENS_FILE": str(tokens.server_file),
@@ -104,6 +107,7 @@ class Gateway:
             "T2I_HNSW_EF": str(ef),
         }
         self.process = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server", "--log-level", "WARNING"], log_path, env=env).start()
+        self.address = self.process.wait_reported(port_file, 120)
         self.process.wait_until(lambda: gateway_serving(self.address), 120, "SERVING")
 
     def stop(self) -> None:
