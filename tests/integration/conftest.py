@@ -11,12 +11,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.index import ImageIndex
 from core.manifest import Manifest
@@ -25,9 +23,7 @@ from devstack.process import free_port
 from devstack.stack import LocalStack
 from export.main import run_export
 from t2i.client import GatewayClient
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_ENV = {"T2I_MILVUS_TIMEOUT_S": "2", "T2I_TRITON_TIMEOUT_S": "2", "T2I_HEALTH_INTERVAL_S": "0.5", "T2I_MAX_BATCH": "16"}
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -68,35 +64,6 @@ def index(stack: LocalStack, tiny_repo: Path) -> Iterator[ImageIndex]:
     direct = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(manifest), timeout_s=10, token=stack.milvus_token)
     yield direct
     direct.close()
-
-
-def health_status(stack: LocalStack, service: str = "") -> int:
-    with grpc.insecure_channel(stack.gateway_address) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # noqa: BLE001 - not yet
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def assert_serving(stack: LocalStack) -> None:
-    """The gateway process is alive and reports SERVING (waiting briefly for the next check)."""
-    assert stack.gateway is not None and stack.gateway.alive()
-    wait_for(lambda: health_status(stack) == health_pb2.HealthCheckResponse.SERVING, 10, "SERVING")
-
-
-def run_t2i(stack: LocalStack, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the ``t2i`` CLI against the test stack."""
-    env = {**os.environ, **stack.env(), **GATEWAY_ENV, "T2I_TOKEN_FILE": str(stack.tokens.client_file("read"))}
-    return subprocess.run([sys.executable, "-m", "t2i.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
 
 
 @pytest.fixture(scope="session")

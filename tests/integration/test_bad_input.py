@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Callable
 
 import grpc
@@ -18,7 +16,8 @@ from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from t2i.client import GatewayClient
-from tests.integration.conftest import assert_serving
+from tests.support.images import png_bomb
+from tests.support.stack import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
 
@@ -26,13 +25,6 @@ def png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((height, width, 3), 128, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
 def expect(code: grpc.StatusCode, fragment: str, call: Callable[[], object]) -> None:

@@ -21,7 +21,8 @@ from devstack.milvus import milvus_token
 from devstack.process import free_port
 from devstack.stack import gateway_serving
 from t2i.client import GatewayClient
-from tests.integration.conftest import PROJECT_ROOT, wait_for
+from tests.support.polling import wait_for
+from tests.support.stack import PROJECT_ROOT
 
 
 def processes_mentioning(text: str) -> list[int]:

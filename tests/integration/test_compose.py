@@ -22,9 +22,10 @@ import pytest
 from core.auth import LocalTokens
 from core.manifest import Manifest
 from t2i.client import GatewayClient
-from tests.deploy_tools import deploy_tool
-from tests.integration.conftest import PROJECT_ROOT, wait_for
-from tests.integration.containers import assert_locked_down, assert_page_searches, podman, podman_env, readable_copy, readable_photos
+from tests.support.containers import assert_locked_down, assert_page_searches, podman, podman_env, readable_copy, readable_photos
+from tests.support.deploy_tools import deploy_tool
+from tests.support.polling import wait_for
+from tests.support.stack import PROJECT_ROOT
 
 FILES = ("compose.yaml", "compose.cpu.yaml", "compose.local.yaml")
 PROJECT = "t2i_compose_test"  # not the files' own name, so that a user's stack of this host is left alone

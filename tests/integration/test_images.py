@@ -33,8 +33,8 @@ from devstack.stack import LocalStack, http_ok
 from devstack.triton import start_triton
 from inference.triton_client import encoder_from_settings
 from t2i.client import GatewayClient
-from tests.integration.conftest import wait_for
-from tests.integration.containers import assert_locked_down, assert_page_searches, podman, readable_copy, readable_photos
+from tests.support.containers import assert_locked_down, assert_page_searches, podman, readable_copy, readable_photos
+from tests.support.polling import wait_for
 
 ALIAS = "t2i_containers"
 PHOTOS = 6

@@ -20,7 +20,7 @@ from devstack.process import ManagedProcess, free_port
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from t2i.client import GatewayClient
-from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT
 
 
 class Retried(AssertionError):

@@ -10,7 +10,8 @@ from core.index import ImageIndex
 from core.records import ModelStamp
 from devstack.stack import LocalStack
 from t2i.client import GatewayClient
-from tests.integration.conftest import run_t2i, wait_for
+from tests.support.polling import wait_for
+from tests.support.stack import run_t2i
 
 
 def test_other_model_is_refused(stack: LocalStack, index: ImageIndex, client: GatewayClient, tmp_path: Path) -> None:

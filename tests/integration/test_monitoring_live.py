@@ -19,10 +19,8 @@ from PIL import Image
 
 from devstack.stack import LocalStack
 from t2i.client import GatewayClient
-from tests.integration.conftest import assert_serving
-from tests.unit.monitoring import metric_names
-from tests.unit.test_alerts import rules
-from tests.unit.test_dashboard import queries
+from tests.support.monitoring import metric_names, queries, rules
+from tests.support.stack import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 

@@ -20,7 +20,8 @@ from devstack.stack import LocalStack
 from devstack.triton import start_triton
 from export.samples import sample_photos
 from t2i.client import GatewayClient
-from tests.integration.conftest import GATEWAY_ENV, assert_serving, health_status, wait_for
+from tests.support.polling import wait_for
+from tests.support.stack import GATEWAY_ENV, assert_serving, health_status
 from text2image.v1 import text2image_pb2 as pb
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -12,7 +12,7 @@ import pytest
 
 from devstack.milvus import MilvusPorts, healthy, start_milvus
 from devstack.sockets import descendants, holders
-from tests.unit.test_process import time_wait_port
+from tests.support.ports import time_wait_port
 
 # A server that is stopping: it still listens (SO_REUSEADDR, as servers bind) until it is killed.
 HOLD_REUSING = (

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -14,88 +12,19 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
 
-from core.errors import InvalidArgument
 from core.index import ImageIndex
 from core.milvus_errors import CollectionMissing
-from core.records import item_hash
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from reindex.sources import Source
 from t2i.client import GatewayClient
-from tests.faulty_fs import FAULTS_ENV, set_faults
-from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i, wait_for
-from tests.integration.test_bad_input import png_bomb
+from tests.support.faulty_fs import FAULTS_ENV, set_faults
+from tests.support.images import png_bomb, synthetic_photos
+from tests.support.polling import wait_for
+from tests.support.reindex_jobs import expected_rows, run_killed_job
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT, assert_serving, run_t2i
 from text2image.v1 import text2image_pb2 as pb
-
-KILLED_AFTER_BATCHES = """
-import asyncio, os, signal, sys
-from core.settings import Settings
-from reindex.main import reindex
-from reindex.sources import Shard
-
-def die(report):
-    if report.indexed >= int(sys.argv[2]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-run_id = sys.argv[sys.argv.index("--run-id") + 1] if "--run-id" in sys.argv else None
-shard = Shard.from_env(int(sys.argv[sys.argv.index("--shards") + 1])) if "--shards" in sys.argv else Shard()
-asyncio.run(reindex(Settings(), sys.argv[1], full=False, batch_size=4, workers=1, progress=False, on_batch=die, shard=shard, run_id=run_id))
-"""
-
-
-def run_killed_job(args: list[str], env: dict[str, str], log: Path) -> None:
-    """Run ``KILLED_AFTER_BATCHES`` with ``args`` and check that it died by SIGKILL."""
-    with log.open("wb") as out:  # a file, not a pipe: the job's decode worker holds its stderr open
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_AFTER_BATCHES, *args], env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True)
-        try:
-            proc.wait(timeout=300)
-            # Its decode workers die with it (PR_SET_PDEATHSIG), not left running with no owner.
-            wait_for(lambda: not session_members(proc.pid), 10, "the killed job's decode workers to exit")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever outlived the job, if the check above failed
-    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-2000:]
-
-
-def session_members(sid: int) -> list[int]:
-    """Live processes of the session ``sid`` (the job ran in its own session)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: the session id
-                    members.append(int(entry.name))
-    return members
-
-
-def expected_rows(folder: Path) -> dict[str, str]:
-    """What the index must hold for ``folder``: every decodable image, by id and hash."""
-    from inference.images import DecoderFailure, decode_image
-
-    rows = {}
-    source = Source(str(folder))
-    for image in source.list():
-        data = source.read(image, 1 << 30)
-        try:
-            decode_image(data)
-        except DecoderFailure:
-            raise  # a decoder bug would shrink the expected rows and the stored ones alike: fail instead
-        except InvalidArgument:
-            continue  # rejected files are not indexed
-        rows[image.id] = item_hash(data, image.uri, image.labels)
-    return rows
-
-
-def synthetic_photos(folder: Path, count: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        sub = folder / ("even" if i % 2 == 0 else "odd")
-        sub.mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(sub / f"img_{i:04d}.jpg", quality=85)
 
 
 @pytest.fixture()
@@ -222,8 +151,8 @@ def test_killed_reindex_converges_on_rerun(stack: LocalStack, index: ImageIndex,
     assert index.count(collection) == len(expected_rows(folder)) == 238
 
 
-# ``t2i`` with the faulty filesystem of ``tests.faulty_fs`` registered (``faulty:///folder``).
-FAULTY_T2I = "import runpy, sys, tests.faulty_fs; sys.argv = ['t2i', *sys.argv[1:]]; runpy.run_module('t2i.cli', run_name='__main__')"
+# ``t2i`` with the faulty filesystem of ``tests.support.faulty_fs`` registered (``faulty:///folder``).
+FAULTY_T2I = "import runpy, sys, tests.support.faulty_fs; sys.argv = ['t2i', *sys.argv[1:]]; runpy.run_module('t2i.cli', run_name='__main__')"
 
 
 def run_faulty_t2i(stack: LocalStack, faults: Path, *args: str) -> subprocess.CompletedProcess[str]:

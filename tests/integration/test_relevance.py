@@ -19,7 +19,7 @@ from devstack.stack import LocalStack
 from relevance.finetune import caption_queries, read_captions, split
 from relevance.metrics import mean_metrics, query_metrics
 from relevance.shapes import generate
-from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT
 
 FREEZE = "text_model.embeddings.token_embedding"
 

@@ -13,7 +13,7 @@ from core.index import ImageIndex
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from t2i.client import GatewayClient
-from tests.integration.conftest import assert_serving
+from tests.support.stack import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
 LABEL = "rpc-suite"

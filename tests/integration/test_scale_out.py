@@ -33,8 +33,10 @@ from devstack.stack import LocalStack, gateway_serving, http_ok
 from export.main import run_export
 from reindex.sources import Source, shard_of
 from t2i.client import GatewayClient
-from tests.integration.conftest import GATEWAY_ENV, PROJECT_ROOT, run_t2i, wait_for
-from tests.integration.test_reindex import expected_rows, run_killed_job, synthetic_photos
+from tests.support.images import synthetic_photos
+from tests.support.polling import wait_for
+from tests.support.reindex_jobs import expected_rows, run_killed_job
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT, run_t2i
 
 ALIAS = "t2i_scale"
 SHARDS = 3

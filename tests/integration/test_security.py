@@ -18,8 +18,8 @@ from devstack.stack import LocalStack
 from devstack.triton import start_triton
 from inference.triton_client import RetryPolicy, TritonEncoder
 from t2i.client import GatewayClient
-from tests.certs import Authority
-from tests.integration.conftest import assert_serving
+from tests.support.certs import Authority
+from tests.support.stack import assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
 

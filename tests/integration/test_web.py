@@ -8,8 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -23,7 +22,8 @@ from devstack.process import free_port
 from devstack.stack import LocalStack, start_web
 from export.samples import sample_photos
 from t2i.client import GatewayClient
-from tests.integration.conftest import PROJECT_ROOT
+from tests.support.polling import wait_for
+from tests.support.stack import PROJECT_ROOT
 from text2image.v1 import text2image_pb2 as pb
 from web.app import SECURITY_HEADERS, create_app
 
@@ -190,15 +190,6 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for the page")
-
-
 def loaded_images(driver: WebDriver) -> list[str]:
     """Ids of the grid's images that have loaded (natural width > 0)."""
     script = "return [...document.querySelectorAll('#grid img')].filter(i => i.complete && i.naturalWidth > 0).map(i => i.alt)"
@@ -211,7 +202,7 @@ def test_the_page_in_a_real_browser(web_server: str, browser: WebDriver) -> None
 
     driver = browser
     driver.get(f"{web_server}/?q=a+photo&k=5&label={SUITE}")
-    wait_until(lambda: len(loaded_images(driver)) == 5)
+    wait_for(lambda: len(loaded_images(driver)) == 5, 20, "the page")
     assert all(item_id.startswith("web/") for item_id in loaded_images(driver))
     assert driver.find_element(By.ID, "random-warning").is_displayed()
     assert "random:tiny" in driver.find_element(By.ID, "model").text
@@ -225,13 +216,13 @@ def test_the_page_in_a_real_browser(web_server: str, browser: WebDriver) -> None
     # "More like this" on the first hit.
     first = loaded_images(driver)[0]
     driver.find_element(By.CSS_SELECTOR, "#grid li button").click()
-    wait_until(lambda: "similar=" in driver.current_url and loaded_images(driver) and first not in loaded_images(driver))
+    wait_for(lambda: "similar=" in driver.current_url and loaded_images(driver) and first not in loaded_images(driver), 20, "the page")
 
     # Typing a query (keyboard only) puts it in the URL and fills the grid again.
     box = driver.find_element(By.ID, "q")
     box.clear()
     box.send_keys("red car", Keys.ENTER)
-    wait_until(lambda: "q=red+car" in driver.current_url and len(loaded_images(driver)) > 0)
+    wait_for(lambda: "q=red+car" in driver.current_url and len(loaded_images(driver)) > 0, 20, "the page")
     assert "images for “red car”" in driver.find_element(By.ID, "status").text
 
 
@@ -239,7 +230,7 @@ def test_the_page_on_a_phone_sized_screen(web_server: str, browser: WebDriver) -
     driver = browser
     driver.set_window_size(390, 844)
     driver.get(f"{web_server}/?q=a+photo&k=4&label={SUITE}")
-    wait_until(lambda: len(loaded_images(driver)) == 4)
+    wait_for(lambda: len(loaded_images(driver)) == 4, 20, "the page")
     width = driver.execute_script("return document.documentElement.scrollWidth")
     assert width <= 390  # no sideways scrolling
     driver.save_screenshot(str(ARTIFACTS / "web-phone.png"))
@@ -251,7 +242,7 @@ def test_gateway_errors_show_as_a_message(web_server: str, browser: WebDriver) -
 
     driver = browser
     driver.get(f"{web_server}/?similar=not-indexed")
-    wait_until(lambda: "no indexed image has id" in driver.find_element(By.ID, "status").text)
+    wait_for(lambda: "no indexed image has id" in driver.find_element(By.ID, "status").text, 20, "the page")
     assert "error" in (driver.find_element(By.ID, "status").get_attribute("class") or "")
 
 

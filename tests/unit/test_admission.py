@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway.admission import SHED, Admission, AdmissionInterceptor
-from tests.unit.servers import real_server
+from tests.support.servers import real_server
 
 METHOD = "/text2image.v1.SearchService/SearchText"
 

@@ -7,7 +7,7 @@ import grpc
 from prometheus_client import REGISTRY
 
 from gateway.admission import Admission, AdmissionInterceptor
-from tests.unit.probes import Probe, outcome, probe_channel
+from tests.support.probes import Probe, outcome, probe_channel
 
 PATH = "/text2image.v1.AdmissionProbe/Admitted"  # a text2image.* method: shed under overload
 

@@ -18,7 +18,7 @@ import yaml
 from core.metrics import BUCKETS
 from gateway.telemetry import SERVER_FAULTS
 from reindex.report import EXIT_ERROR, EXIT_FAILED, EXIT_UNSETTLED
-from tests.unit.monitoring import ROOT, metric_names, only, render, run_promtool, unknown
+from tests.support.monitoring import ROOT, metric_names, only, render, rules, run_promtool, unknown
 
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 RULES_FILE = "t2i-alerts.rules.yaml"  # the name alerts_test.yaml loads
@@ -26,10 +26,6 @@ ALERTS = {
     "T2IErrorRatioHigh", "T2ISearchLatencyP99High", "T2ISheddingSustained", "T2IGatewayNotReady", "T2INoGatewayReady",
     "T2ITritonQueueTimeHigh", "T2IReindexFailed", "T2IReindexPodFailed",
 }  # fmt: skip
-
-
-def rules(overlay: str = "prod") -> list[dict[str, Any]]:
-    return [rule for group in only(overlay, "PrometheusRule", "t2i-alerts")["spec"]["groups"] for rule in group["rules"]]
 
 
 def alert(name: str) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from gateway.auth import REFUSALS, AuthInterceptor, required_scope
 from gateway.server import add_port, authenticator
 from gateway.tls import CertificateFiles
 from inference.triton_client import triton_client
-from tests.certs import Authority
-from tests.unit.servers import real_server
+from tests.support.certs import Authority
+from tests.support.servers import real_server
 
 READ, WRITE = "t2i_read-secret", "t2i_write-secret"
 TOKENS = f"reader read {HASH_PREFIX}{token_hash(READ).hex()}\nwriter read,write {WRITE}\n"

@@ -25,9 +25,9 @@ from gateway.telemetry import TelemetryInterceptor
 from inference.images import ImageLimits
 from inference.models import ModelCatalog
 from search.engine import SearchEngine
+from tests.support.servers import real_server
 from tests.unit.fake_milvus import FakeMilvusClient
 from tests.unit.fake_triton import FakeTritonClient
-from tests.unit.servers import real_server
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 

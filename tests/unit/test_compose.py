@@ -19,8 +19,8 @@ import yaml
 
 from core.auth import TOKEN_ENV, TOKEN_FILE_ENV
 from core.settings import GatewaySettings, Settings, WebSettings, split_address
-from tests.deploy_tools import deploy_tool
-from tests.unit.monitoring import only
+from tests.support.deploy_tools import deploy_tool
+from tests.support.monitoring import only
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE, CPU, LOCAL = ROOT / "compose.yaml", ROOT / "compose.cpu.yaml", ROOT / "compose.local.yaml"

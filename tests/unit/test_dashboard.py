@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.monitoring import DASHBOARD, metric_names, only, run_promtool, unknown
+from tests.support.monitoring import DASHBOARD, dashboard, metric_names, only, panels, queries, run_promtool, unknown
 
 # What the on-call person needs (issue 19), and the series that answer each.
 NEEDED = {
@@ -26,28 +25,6 @@ NEEDED = {
     "readiness": {"t2i_ready"},
     "reindex progress": {"kube_job_status_succeeded", "kube_job_spec_completions"},
 }
-# Grafana's variables, as a query sees them once Grafana has filled them in.
-VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": "text2image-search"}
-
-
-def dashboard() -> dict[str, Any]:
-    return dict(json.loads(DASHBOARD.read_text()))
-
-
-def panels() -> list[dict[str, Any]]:
-    return [p for p in dashboard()["panels"] if p["type"] != "row"]
-
-
-def queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL with Grafana's variables filled in) for every target."""
-    filled = []
-    for panel in panels():
-        for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in VARIABLES.items():
-                expr = expr.replace(variable, value)
-            filled.append((panel["title"], expr))
-    return filled
 
 
 def panel_for(needed: set[str]) -> list[str]:

@@ -10,24 +10,11 @@ import pytest
 
 from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import SearchFilter
-from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
-from inference.images import ImageLimits
-from inference.models import ModelCatalog
-from search.engine import NOTHING_INDEXED, SearchEngine, UpsertItem
-from tests.unit.fake_milvus import FakeMilvusClient
-from tests.unit.fake_triton import FakeTritonClient
-
-
-class Parts:
-    def __init__(self, repo: Path) -> None:
-        self.milvus = FakeMilvusClient()
-        self.triton = FakeTritonClient()
-        self.stamp = ModelStamp.of(Manifest.read(repo))
-        self.models = ModelCatalog("fake:1", repo, client=self.triton)  # not started: a test rescans the repository itself
-        index = ImageIndex("http://fake", "alias", self.stamp, client=self.milvus, serves=self.models.serves)
-        self.engine = SearchEngine(self.models, index, max_top_k=10, max_batch=4, limits=ImageLimits(), alias_refresh_s=60)
+from search.engine import NOTHING_INDEXED, UpsertItem
+from tests.support.engine import Parts
+from tests.support.images import png
 
 
 @pytest.fixture()
@@ -35,16 +22,6 @@ async def parts(model_repo: Path) -> AsyncIterator[Parts]:
     made = Parts(model_repo)
     yield made
     await made.engine.close()
-
-
-def png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 10, 10)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def test_with_nothing_indexed_reads_answer_clearly_and_write_nothing(parts: Parts) -> None:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.errors import ErrorMappingInterceptor
-from tests.unit.probes import Probe, memory_spans, outcome, probe_channel
+from tests.support.probes import Probe, memory_spans, outcome, probe_channel
 
 PATH = "/text2image.v1.MappingProbe/Mapped"
 

@@ -17,7 +17,7 @@ from gateway.admission import AdmissionInterceptor
 from gateway.errors import ErrorMappingInterceptor, status_for
 from gateway.server import request_caps
 from search.validation import MAX_QUERY_BYTES
-from tests.unit.servers import real_server
+from tests.support.servers import real_server
 from text2image.v1 import text2image_pb2 as pb
 
 CASES = [

@@ -16,7 +16,7 @@ from gateway.auth import AuthInterceptor
 from gateway.errors import ErrorMappingInterceptor
 from gateway.server import authenticator, interceptors
 from gateway.telemetry import TelemetryInterceptor
-from tests.unit.probes import Probe, memory_spans, outcome, probe_channel
+from tests.support.probes import Probe, memory_spans, outcome, probe_channel
 
 PATH = "/text2image.v1.EmbeddingService/EmbedText"  # a read method, capped at T2I_MAX_TEXT_REQUEST_KB x T2I_MAX_BATCH
 READ = "t2i_chain-read-secret"

@@ -17,6 +17,7 @@ import pytest
 
 from devstack.process import ManagedProcess, ProcessFailed, free_port, wait_for_port
 from devstack.sockets import Listener, holders, listeners, tree_listeners
+from tests.support.ports import time_wait_port
 
 HOLD_PORT = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('ok', flush=True); time.sleep(60)"
 
@@ -130,21 +131,6 @@ def test_a_port_in_time_wait_counts_as_free(tmp_path: Path) -> None:
     sock = _try_bind(port)
     assert sock is not None
     sock.close()
-
-
-def time_wait_port() -> int:
-    """A loopback port with a connection in TIME_WAIT and nothing listening: the server side closed first."""
-    with socket.socket() as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = int(server.getsockname()[1])
-        client = socket.create_connection(("127.0.0.1", port))
-        accepted, _ = server.accept()
-        accepted.close()  # the active close: this side goes to TIME_WAIT
-        assert client.recv(1) == b""
-        client.close()
-    return port
 
 
 def test_readiness_refuses_a_port_answered_by_another_process(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The reindex job never deletes what it could not read, and deletes only its own sources' rows.
 
-The faults are real: ``tests.faulty_fs`` is the local filesystem through fsspec, failing chosen
+The faults are real: ``tests.support.faulty_fs`` is the local filesystem through fsspec, failing chosen
 files with EIO, removing them between the listing and the read, or killing the decode worker
 that reads them. Triton and Milvus are the stand-ins of ``tests.unit.fake_reindex``; the same
 faults run against the real servers in ``tests/integration/test_reindex.py``.
@@ -23,7 +23,7 @@ from inference.images import DecoderFailure, decode_image
 from reindex.job import MAX_READ_FAILURES_IN_A_ROW, Reindexer
 from reindex.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNSETTLED, ReindexReport
 from reindex.sources import Source
-from tests.faulty_fs import FAULTS_ENV, set_faults
+from tests.support.faulty_fs import FAULTS_ENV, set_faults
 from tests.unit.fake_reindex import FakeEncoder, MemoryIndex
 
 NAMES = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"]

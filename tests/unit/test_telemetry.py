@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from gateway.telemetry import TelemetryInterceptor
-from tests.unit.probes import Probe, memory_spans, outcome, probe_channel
+from tests.support.probes import Probe, memory_spans, outcome, probe_channel
 
 PATH = "/t2i.test.TelemetryProbe/Traced"
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"

@@ -15,8 +15,9 @@ from gateway.errors import ErrorMappingInterceptor
 from gateway.servicers import SearchServicer
 from gateway.telemetry import TelemetryInterceptor
 from search.engine import UpsertItem
-from tests.unit.probes import memory_spans
-from tests.unit.test_engine import Parts, png
+from tests.support.engine import Parts
+from tests.support.images import png
+from tests.support.probes import memory_spans
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core import errors
-from tests.unit.servers import real_server
+from tests.support.servers import real_server
 
 Request = health_pb2.HealthCheckRequest
 Response = health_pb2.HealthCheckResponse

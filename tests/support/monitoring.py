@@ -7,6 +7,7 @@ names them).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-UPSTREAM = Path(__file__).with_name("upstream_metrics.yaml")
+UPSTREAM = ROOT / "tests" / "unit" / "upstream_metrics.yaml"
 DASHBOARD = ROOT / "k8s" / "monitoring" / "dashboards" / "text2image-search.json"
 
 # The series each metric type exposes, by suffix (a Go or C++ counter keeps its name; Python's adds _total).
@@ -95,3 +96,31 @@ def unknown(names: set[str]) -> set[str]:
     """The names that are neither the gateway's nor documented by the component they claim to come from."""
     known = set(ours()).union(*upstream().values())
     return {name for name in names if name not in known}
+
+
+def rules(overlay: str = "prod") -> list[dict[str, Any]]:
+    return [rule for group in only(overlay, "PrometheusRule", "t2i-alerts")["spec"]["groups"] for rule in group["rules"]]
+
+
+# Grafana's variables, as a query sees them once Grafana has filled them in.
+VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": "text2image-search"}
+
+
+def dashboard() -> dict[str, Any]:
+    return dict(json.loads(DASHBOARD.read_text()))
+
+
+def panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL with Grafana's variables filled in) for every target."""
+    filled = []
+    for panel in panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable, value in VARIABLES.items():
+                expr = expr.replace(variable, value)
+            filled.append((panel["title"], expr))
+    return filled

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from export.samples import sample_photos
-from tests.integration.conftest import PROJECT_ROOT
+from tests.support.stack import PROJECT_ROOT
 
 CONTAINERS_CONF = PROJECT_ROOT / "docker" / "containers.conf"
 
