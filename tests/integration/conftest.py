@@ -25,6 +25,15 @@ from export.main import run_export
 from t2i.client import GatewayClient
 from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT
 
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration is marked ``integration`` (``pytest -m "not integration"`` runs the unit tests)."""
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
