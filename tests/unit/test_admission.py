@@ -11,8 +11,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
-from gateway.admission import SHED, Admission, AdmissionInterceptor
+from gateway.admission import Admission, AdmissionInterceptor
 from tests.support.servers import real_server
 
 METHOD = "/text2image.v1.SearchService/SearchText"
@@ -63,10 +64,14 @@ async def outcome(channel: grpc.aio.Channel, timeout: float = 10) -> tuple[grpc.
         return exc.code(), exc.details() or "", trailers
 
 
+def shed_busy() -> float:
+    return REGISTRY.get_sample_value("t2i_shed_total", {"method": "SearchText", "reason": "busy"}) or 0.0
+
+
 async def test_a_full_gateway_refuses_at_once_with_a_retry_hint_and_recovers() -> None:
     handler = Gated()
     admission = Admission(2)
-    busy_before = SHED.labels("SearchText", "busy")._value.get()
+    busy_before = shed_busy()
     async with shedding_server(admission, handler) as channel:
         held = [asyncio.ensure_future(outcome(channel)) for _ in range(2)]
         await handler.until_started(2)  # both slots are taken, and stay taken until the gate opens
@@ -82,7 +87,7 @@ async def test_a_full_gateway_refuses_at_once_with_a_retry_hint_and_recovers() -
         assert handler.started == 2  # refused requests never reached the handler
         assert await outcome(channel) == (grpc.StatusCode.OK, "", {})  # recovered as soon as the load stopped
         assert admission.in_flight == 0
-    assert SHED.labels("SearchText", "busy")._value.get() - busy_before == 4
+    assert shed_busy() - busy_before == 4
 
 
 async def test_a_deadline_too_short_for_the_method_is_refused_before_work() -> None:

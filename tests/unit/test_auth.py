@@ -12,12 +12,13 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from tritonclient.utils import InferenceServerException
 
 from core.auth import HASH_PREFIX, LocalTokens, TokenFileError, TokenStore, client_token, parse_tokens, token_hash
 from core.errors import UserError
 from core.settings import GatewaySettings, TlsFiles, redact_uri
-from gateway.auth import REFUSALS, AuthInterceptor, required_scope
+from gateway.auth import AuthInterceptor, required_scope
 from gateway.server import add_port, authenticator
 from gateway.tls import CertificateFiles
 from inference.triton_client import triton_client
@@ -142,7 +143,7 @@ async def call(channel: grpc.aio.Channel, method: str, token: str | None) -> byt
 
 
 def refusals(reason: str) -> float:
-    return REFUSALS.labels("UpsertImages", reason)._value.get()
+    return REGISTRY.get_sample_value("t2i_auth_refusals_total", {"method": "UpsertImages", "reason": reason}) or 0.0
 
 
 async def test_tokens_and_scopes_over_real_grpc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
