@@ -1,8 +1,10 @@
 """Generate the Python gRPC stubs of every ``.proto`` under ``protos/`` beside it (needs grpcio-tools).
 
-The one way the stubs are made: ``make install`` (the ``$(PROTO_OUT)`` rule) and the image builds
-(``docker/*.Dockerfile``) both run ``python protos/build_stubs.py``. Until the build backend makes
-them (the seams issue), a wheel built from a clean clone holds them only if this ran first.
+The one way the stubs are made: the build backend runs it (``setup.py``'s ``build_py``, with
+grpcio-tools as a build requirement in ``pyproject.toml``), so every wheel and editable install holds
+them; ``make install`` (the ``$(PROTO_OUT)`` rule) and the image builds (``docker/*.Dockerfile``)
+also run ``python protos/build_stubs.py``. ``tests/integration/test_base_install.py`` checks a wheel
+built from a clean copy of the repository.
 """
 
 from __future__ import annotations
