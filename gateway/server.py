@@ -172,6 +172,7 @@ async def serve(settings: GatewaySettings) -> None:
     address = bound_address(settings.listen, port)
     host, _ = split_address(settings.listen)
     serve_metrics(host, settings.metrics_port)
+    engine.start()  # the catalog rescans the model repository in a task of its own; engine.close() stops it
     await server.start()
     logger.info(
         "gateway listening on %s (%s, %s; metrics on %s:%s), models %s, Triton %s, Milvus %s",
