@@ -30,7 +30,7 @@ from gateway.metrics import serve_metrics
 from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
 from gateway.telemetry import TelemetryInterceptor
 from gateway.tls import CertificateFiles
-from search.engine import engine_from_settings
+from search.engine import SearchEngine, engine_from_settings
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
@@ -140,11 +140,8 @@ def add_port(server: grpc.aio.Server, settings: GatewaySettings) -> tuple[str, i
     return mode, bound
 
 
-async def serve(settings: GatewaySettings) -> None:
-    """Run the gateway until SIGTERM or SIGINT, then drain and stop."""
-    auth = authenticator(settings)
-    tracing = configure_tracing("t2i-gateway", settings.otlp_endpoint)
-    engine = engine_from_settings(settings)
+def build_server(settings: GatewaySettings, engine: SearchEngine, auth: AuthInterceptor | None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server with the interceptors, the three services, health and reflection; not listening yet."""
     max_bytes = settings.max_message_mb * 2**20
     server = grpc.aio.server(
         interceptors=interceptors(settings, auth),
@@ -168,6 +165,24 @@ async def serve(settings: GatewaySettings) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return server, health_servicer
+
+
+async def until_signalled() -> None:
+    """Return on the first SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then drain and stop."""
+    auth = authenticator(settings)
+    tracing = configure_tracing("t2i-gateway", settings.otlp_endpoint)
+    engine = engine_from_settings(settings)
+    server, health_servicer = build_server(settings, engine, auth)
     mode, port = add_port(server, settings)
     address = bound_address(settings.listen, port)
     host, _ = split_address(settings.listen)
@@ -186,13 +201,8 @@ async def serve(settings: GatewaySettings) -> None:
         redact_uri(settings.milvus_uri),
     )
     report_bound(address)  # after the log line: a launcher that reads the port file finds the line in the log too
-    monitor = ReadinessMonitor(engine, health_servicer, settings.health_interval_s)
-    monitor_task = asyncio.create_task(monitor.run())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    monitor_task = asyncio.create_task(ReadinessMonitor(engine, health_servicer, settings.health_interval_s).run())
+    await until_signalled()
     logger.info("shutting down: draining for up to %.1f s", settings.grace_s)
     monitor_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
