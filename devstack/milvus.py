@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.auth import write_private
 from devstack.process import PORT_RELEASE_S, ManagedProcess, PortTaken, ProcessFailed, free_port, namespace_prefix, retry_taken_ports, wait_for_port
@@ -103,19 +104,7 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
     data_dir = Path(data_dir).resolve()
     for port in (ports.proxy, ports.health):
         wait_for_port(port, "milvus", port_wait_s)
-    written = data_dir / "configs" / "ports.json"
-    if not (written.is_file() and json.loads(written.read_text()) == asdict(ports)):
-        config = MilvusServerConfig(data_dir=str(data_dir), proxy_port=ports.proxy, etcd_port=ports.etcd_client)
-        # The wrapper's bind test has no SO_REUSEADDR: it fails on a port whose last connections
-        # are in TIME_WAIT (for a minute after a stack stops), which the server itself binds. Seen
-        # as "RuntimeError: set proxy_port=19530, but bind failed" from 'make up' after a stop.
-        config.try_bind_port = _try_bind
-        try:
-            config.resolve()
-        except RuntimeError as exc:  # a port taken between the wait and the test
-            raise PortTaken(f"cannot start milvus: {exc} ({_holders_of(ports)}); stop that process or choose another port") from exc
-        _use_own_etcd_ports(data_dir, ports)
-        written.write_text(json.dumps(asdict(ports)))
+    _configure(data_dir, ports, MilvusServerConfig)
     _harden(data_dir / "configs" / "milvus.yaml")
     _link_binaries(data_dir, _initialize_data_files)  # also after a restart: the environment may be new
     bin_dir = data_dir / "bin"
@@ -132,6 +121,33 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
     if prefix is None:
         logger.warning("no network namespace for the local Milvus: its internal ports will listen on every interface")
         return ManagedProcess("milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health), port_wait_s=port_wait_s)
+    return _sandboxed(prefix, argv, log, env, data_dir, ports)
+
+
+def _configure(data_dir: Path, ports: MilvusPorts, server_config: Callable[..., Any]) -> None:
+    """Write the wrapper's config for ``ports`` into ``data_dir``, unless the last one written has them.
+
+    Raises:
+        PortTaken: a port was taken between the wait and the wrapper's bind test (its holder named).
+    """
+    written = data_dir / "configs" / "ports.json"
+    if written.is_file() and json.loads(written.read_text()) == asdict(ports):
+        return
+    config = server_config(data_dir=str(data_dir), proxy_port=ports.proxy, etcd_port=ports.etcd_client)
+    # The wrapper's bind test has no SO_REUSEADDR: it fails on a port whose last connections
+    # are in TIME_WAIT (for a minute after a stack stops), which the server itself binds. Seen
+    # as "RuntimeError: set proxy_port=19530, but bind failed" from 'make up' after a stop.
+    config.try_bind_port = _try_bind
+    try:
+        config.resolve()
+    except RuntimeError as exc:  # a port taken between the wait and the test
+        raise PortTaken(f"cannot start milvus: {exc} ({_holders_of(ports)}); stop that process or choose another port") from exc
+    _use_own_etcd_ports(data_dir, ports)
+    written.write_text(json.dumps(asdict(ports)))
+
+
+def _sandboxed(prefix: tuple[str, ...], argv: list[str], log: Path, env: dict[str, str], data_dir: Path, ports: MilvusPorts) -> ManagedProcess:
+    """Milvus in its own network namespace, its proxy and health ports bound here on loopback and handed in."""
     sockets = [_bind_loopback(ports.proxy)]
     try:
         sockets.append(_bind_loopback(ports.health))
