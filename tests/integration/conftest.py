@@ -19,7 +19,6 @@ import pytest
 from core.index import ImageIndex
 from core.manifest import Manifest
 from core.records import ModelStamp
-from devstack.process import free_port
 from devstack.stack import LocalStack
 from export.main import run_export
 from t2i.client import GatewayClient
@@ -48,7 +47,7 @@ def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     Reads never create one; ``test_cli_up`` covers a stack with nothing indexed.
     """
-    local = LocalStack(tiny_repo, tmp_path_factory.mktemp("stack"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_test", extra_env=GATEWAY_ENV)
+    local = LocalStack(tiny_repo, tmp_path_factory.mktemp("stack"), gateway_address="127.0.0.1:0", alias="t2i_test", extra_env=GATEWAY_ENV)
     local.start()
     try:
         writer = ImageIndex(local.milvus_uri, local.alias, ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=30, token=local.milvus_token)

@@ -15,7 +15,6 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from devstack.milvus import start_milvus
-from devstack.process import free_port
 from devstack.stack import LocalStack
 from devstack.triton import start_triton
 from export.samples import sample_photos
@@ -30,7 +29,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 @pytest.fixture(scope="module")
 def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack for this module alone, with one indexed photo, so every search has a hit."""
-    local = LocalStack(tiny_repo, tmp_path_factory.mktemp("outages"), gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_outages", extra_env=GATEWAY_ENV)
+    local = LocalStack(tiny_repo, tmp_path_factory.mktemp("outages"), gateway_address="127.0.0.1:0", alias="t2i_outages", extra_env=GATEWAY_ENV)
     local.start()
     try:
         with GatewayClient(local.gateway_address, timeout_s=30, token=local.token("write")) as client:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from devstack.process import free_port
 from devstack.stack import LocalStack
 from relevance.finetune import caption_queries, read_captions, split
 from relevance.metrics import mean_metrics, query_metrics
@@ -60,7 +59,7 @@ def test_finetune_export_index_and_eval(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert "random weights" not in exported.stdout
 
-    stack = LocalStack(repo, tmp_path / "stack", gateway_address=f"127.0.0.1:{free_port()}", alias="t2i_relevance", extra_env=GATEWAY_ENV)
+    stack = LocalStack(repo, tmp_path / "stack", gateway_address="127.0.0.1:0", alias="t2i_relevance", extra_env=GATEWAY_ENV)
     with stack:
         env = {**os.environ, **stack.env(), "T2I_TOKEN": stack.token("read")}
         indexed = t2i("reindex", str(evaluation / "images"), env={**env, "T2I_TOKEN": stack.token("write")})

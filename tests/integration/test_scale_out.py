@@ -46,7 +46,7 @@ SHARDS = 3
 def scale_stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     repo = tmp_path_factory.mktemp("scale") / "model_repository"
     shutil.copytree(tiny_repo, repo)
-    local = LocalStack(repo, tmp_path_factory.mktemp("scale_stack"), gateway_address=f"127.0.0.1:{free_port()}", alias=ALIAS, extra_env=GATEWAY_ENV)
+    local = LocalStack(repo, tmp_path_factory.mktemp("scale_stack"), gateway_address="127.0.0.1:0", alias=ALIAS, extra_env=GATEWAY_ENV)
     local.start()
     try:
         yield local

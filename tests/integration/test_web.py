@@ -163,10 +163,9 @@ def test_gateway_down_is_a_clear_503() -> None:
 @pytest.fixture(scope="module")
 def web_server(stack: LocalStack, photo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The page as its own process, the way ``t2i up`` runs it."""
-    address = f"127.0.0.1:{free_port()}"
-    process = start_web(address, stack.gateway_address, str(photo_root), tmp_path_factory.mktemp("weblog") / "web.log", stack.tokens.client_file("read"))
+    process = start_web("127.0.0.1:0", stack.gateway_address, str(photo_root), tmp_path_factory.mktemp("weblog") / "web.log", stack.tokens.client_file("read"))
     try:
-        yield f"http://{address}"
+        yield f"http://{process.address}"
     finally:
         process.stop()
 
