@@ -18,7 +18,6 @@ deserializer, which never raises: it hands the call a ``Refused`` instead, and t
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -28,7 +27,7 @@ from prometheus_client import Counter, Gauge
 
 from core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, T2IError
 from gateway.errors import status_for
-from gateway.interceptors import Continuation, aborted_code, method_name, rewrapped, unary_behavior
+from gateway.interceptors import Continuation, method_name, observed, rewrapped, unary_behavior
 
 logger = logging.getLogger(__name__)
 
@@ -163,17 +162,6 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 admission.admit(method, context.time_remaining())
             except T2IError as exc:  # full, or a deadline too short for the method
                 await refuse(context, method, exc)
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                code = aborted_code(context)
-                raise
-            except Exception:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                admission.release(method, time.perf_counter() - start, code == grpc.StatusCode.OK)
+            return await observed(inner, request, context, lambda code, seconds, _: admission.release(method, seconds, code == grpc.StatusCode.OK))
 
         return rewrapped(handler, admitted, guarded(handler.request_deserializer, method, self.caps.get(method), admission))

@@ -11,6 +11,7 @@ deserializer, wrapped around the one below it, is the one that runs; the layers 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
@@ -54,3 +55,22 @@ def aborted_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode
     """The status a layer below set when it aborted the call (UNKNOWN if none is set)."""
     code = context.code()
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+async def observed(
+    inner: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any], done: Callable[[grpc.StatusCode, float, Exception | None], None]
+) -> Any:
+    """Await ``inner``, then call ``done`` with the status the client gets, the seconds it took, and the
+    exception no layer below mapped (grpc answers it UNKNOWN), if any. What telemetry and admission observe."""
+    start = time.perf_counter()
+    code, unmapped = grpc.StatusCode.OK, None
+    try:
+        return await inner(request, context)
+    except grpc.aio.AbortError:
+        code = aborted_code(context)
+        raise
+    except Exception as exc:  # no layer below mapped it: grpc answers UNKNOWN
+        code, unmapped = grpc.StatusCode.UNKNOWN, exc
+        raise
+    finally:
+        done(code, time.perf_counter() - start, unmapped)

@@ -8,14 +8,13 @@ marked as an error only for the codes of a server-side failure.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
 from opentelemetry import trace
 
 from core.tracing import incoming, tracer
-from gateway.interceptors import Continuation, aborted_code, method_name, rewrapped, unary_behavior
+from gateway.interceptors import Continuation, method_name, observed, rewrapped, unary_behavior
 from gateway.metrics import LATENCY, REQUESTS
 
 # Codes that mark a server-side failure on the RPC's span (OpenTelemetry's gRPC conventions); the others are the client's.
@@ -54,22 +53,16 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
-                start = time.perf_counter()
-                code = grpc.StatusCode.OK
-                try:
-                    return await inner(request, context)
-                except grpc.aio.AbortError:
-                    code = aborted_code(context)
-                    raise
-                except Exception as exc:  # no layer below mapped it: grpc answers UNKNOWN
-                    code = grpc.StatusCode.UNKNOWN
-                    span.record_exception(exc)
-                    raise
-                finally:
+
+                def done(code: grpc.StatusCode, seconds: float, unmapped: Exception | None) -> None:
+                    if unmapped is not None:
+                        span.record_exception(unmapped)
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
                     if code in SERVER_FAULTS:
                         span.set_status(trace.StatusCode.ERROR, code.name)
                     REQUESTS.labels(method, code.name).inc()
-                    LATENCY.labels(method).observe(time.perf_counter() - start)
+                    LATENCY.labels(method).observe(seconds)
+
+                return await observed(inner, request, context, done)
 
         return rewrapped(handler, traced)
