@@ -2,7 +2,7 @@
 
 A ``T2IError`` gets its status and message; anything else gets INTERNAL with an incident id for
 the client and the traceback, under that id, in the log. It is the innermost interceptor, next to
-the servicers; the layers outside it (admission, auth) answer their own refusals through
+the servicers; the layers outside it (auth, admission) answer their own refusals through
 ``status_for`` or ``context.abort``.
 """
 

@@ -98,20 +98,21 @@ def interceptors(settings: GatewaySettings, auth: AuthInterceptor | None = None)
     1. Telemetry (``gateway.telemetry``): the RPC's span and its ``t2i_requests_total`` and
        ``t2i_request_seconds``. Outermost, so that every answer is traced and counted with the
        code the client got, the refusals of the layers below included.
-    2. Admission (``gateway.admission``): load shedding, the size caps and the parse guard, in
+    2. Auth (``gateway.auth``, None in open mode): the bearer token and its scope, from the
+       metadata alone; a refused request is never parsed. Before admission, so that a caller
+       without a valid token learns nothing of the caps or the load, is never counted as shed,
+       and cannot raise the server-fault ratio with short deadlines (``T2IErrorRatioHigh``).
+    3. Admission (``gateway.admission``): load shedding, the size caps and the parse guard, in
        one wrapper of the request deserializer (before the body is parsed), and the deadline
-       check before the call. Before auth, so that a flood or an oversized body costs no more
-       than its length, whoever sends it.
-    3. Auth (``gateway.auth``, None in open mode): the bearer token and its scope, from the
-       metadata alone; a refused request is never parsed.
+       check before the call.
     4. Error mapping (``gateway.errors``): the servicers' domain errors to their status codes,
        anything else to INTERNAL with an incident id. Innermost, next to the servicers; the
        layers above answer their own refusals.
     """
     return [
         TelemetryInterceptor(),
-        AdmissionInterceptor(request_caps(settings), Admission(settings.max_in_flight)),
         *([auth] if auth else []),
+        AdmissionInterceptor(request_caps(settings), Admission(settings.max_in_flight)),
         ErrorMappingInterceptor(),
     ]
 

@@ -1,7 +1,7 @@
 """The telemetry interceptor: each unary RPC's server span, and its request and latency metrics.
 
 It is the outermost interceptor, so every answer is traced and counted with the code the client
-got, the refusals of admission and auth included. The span continues the caller's trace
+got, the refusals of auth and admission included. The span continues the caller's trace
 (``traceparent`` metadata), carries the gRPC attributes of OpenTelemetry's conventions, and is
 marked as an error only for the codes of a server-side failure.
 """
