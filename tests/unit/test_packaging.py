@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 HEAVY = ("torch", "transformers", "optimum", "onnx", "onnxruntime")
 
@@ -138,3 +143,55 @@ def test_the_build_requirements_are_pinned_as_constraints_pins_them() -> None:
     for requirement in pinned:
         name, version = requirement.split("==", 1)
         assert pins.get(name) == version, f"pyproject's build requirement {requirement} but constraints.txt pins {name}=={pins.get(name)}"
+
+
+def constraints_pins() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def generated_for(out: Path) -> dict[str, Version]:
+    """The protobuf and grpcio releases that stubs generated now (by this environment's grpcio-tools) are for."""
+    protoc = pytest.importorskip("grpc_tools.protoc")
+    from importlib import resources
+
+    protos = ROOT / "protos"
+    well_known = resources.files("grpc_tools") / "_proto"
+    proto = protos / "text2image" / "v1" / "text2image.proto"
+    assert protoc.main(["protoc", f"-I{protos}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}", str(proto)]) == 0
+    messages = (out / "text2image" / "v1" / "text2image_pb2.py").read_text()
+    services = (out / "text2image" / "v1" / "text2image_pb2_grpc.py").read_text()
+    protobuf = re.search(r"^# Protobuf Python Version: (\S+)$", messages, re.MULTILINE)
+    grpcio = re.search(r"^GRPC_GENERATED_VERSION = '([^']+)'$", services, re.MULTILINE)
+    assert protobuf and grpcio, "the generated code no longer names the versions it needs"
+    return {"protobuf": Version(protobuf[1]), "grpcio": Version(grpcio[1])}
+
+
+def floor(specifier: SpecifierSet) -> Version | None:
+    """The lowest version a specifier admits by a ``>=`` (or ``==``) clause; None when it has no floor."""
+    floors = [Version(clause.version) for clause in specifier if clause.operator in (">=", "==")]
+    return max(floors, default=None)
+
+
+def test_the_runtime_floors_admit_no_runtime_the_stubs_refuse(tmp_path: Path) -> None:
+    """The stubs' import refuses an older protobuf (VersionError) or grpcio (RuntimeError) than they were generated for.
+
+    So ``pip install .`` without constraints.txt must not resolve to one: pyproject's floor is at least the generated
+    code's version, and constraints.txt's pin meets the floor.
+    """
+    build_pin = next(requirement for requirement in PYPROJECT["build-system"]["requires"] if requirement.startswith("grpcio-tools=="))
+    assert f"grpcio-tools=={importlib.metadata.version('grpcio-tools')}" == build_pin, "this environment's grpcio-tools is not the build's"
+    needed = generated_for(tmp_path)
+    dependencies = {requirement.name: requirement.specifier for requirement in map(Requirement, PYPROJECT["project"]["dependencies"])}
+    pins = constraints_pins()
+    for name, version in needed.items():
+        lowest = floor(dependencies[name])
+        assert lowest is not None and lowest >= version, f"pyproject's {name}{dependencies[name]} admits a {name} older than the stubs' {version}"
+        assert dependencies[name].contains(pins[name]), f"constraints.txt's {name}=={pins[name]} does not meet pyproject's {name}{dependencies[name]}"
+
+
+def test_the_floor_check_sees_a_missing_or_low_floor() -> None:
+    assert floor(SpecifierSet("")) is None
+    assert floor(SpecifierSet("<7")) is None
+    assert floor(SpecifierSet(">=6.31,<7")) == Version("6.31")
+    assert floor(SpecifierSet("==6.33.6")) == Version("6.33.6")
