@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -195,3 +196,26 @@ def test_the_floor_check_sees_a_missing_or_low_floor() -> None:
     assert floor(SpecifierSet("<7")) is None
     assert floor(SpecifierSet(">=6.31,<7")) == Version("6.31")
     assert floor(SpecifierSet("==6.33.6")) == Version("6.33.6")
+
+
+def test_an_editable_install_fails_when_the_stubs_cannot_be_generated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """setuptools' editable install runs our ``build_py`` through ``_safely_run``, which swallows an ``Exception``.
+
+    Without grpc_tools (``pip install -e . --no-build-isolation`` in an environment without it) the build must stop,
+    not warn and install a ``text2image.v1`` without stubs.
+    """
+    import runpy
+
+    import setuptools
+    from setuptools.command.editable_wheel import editable_wheel
+    from setuptools.dist import Distribution
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
+    runpy.run_path(str(ROOT / "setup.py"))
+    monkeypatch.setitem(sys.modules, "grpc_tools", None)  # import grpc_tools raises ImportError
+    monkeypatch.chdir(tmp_path)
+    editable = editable_wheel(Distribution({"name": "text2image-search", "packages": [], "cmdclass": seen["cmdclass"]}))
+    with pytest.raises(SystemExit, match="grpcio-tools is a build requirement") as stopped:
+        editable._safely_run("build_py")
+    assert isinstance(stopped.value.__cause__, ImportError)
