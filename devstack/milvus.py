@@ -28,12 +28,12 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from core.auth import write_private
-from devstack.process import PORT_RELEASE_S, ManagedProcess, PortTaken, ProcessFailed, free_port, namespace_prefix, retry_taken_ports, wait_for_port
+from devstack.process import PORT_RELEASE_S, ChosenPorts, ManagedProcess, PortTaken, ProcessFailed, namespace_prefix, start_on_ports, wait_for_port
 from devstack.sockets import describe_pid, holders
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,16 @@ TOKEN_FILE = "root.token"
 
 
 @dataclass
-class MilvusPorts:
-    """Loopback ports of one Milvus server: client (proxy), health, and its embedded etcd."""
+class MilvusPorts(ChosenPorts):
+    """Loopback ports of one Milvus server: client (proxy), health, and its embedded etcd.
 
-    proxy: int = field(default_factory=free_port)
-    health: int = field(default_factory=free_port)
-    etcd_client: int = field(default_factory=free_port)
-    etcd_peer: int = field(default_factory=free_port)
+    Each one left 0 is chosen (``free_port``), and chosen again when it was taken (``ChosenPorts``).
+    """
+
+    proxy: int = 0
+    health: int = 0
+    etcd_client: int = 0
+    etcd_peer: int = 0
 
 
 def _bind_loopback(port: int) -> socket.socket:
@@ -90,8 +93,8 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
     """Write the config for ``data_dir`` and return a not-yet-started Milvus process.
 
     In a sandbox, the proxy and health ports are bound here on loopback and handed to the process
-    when it starts. A proxy or health port that another process still holds is waited for, up to
-    ``port_wait_s``: a stack stopped a moment ago lets it go within seconds.
+    when it starts. A proxy or health port given by the caller that another process still holds is
+    waited for, up to ``port_wait_s``: a stack stopped a moment ago lets it go within seconds.
 
     Raises:
         ImportError: with a hint when the ``milvus`` wheel is missing.
@@ -103,7 +106,8 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
         raise ImportError("the 'milvus' wheel is not installed; run 'make install'") from exc
     data_dir = Path(data_dir).resolve()
     for port in (ports.proxy, ports.health):
-        wait_for_port(port, "milvus", port_wait_s)
+        # A port chosen a moment ago that is taken now is not being released by a stopping stack: no wait, new ports instead.
+        wait_for_port(port, "milvus", port_wait_s if port in ports.fixed else 0)
     _configure(data_dir, ports, MilvusServerConfig)
     _harden(data_dir / "configs" / "milvus.yaml")
     _link_binaries(data_dir, _initialize_data_files)  # also after a restart: the environment may be new
@@ -267,25 +271,26 @@ def start_milvus(
 ) -> tuple[ManagedProcess, MilvusPorts]:
     """Start Milvus, wait until it is healthy, and give root its generated password (``milvus_token`` reads it).
 
-    Without ``ports``, free ones are chosen (``free_port``), and chosen again, up to
-    ``PORT_ATTEMPTS`` starts, when one was taken before Milvus bound it.
+    Without ``ports``, free ones are chosen (``free_port``). Ports that were chosen (all of them,
+    or those left 0 in ``ports``) are chosen again, up to ``PORT_ATTEMPTS`` starts, when one was
+    taken before Milvus bound it; ports given are never changed (``start_on_ports``).
+
+    Returns:
+        The process and its ports, all fixed now (a restart on them keeps them).
 
     Raises:
         ProcessFailed: a port is still taken after ``port_wait_s``, or Milvus exited or did not become
             healthy; the message names the holder, or has Milvus's log tail.
     """
 
-    def start(chosen: MilvusPorts, wait_s: float) -> tuple[ManagedProcess, MilvusPorts]:
-        process = milvus_process(data_dir, chosen, wait_s).start()
+    def start(chosen: MilvusPorts) -> tuple[ManagedProcess, MilvusPorts]:
+        process = milvus_process(data_dir, chosen, port_wait_s).start()
         try:
             process.wait_until(lambda: healthy(chosen.health), timeout_s, "healthy")
             secure_root(f"http://127.0.0.1:{chosen.proxy}", Path(data_dir).resolve())
         except BaseException:
             process.stop(timeout_s=5)
             raise
-        return process, chosen
+        return process, chosen.kept()
 
-    if ports is not None:
-        return start(ports, port_wait_s)
-    # Ports chosen a moment ago: one taken now is not being released by a stopping stack, so no wait; new ports instead.
-    return retry_taken_ports(lambda: start(MilvusPorts(), 0), "milvus")
+    return start_on_ports(start, ports or MilvusPorts(), "milvus")

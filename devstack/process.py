@@ -16,6 +16,7 @@ its children), never by a stale server of an earlier stack that still answers th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -26,7 +27,7 @@ import subprocess
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from core.errors import UserError
 from core.lifetime import dying_with_parent
@@ -126,18 +127,30 @@ def port_was_taken(exc: ProcessFailed) -> bool:
     return isinstance(exc, PortTaken) or bool(BIND_FAILED.search(str(exc)))
 
 
-def retry_taken_ports(start: Callable[[], T], name: str, attempts: int = PORT_ATTEMPTS) -> T:
+def names_port(exc: ProcessFailed, ports: Collection[int]) -> bool:
+    """True when a line of ``exc`` that says a port is taken names one of ``ports``.
+
+    Only those lines count: a log tail names every port the server did bind before it failed.
+    """
+    lines = [line for line in str(exc).splitlines() if BIND_FAILED.search(line)]
+    if isinstance(exc, PortTaken):
+        lines.append(str(exc).splitlines()[0])
+    return any(re.search(rf"(?<!\d){port}(?!\d)", line) for line in lines for port in ports)
+
+
+def retry_taken_ports(start: Callable[[], T], name: str, attempts: int = PORT_ATTEMPTS, fixed: Collection[int] = ()) -> T:
     """``start()``, again (up to ``attempts`` times in all) while it fails because a port was taken.
 
     For servers that must be told their ports (``free_port``): ``start`` chooses them afresh on
     each call, so a port that another process took between the choice and the bind costs one more
-    start, not a failed stack. Any other failure, and the last one, is raised.
+    start, not a failed stack. Any other failure, one that names a port of ``fixed`` (given by the
+    caller, never chosen again), and the last one, is raised.
     """
     for attempt in range(1, attempts + 1):
         try:
             return start()
         except ProcessFailed as exc:
-            if attempt == attempts or not port_was_taken(exc):
+            if attempt == attempts or not port_was_taken(exc) or names_port(exc, fixed):
                 raise
             logger.warning("%s: a port chosen for it was taken before it bound it (%s); starting it again on new ports", name, str(exc).splitlines()[0])
     raise AssertionError("unreachable")  # pragma: no cover
@@ -153,6 +166,53 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+P = TypeVar("P", bound="ChosenPorts")
+
+
+class ChosenPorts:
+    """The ports of a server that must be told them (Milvus, Triton): a dataclass of ``int`` fields, each 0 for "choose one".
+
+    A port given as 0 is chosen here (``free_port``) and its name kept in ``chosen``; the others
+    were fixed by the caller (``t2i up``'s ``T2I_MILVUS_URI``, say). ``start_on_ports`` retries a
+    start that met a taken chosen port on ``again()``: new chosen ports, the same fixed ones.
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # set by @dataclass on each subclass
+
+    def __post_init__(self) -> None:
+        self.chosen = tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name) == 0)
+        for name in self.chosen:
+            setattr(self, name, free_port())
+
+    def numbers(self) -> dict[str, int]:
+        """Every port by its name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def fixed(self) -> tuple[int, ...]:
+        """The ports given by the caller, which a retry never changes."""
+        return tuple(port for name, port in self.numbers().items() if name not in self.chosen)
+
+    def again(self: P) -> P:
+        """The same fixed ports, and new chosen ones."""
+        return dataclasses.replace(self, **dict.fromkeys(self.chosen, 0))
+
+    def kept(self: P) -> P:
+        """These ports, all fixed now (a server bound them): a restart on them must not choose others."""
+        return dataclasses.replace(self)
+
+
+def start_on_ports(start: Callable[[P], T], ports: P, name: str) -> T:
+    """``start(ports)``; while it fails on a taken chosen port, ``start(ports.again())`` (``retry_taken_ports``).
+
+    With no chosen port, one start: ports given by the caller are never changed.
+    """
+    if not ports.chosen:
+        return start(ports)
+    attempts = iter([ports])
+    return retry_taken_ports(lambda: start(next(attempts, None) or ports.again()), name, fixed=ports.fixed)
 
 
 class ManagedProcess:

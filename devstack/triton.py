@@ -12,23 +12,23 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.manifest import TEXT_MODEL, VISION_MODEL
 from core.settings import Settings
-from devstack.process import ManagedProcess, free_port, namespace_prefix, retry_taken_ports
+from devstack.process import ChosenPorts, ManagedProcess, namespace_prefix, start_on_ports, wait_for_port
 
 STUB_PYTHON = "3.11"
 
 
 @dataclass
-class TritonPorts:
-    """Loopback ports of one Triton server."""
+class TritonPorts(ChosenPorts):
+    """Loopback ports of one Triton server; each one left 0 is chosen (``free_port``), and chosen again when it was taken."""
 
-    grpc: int = field(default_factory=free_port)
-    http: int = field(default_factory=free_port)
-    metrics: int = field(default_factory=free_port)
+    grpc: int = 0
+    http: int = 0
+    metrics: int = 0
 
 
 def pytriton_root(triton_env: Path) -> Path:
@@ -118,8 +118,12 @@ def start_triton(
 ) -> tuple[ManagedProcess, TritonPorts]:
     """Start Triton and wait until both models are ready.
 
-    Without ``ports``, free ones are chosen (``free_port``), and chosen again, up to
-    ``PORT_ATTEMPTS`` starts, when one was taken before Triton bound it.
+    Without ``ports``, free ones are chosen (``free_port``). Ports that were chosen (all of them,
+    or those left 0 in ``ports``) are chosen again, up to ``PORT_ATTEMPTS`` starts, when one was
+    taken before Triton bound it; ports given are never changed (``start_on_ports``).
+
+    Returns:
+        The process and its ports, all fixed now (a restart on them keeps them).
 
     Raises:
         ProcessFailed: Triton exited or did not become ready; the message has its log tail.
@@ -127,16 +131,17 @@ def start_triton(
 
     def start(chosen: TritonPorts) -> tuple[ManagedProcess, TritonPorts]:
         process = triton_process(repo, work_dir, chosen, triton_env, config_name, extra_args)
-        if ports is None:
-            process.port_wait_s = 0  # ports chosen a moment ago: one taken now is not being released by a stopping stack
+        # Ports chosen a moment ago: one taken now is not being released by a stopping stack, so no wait; new ports instead.
+        for port in set(chosen.numbers().values()) - set(chosen.fixed):
+            wait_for_port(port, "triton", 0, ignore=(os.getpid(),))
+        if not chosen.fixed:
+            process.port_wait_s = 0
         process.start()
         try:
             process.wait_until(lambda: models_ready(chosen.http), timeout_s, "ready (clip_text and clip_vision loaded)")
         except BaseException:
             process.stop()
             raise
-        return process, chosen
+        return process, chosen.kept()
 
-    if ports is not None:
-        return start(ports)
-    return retry_taken_ports(lambda: start(TritonPorts()), "triton")
+    return start_on_ports(start, ports or TritonPorts(), "triton")

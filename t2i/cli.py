@@ -60,7 +60,6 @@ def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
 
 def _up(args: argparse.Namespace) -> int:
     from devstack.milvus import MilvusPorts
-    from devstack.process import free_port
     from devstack.stack import LocalStack
     from devstack.triton import TritonPorts
     from t2i.demo import ensure_model
@@ -81,8 +80,10 @@ def _up(args: argparse.Namespace) -> int:
         web_address=None if args.no_web else (args.web_listen or web.listen),
         image_roots=":".join(args.image_root) if args.image_root else web.image_roots,
     )
+    # The client ports are fixed (T2I_MILVUS_URI, T2I_TRITON_URL: 19530 and 8001 by default; 0 for any); the
+    # others are chosen here, and chosen again when one was taken before its server bound it (ChosenPorts).
     stack.milvus_ports = MilvusPorts(proxy=milvus_port)
-    stack.triton_ports = TritonPorts(grpc=triton_port, http=free_port(), metrics=free_port())
+    stack.triton_ports = TritonPorts(grpc=triton_port)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import devstack.process
 import devstack.triton
+from devstack.milvus import MilvusPorts
 from devstack.process import ManagedProcess, PortTaken, ProcessFailed, free_port, retry_taken_ports
 from devstack.triton import TritonPorts, start_triton
 
@@ -50,16 +52,61 @@ def fake_triton_process(repo: Path, work_dir: Path, ports: TritonPorts, *_: obje
     return ManagedProcess("triton", argv, work_dir / "triton.log", ports=(ports.grpc, ports.http, ports.metrics))
 
 
+def choosing(monkeypatch: pytest.MonkeyPatch, *first: int) -> None:
+    """``free_port`` answers ``first`` (in order), then free ports (as when another process took one of them after the choice)."""
+    picks = iter(first)
+    monkeypatch.setattr(devstack.process, "free_port", lambda: next(picks, None) or free_port())
+
+
 def test_a_start_whose_port_was_taken_is_retried_on_new_ports(tmp_path: Path, squatter: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first ports chosen have one taken (as when another process took it between ``free_port`` and the bind)."""
-    choices = iter([TritonPorts(grpc=free_port(), http=free_port(), metrics=squatter)])
-    monkeypatch.setattr(devstack.triton, "TritonPorts", lambda: next(choices, None) or TritonPorts(free_port(), free_port(), free_port()))
+    choosing(monkeypatch, free_port(), free_port(), squatter)
     monkeypatch.setattr(devstack.triton, "triton_process", fake_triton_process)
     process, ports = start_triton(tmp_path, tmp_path, timeout_s=30)
     try:
         assert process.alive() and squatter not in (ports.grpc, ports.http, ports.metrics)
+        assert ports.chosen == ()  # bound now: a restart on them keeps them
     finally:
         process.stop()
+
+
+def test_only_the_ports_left_0_are_chosen_again(tmp_path: Path, squatter: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``t2i up``'s Triton: the gRPC port fixed (``T2I_TRITON_URL``), the HTTP and metrics ports chosen, and the metrics one taken."""
+    grpc = free_port()
+    choosing(monkeypatch, free_port(), squatter)
+    monkeypatch.setattr(devstack.triton, "triton_process", fake_triton_process)
+    given = TritonPorts(grpc=grpc)
+    assert (given.metrics, given.chosen, given.fixed) == (squatter, ("http", "metrics"), (grpc,))
+    process, ports = start_triton(tmp_path, tmp_path, given, timeout_s=30)
+    try:
+        assert process.alive() and ports.grpc == grpc and squatter not in (ports.http, ports.metrics)
+        assert "triton: a port chosen for it was taken before it bound it" in caplog.text
+    finally:
+        process.stop()
+
+
+def test_a_taken_fixed_port_is_not_retried(tmp_path: Path, squatter: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choosing the other ports again cannot help when the one the caller fixed is taken: one start, its error."""
+    starts: list[TritonPorts] = []
+
+    def counted(repo: Path, work_dir: Path, ports: TritonPorts, *rest: object) -> ManagedProcess:
+        starts.append(ports)
+        return fake_triton_process(repo, work_dir, ports, *rest)
+
+    monkeypatch.setattr(devstack.triton, "triton_process", counted)
+    given = TritonPorts(grpc=squatter)
+    with pytest.raises(ProcessFailed, match=f"Socket '127.0.0.1:{squatter}' already in use"):
+        start_triton(tmp_path, tmp_path, given, timeout_s=30)
+    assert starts == [given]
+
+
+def test_milvus_ports_left_0_are_chosen_and_chosen_again_the_given_one_kept() -> None:
+    given = MilvusPorts(proxy=19530)
+    again = given.again()
+    assert given.chosen == again.chosen == ("health", "etcd_client", "etcd_peer") and given.fixed == again.fixed == (19530,)
+    assert again.proxy == 19530 and again.health not in (0, given.health)
+    kept = again.kept()
+    assert kept == again and kept.chosen == () and kept.again() == kept
 
 
 def test_ports_that_were_given_are_not_changed(tmp_path: Path, squatter: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,4 +144,23 @@ def test_only_a_taken_port_is_retried_and_only_so_often() -> None:
     calls.clear()
     with pytest.raises(PortTaken):
         retry_taken_ports(always_taken, "milvus", attempts=3)
+    assert len(calls) == 3
+
+
+def test_a_failure_that_names_a_fixed_port_is_not_retried() -> None:
+    calls: list[int] = []
+
+    def fixed_port_taken() -> str:
+        calls.append(1)  # Triton's log names the port it bound before the one it could not bind
+        raise ProcessFailed(
+            "triton exited (code 1) before ready; log x:\nStarted GRPCInferenceService at 127.0.0.1:8001\n"
+            "E failed to start HTTP service: Unavailable - Socket '127.0.0.1:18000' already in use"
+        )
+
+    with pytest.raises(ProcessFailed):
+        retry_taken_ports(fixed_port_taken, "triton", fixed=(18000,))
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(ProcessFailed):
+        retry_taken_ports(fixed_port_taken, "triton", fixed=(8001, 1800))  # bound, or a prefix of the taken one: not named
     assert len(calls) == 3
