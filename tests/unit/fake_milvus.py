@@ -2,7 +2,7 @@
 
 It implements ``core.milvus_port.MilvusPort`` (the calls ``core.index.ImageIndex`` makes) the way
 the Milvus 2.3 server answers them through pymilvus 2.6, and
-``tests/integration/test_index_congruence.py`` holds it against the real server case by case:
+the congruence suite (``tests/support/congruence.py``) holds it against the real server case by case:
 
 - searches rank the stored vectors by the collection's metric (COSINE or IP), best first, after
   the filter, and honour ``limit`` (and an ``offset`` in the search parameters) as Milvus does;
