@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from core.listen import PORT_FILE_ENV, bound_address, report_bound
 from devstack.milvus import MilvusPorts
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import LocalStack, http_ok, start_web
 from devstack.triton import TritonPorts
-
-
-def health_status(address: str) -> int:
-    """The gateway's overall health status at ``address`` (any answer shows the port is the gateway's)."""
-    with grpc.insecure_channel(address) as channel:
-        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status)
+from tests.support.models import export_beside
+from tests.support.polling import wait_for
+from tests.support.stack import health_status, start_gateway
 
 
 def log_messages(log: Path) -> list[str]:
@@ -39,30 +36,34 @@ def test_bound_address_keeps_the_host_and_takes_the_real_port(tmp_path: Path) ->
     assert target.read_text() == "127.0.0.1:43117\n" and os.listdir(tmp_path) == ["port"]
 
 
-def test_the_gateway_on_port_0_reports_a_real_connectable_port_to_its_launcher(tmp_path: Path, model_repo: Path) -> None:
+def test_the_gateway_on_port_0_reports_a_real_connectable_port_and_rescans_its_models(tmp_path: Path, model_repo: Path) -> None:
     """``python -m gateway.server`` with ``T2I_LISTEN=127.0.0.1:0``, launched as the local stack launches it.
 
     Triton and Milvus are not there: the gateway still binds and answers its health check (NOT_SERVING).
+    Its catalog rescans the repository in the background (``serve`` starts the engine): a version
+    exported after the start is announced in the log, with no request asking.
     """
-    port_file, log = tmp_path / "gateway.address", tmp_path / "gateway.log"
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    log = tmp_path / "gateway.log"
     env = {
         **os.environ,
-        "T2I_LISTEN": "127.0.0.1:0",
-        "T2I_METRICS_PORT": "0",
         "T2I_AUTH": "open",
-        "T2I_MODEL_REPOSITORY": str(model_repo),
+        "T2I_MODEL_REPOSITORY": str(repo),
         "T2I_TRITON_URL": "127.0.0.1:9",  # the discard port: nothing answers
         "T2I_MILVUS_URI": "http://127.0.0.1:9",
         "T2I_OTLP_ENDPOINT": "",
-        PORT_FILE_ENV: str(port_file),
     }
-    gateway = ManagedProcess("gateway", [sys.executable, "-m", "gateway.server"], log, env=env, ports=(0,)).start()
+    gateway = start_gateway("gateway", env, log)
     try:
-        address = gateway.wait_reported(port_file, 60)
+        address = gateway.address
+        assert address is not None
         host, port = address.rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0 and gateway.ports == (int(port),)
-        assert health_status(address) in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert health_status(address, timeout_s=10) in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
         assert any(message.startswith(f"gateway listening on {address} (plaintext, open;") for message in log_messages(log)), log.read_text()
+        export_beside(repo, "unit:model-v2", "d" * 64)
+        wait_for(lambda: "model version 2: unit:model-v2" in log_messages(log), 30, "the gateway to announce model version 2")
     finally:
         gateway.stop()
 
@@ -106,7 +107,7 @@ def test_local_stack_on_port_0_learns_the_gateway_address_and_prints_it(tmp_path
         stack.start_gateway()
         host, port = stack.gateway_address.rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0
-        assert health_status(stack.gateway_address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert health_status(stack.gateway_address, timeout_s=10) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert f"gateway  grpc://{stack.gateway_address}  " in stack.describe()
     finally:
         stack.stop()

@@ -21,6 +21,7 @@ from core.records import ModelStamp
 from inference.images import ImageLimits
 from inference.models import RESCAN_S, ModelCatalog
 from search.engine import SearchEngine
+from tests.support.models import export_beside
 from tests.unit.fake_milvus import FakeMilvusClient
 from tests.unit.fake_triton import FakeTritonClient
 
@@ -42,16 +43,6 @@ def repo(model_repo: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "repo"
     shutil.copytree(model_repo, copy)
     return copy
-
-
-def export_beside(repo: Path, model_id: str, checksum: str) -> ModelStamp:
-    """Copy the oldest version of ``repo`` as the next version with another model (a rollout's new export)."""
-    first = Manifest.read_version(repo, served_versions(repo)[0])
-    manifest = Manifest(model_id, checksum, first.dimension, "fp32", 77, 224, True, version=max(served_versions(repo)) + 1)
-    for model in (TEXT_MODEL, VISION_MODEL):
-        shutil.copytree(first.version_dir(repo, model), manifest.version_dir(repo, model))
-    manifest.write_versioned(repo)
-    return ModelStamp.of(manifest)
 
 
 def remove_version(repo: Path, version: int) -> None:

@@ -19,7 +19,8 @@ from devstack.process import ManagedProcess, ProcessFailed, free_port, wait_for_
 from devstack.sockets import Listener, holders, listeners, tree_listeners
 from tests.support.ports import time_wait_port
 
-HOLD_PORT = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('ok', flush=True); time.sleep(60)"
+# Listens on the port given (0: any), then says which: "ok PORT".
+HOLD_PORT = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('ok', s.getsockname()[1], flush=True); time.sleep(60)"
 
 
 def alive(pid: int) -> bool:
@@ -43,10 +44,11 @@ def wait_gone(pid: int, timeout_s: float) -> bool:
 @pytest.fixture()
 def stranger() -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Another process holding a listening port (a stale server of an earlier stack)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_PORT, str(port)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ok"
-    yield port, proc
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_PORT, "0"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ok, port = proc.stdout.readline().split()
+    assert ok == "ok"
+    yield int(port), proc
     proc.kill()
     proc.wait()
 
@@ -90,6 +92,7 @@ def test_a_port_still_held_after_the_wait_is_named_in_one_line(caplog: pytest.Lo
     assert [r.getMessage() for r in caplog.records if "waiting up to" in r.getMessage()] != []  # said once that it waits
 
 
+@pytest.mark.torch  # the launcher needs the milvus wheel (the devstack extra)
 def test_the_milvus_launcher_names_the_holder_of_its_port_in_one_line(tmp_path: Path) -> None:
     # Before, the milvus wheel's own port test raised "RuntimeError: set proxy_port=P, but bind failed" with a traceback.
     from devstack.milvus import MilvusPorts, milvus_process
@@ -134,11 +137,11 @@ def test_a_port_in_time_wait_counts_as_free(tmp_path: Path) -> None:
 
 
 def test_readiness_refuses_a_port_answered_by_another_process(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port()  # the server is told it, and another process takes it after the start
     process = ManagedProcess("server", ["sleep", "30"], tmp_path / "log", ports=(port,)).start()
     squatter = subprocess.Popen([sys.executable, "-c", HOLD_PORT, str(port)], stdout=subprocess.PIPE, text=True)
     try:
-        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "ok"
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == f"ok {port}"
         with pytest.raises(ProcessFailed, match=rf"port {port} is held by pid {squatter.pid}.*not by the process just started"):
             process.wait_until(lambda: True, 5, "ready")
     finally:
