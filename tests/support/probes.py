@@ -20,18 +20,27 @@ Request = health_pb2.HealthCheckRequest
 Response = health_pb2.HealthCheckResponse
 
 
+# The one in-memory exporter that memory_spans installs on a provider (there is one provider per process).
+_EXPORTERS: dict[TracerProvider, InMemorySpanExporter] = {}
+
+
 def memory_spans() -> InMemorySpanExporter:
     """An exporter that keeps the spans this process finishes from now on.
 
     The global tracer provider can be set once per process: the first call installs an SDK
-    provider, later calls add their exporter to it.
+    provider (unless one is set already) and one in-memory exporter on it. Later calls return that
+    exporter, cleared, so processors do not pile up and every span is exported once. A caller keeps
+    what it gets until the next call (a module fixture: for the module's tests).
     """
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory = _EXPORTERS.get(provider)
+    if memory is None:
+        memory = _EXPORTERS[provider] = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory.clear()
     return memory
 
 
