@@ -55,6 +55,25 @@ class MilvusCalls:
 
     Methods block. Each takes an optional ``deadline`` (monotonic clock): the call's timeout is cut
     to the time left, and a deadline that has passed raises ``DeadlineExceeded`` without calling Milvus.
+
+    Args:
+        uri: Milvus server URI.
+        alias: The alias queries go through; collections are named after it.
+        stamp: The model this process fills new collections with.
+        timeout_s: Timeout of one call (admin calls get ``ADMIN_TIMEOUT_S``).
+        token: ``user:password`` when Milvus has auth on.
+        hnsw: Index parameters.
+        client: A client to use instead of connecting (tests).
+        clock: Monotonic clock for deadlines and the reuse window (tests).
+        serves: Which collection stamps this process can encode for (default: ``stamp`` only);
+            a gateway serving several model versions during a rollout passes its catalog's.
+        tls_args: pymilvus TLS arguments (``Settings.milvus_tls_args``).
+        retry_budget_s: How long an idempotent call (``IDEMPOTENT``) that met an outage is
+            retried, with capped backoff, before its error is raised; 0 (the gateway: fail fast
+            within the request's deadline) never retries. Batch jobs set it (``T2I_MILVUS_RETRY_S``).
+        sleep: Waits between attempts (tests).
+        credentials_from: Where ``token`` was read from, named when Milvus refuses it
+            (``Settings.milvus_credentials_source``); refused credentials are never retried.
     """
 
     def __init__(
@@ -73,27 +92,7 @@ class MilvusCalls:
         sleep: Callable[[float], None] = time.sleep,
         credentials_from: str = "",
     ):
-        """Describe the index; the connection opens on first use, so Milvus may start later.
-
-        Args:
-            uri: Milvus server URI.
-            alias: The alias queries go through; collections are named after it.
-            stamp: The model this process fills new collections with.
-            timeout_s: Timeout of one call (admin calls get ``ADMIN_TIMEOUT_S``).
-            token: ``user:password`` when Milvus has auth on.
-            hnsw: Index parameters.
-            client: A client to use instead of connecting (tests).
-            clock: Monotonic clock for deadlines and the reuse window (tests).
-            serves: Which collection stamps this process can encode for (default: ``stamp`` only);
-                a gateway serving several model versions during a rollout passes its catalog's.
-            tls_args: pymilvus TLS arguments (``Settings.milvus_tls_args``).
-            retry_budget_s: How long an idempotent call (``IDEMPOTENT``) that met an outage is
-                retried, with capped backoff, before its error is raised; 0 (the gateway: fail fast
-                within the request's deadline) never retries. Batch jobs set it (``T2I_MILVUS_RETRY_S``).
-            sleep: Waits between attempts (tests).
-            credentials_from: Where ``token`` was read from, named when Milvus refuses it
-                (``Settings.milvus_credentials_source``); refused credentials are never retried.
-        """
+        """Describe the index; the connection opens on first use, so Milvus may start later."""
         self.uri = uri
         self.alias = alias
         self.stamp = stamp
