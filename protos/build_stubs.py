@@ -2,9 +2,9 @@
 
 The one way the stubs are made: the build backend runs it (``setup.py``'s ``build_py``, with
 grpcio-tools as a build requirement in ``pyproject.toml``), so every wheel and editable install holds
-them; ``make install`` (the ``$(PROTO_OUT)`` rule) and the image builds (``docker/*.Dockerfile``)
-also run ``python protos/build_stubs.py``. ``tests/integration/test_base_install.py`` checks a wheel
-built from a clean copy of the repository.
+them, the wheels the images build (``docker/*.Dockerfile``) included; ``make install`` (the
+``$(PROTO_OUT)`` rule) also runs ``python protos/build_stubs.py``. ``tests/integration/test_base_install.py``
+checks a wheel built from a clean copy of the repository.
 """
 
 from __future__ import annotations

@@ -94,6 +94,39 @@ def test_dockerfile_builds_and_installs_the_wheel(dockerfile: Path) -> None:
     assert any("requirements.py pyproject.toml" in run and "-c constraints.txt" in run for run in runs), "dependencies come from pyproject.toml, pinned"
 
 
+def stub_steps(text: str) -> list[str]:
+    """The RUN steps of ``text`` that generate protobuf stubs themselves (protoc, grpc_tools or build_stubs.py)."""
+    return [" ".join(args) for word, args in instructions(text) if word == "RUN" and re.search(r"build_stubs|protoc|grpc_tools", " ".join(args))]
+
+
+@pytest.mark.parametrize("dockerfile", PROJECT_IMAGES, ids=lambda path: path.name)
+def test_the_stubs_come_from_the_build_backend(dockerfile: Path) -> None:
+    """``pip wheel`` runs setup.py's build_py, which generates the stubs, as for any wheel: no step of its own makes them."""
+    steps = instructions(dockerfile.read_text())
+    runs = [" ".join(args) for word, args in steps if word == "RUN"]
+    assert stub_steps(dockerfile.read_text()) == [], f"{dockerfile.name} generates the stubs itself; the build backend does"
+    wheels = [run for run in runs if "pip wheel" in run]
+    assert wheels
+    if any("--no-build-isolation" in run for run in wheels):
+        # Then the build backend finds its requirements (grpcio-tools, setuptools) only where the Dockerfile installs them.
+        built_with = next(run for run in runs if "pip install" in run and "grpcio-tools" in run)
+        names = [re.split(r"[=<>]", requirement)[0] for requirement in PYPROJECT["build-system"]["requires"]]
+        assert all(name in built_with for name in names) and "-c constraints.txt" in built_with, built_with
+    # The context carries no stubs generated on the host, so the image's are the backend's.
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    for stub in ("protos/text2image/v1/text2image_pb2.py", "protos/text2image/v1/text2image_pb2_grpc.py", "protos/text2image/v1/text2image_pb2.pyi"):
+        assert any(fnmatch.fnmatch(stub, pattern) for pattern in patterns), stub
+    assert not any(fnmatch.fnmatch(kept, pattern) for kept in ("setup.py", "protos/build_stubs.py") for pattern in patterns)
+
+
+def test_the_stub_rule_sees_a_step_of_its_own() -> None:
+    """The images before the build backend made the stubs: build_stubs.py ran before pip wheel."""
+    old = "FROM buildtools AS wheel\nCOPY . .\nRUN /opt/build/bin/python protos/build_stubs.py \\\n    && /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels .\n"
+    assert len(stub_steps(old)) == 1
+    assert len(stub_steps("RUN python -m grpc_tools.protoc -Iprotos --python_out=protos x.proto\n")) == 1
+    assert stub_steps("RUN pip wheel --no-deps .\n") == []
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_base_image_is_an_argument_with_the_upstream_default(dockerfile: Path) -> None:
     steps = instructions(dockerfile.read_text())
