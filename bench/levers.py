@@ -38,6 +38,7 @@ from devstack.triton import start_triton
 from inference.tokenizer import TokenBatch
 from inference.triton_client import RetryPolicy, TritonEncoder
 from reindex.job import Reindexer
+from reindex.sources import Source
 from t2i.client import GatewayClient
 
 START, END = "<!-- levers:start -->", "<!-- levers:end -->"
@@ -157,7 +158,7 @@ async def reindex_pipeline(url: str, repo: Path, milvus_uri: str, milvus_pid: in
         encoder = TritonEncoder(url, repo, RetryPolicy(timeout_s=300))
         index = ImageIndex(milvus_uri, "levers_reindex", stamp, timeout_s=30)
         try:
-            report = await Reindexer(encoder, index, batch_size=batch, workers=workers, in_flight=in_flight).run(folder, full=True, progress=False)
+            report = await Reindexer(encoder, index, batch_size=batch, workers=workers, in_flight=in_flight).run(Source(str(folder)), full=True, progress=False)
             result[name] = {"job": report.images_per_second, "pipeline": report.pipeline_images_per_second}
         finally:
             await encoder.close()

@@ -39,6 +39,7 @@ from devstack.triton import start_triton
 from export.main import refresh_layout, run_export
 from inference.triton_client import RetryPolicy, TritonEncoder
 from reindex.job import Reindexer
+from reindex.sources import Source
 from t2i.client import GatewayClient
 
 
@@ -254,7 +255,7 @@ async def reindex_ours(repo: Path, triton_url: str, milvus_uri: str, folder: Pat
     encoder = TritonEncoder(triton_url, repo, RetryPolicy(timeout_s=300))
     index = ImageIndex(milvus_uri, "bench_reindex", stamp, timeout_s=30)
     try:
-        report = await Reindexer(encoder, index, batch_size=32, workers=2).run(folder, full=True, progress=False)
+        report = await Reindexer(encoder, index, batch_size=32, workers=2).run(Source(str(folder)), full=True, progress=False)
     finally:
         await encoder.close()
         index.close()
