@@ -93,7 +93,8 @@ def _up(args: argparse.Namespace) -> int:
         print(stack.describe())
         if stack.web_address:
             print(f"open http://{stack.web_address}/ (thumbnails from {stack.image_roots or 'no folder'}; --image-root DIR, repeatable, replaces this list)")
-        print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything")
+        # Flushed: a launcher that reads this through a pipe learns the addresses now (those of port 0 only from here).
+        print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything", flush=True)
         while not stopped.wait(1.0):
             for process in (stack.milvus, stack.triton, stack.gateway, stack.web):
                 if process is not None and not process.alive():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -22,6 +24,7 @@ from devstack.process import free_port
 from devstack.stack import gateway_serving
 from t2i.client import GatewayClient
 from tests.support.polling import wait_for
+from tests.support.ports import unanswered_port
 from tests.support.stack import PROJECT_ROOT
 
 
@@ -37,15 +40,56 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def up_env(gateway: str) -> dict[str, str]:
+def up_env(gateway: str = "127.0.0.1:0") -> dict[str, str]:
+    """``t2i up`` on ports of its own: any free one for the gateway, the page, Triton and Milvus (port 0); it prints those it bound.
+
+    The metrics port is chosen here (``free_port``): the gateway must be told it, and 0 turns it off.
+    """
     return {
         **os.environ,
         "T2I_LISTEN": gateway,
-        "T2I_TRITON_URL": f"127.0.0.1:{free_port()}",
-        "T2I_MILVUS_URI": f"http://127.0.0.1:{free_port()}",
+        "T2I_WEB_LISTEN": "127.0.0.1:0",
+        "T2I_TRITON_URL": "127.0.0.1:0",
+        "T2I_MILVUS_URI": "http://127.0.0.1:0",
         "T2I_METRICS_PORT": str(free_port()),
         "T2I_COLLECTION_ALIAS": "t2i_up_test",
     }
+
+
+class Printed:
+    """What a running ``t2i up`` prints, read by a thread of its own (a read that blocks must not hang the test)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def addresses(self, timeout_s: float = 180) -> dict[str, str]:
+        """The address printed for each component once ``t2i up`` is up (``gateway``: host:port; ``triton``: host:port; ``milvus``: a URI)."""
+        wait_for(lambda: UP_LINE in self.text or self.proc.poll() is not None, timeout_s, "t2i up to print where it listens")
+        assert UP_LINE in self.text, self.text
+        found = dict(re.findall(r"^  (gateway|triton|milvus) +(?:grpc://)?(\S+)", self.text, re.MULTILINE))
+        assert set(found) == {"gateway", "triton", "milvus"} and all(not address.endswith(":0") for address in found.values()), self.text
+        return found
+
+    def rest(self, timeout_s: float = 60) -> str:
+        """Everything printed, once ``t2i up`` has exited."""
+        self.proc.wait(timeout=timeout_s)
+        self.reader.join(timeout=10)
+        return self.text
+
+
+UP_LINE = "try: t2i reindex PATH"  # printed after the addresses, once every component is ready
 
 
 def start_up(tiny_repo: Path, data: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
@@ -60,12 +104,14 @@ def start_up(tiny_repo: Path, data: Path, env: dict[str, str], *extra: str) -> s
 
 
 def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path) -> None:
-    gateway = f"127.0.0.1:{free_port()}"
-    env = up_env(gateway)
+    env = up_env()
     data = tmp_path / "updata"
     proc = start_up(tiny_repo, data, env)
+    printed = Printed(proc)
     try:
-        wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
+        addresses = printed.addresses()
+        gateway = addresses["gateway"]
+        assert gateway_serving(gateway)
         assert processes_mentioning(str(data))  # Milvus, Triton and the gateway run from the data dir
         client = GatewayClient(gateway, token=LocalTokens(data / "stack" / "auth").token("read"))
         info = client.info()
@@ -76,29 +122,27 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
         client.close()
         # Readiness, GetIndexInfo and the search above wrote nothing: no collection, no alias.
         milvus = ImageIndex(
-            env["T2I_MILVUS_URI"], "t2i_up_test", ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=10, token=milvus_token(data / "stack" / "milvus")
+            addresses["milvus"], "t2i_up_test", ModelStamp.of(Manifest.read(tiny_repo)), timeout_s=10, token=milvus_token(data / "stack" / "milvus")
         )
         assert milvus.active_collection() is None and milvus.orphans() == []
         milvus.close()
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
+        output = printed.rest()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, output
-    assert f"gateway  grpc://{gateway}" in output and "triton   grpc://" in output and "milvus   http://127.0.0.1:" in output
+    assert f"gateway  grpc://{gateway}" in output and "triton   grpc://127.0.0.1:" in output and "milvus   http://127.0.0.1:" in output
     assert "stopping" in output
     assert processes_mentioning(str(data)) == []  # every child is gone
 
 
 def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Path, tmp_path: Path) -> None:
-    gateway = f"127.0.0.1:{free_port()}"
-    env = up_env(gateway)
     data = tmp_path / "killed"
-    proc = start_up(tiny_repo, data, env, "--no-web")
+    proc = start_up(tiny_repo, data, up_env(), "--no-web")
     try:
-        wait_for(lambda: gateway_serving(gateway), 120, "t2i up to serve")
+        assert gateway_serving(Printed(proc).addresses()["gateway"])
         children = processes_mentioning(str(data))
         assert len(children) >= 3  # Milvus (and its sandbox), Triton and the gateway
         proc.send_signal(signal.SIGKILL)  # no chance to stop anything itself
@@ -125,6 +169,7 @@ def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Pa
 def test_search_without_a_gateway_says_how_to_start_one(capsys: pytest.CaptureFixture[str]) -> None:
     from t2i.cli import main
 
-    assert main(["search", "red car", "--address", f"127.0.0.1:{free_port()}"]) == 2
+    with unanswered_port() as port:
+        assert main(["search", "red car", "--address", f"127.0.0.1:{port}"]) == 2
     error = capsys.readouterr().err
     assert "cannot reach the gateway" in error and "make up" in error

@@ -18,11 +18,11 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from core.settings import WebSettings
-from devstack.process import free_port
 from devstack.stack import LocalStack, start_web
 from export.samples import sample_photos
 from t2i.client import GatewayClient
 from tests.support.polling import wait_for
+from tests.support.ports import unanswered_port
 from tests.support.stack import PROJECT_ROOT
 from text2image.v1 import text2image_pb2 as pb
 from web.app import SECURITY_HEADERS, create_app
@@ -152,7 +152,7 @@ def test_security_headers_on_every_response(page: TestClient) -> None:
 
 
 def test_gateway_down_is_a_clear_503() -> None:
-    with TestClient(create_app(WebSettings(gateway=f"127.0.0.1:{free_port()}", timeout_s=3))) as http:
+    with unanswered_port() as port, TestClient(create_app(WebSettings(gateway=f"127.0.0.1:{port}", timeout_s=3))) as http:
         response = http.get("/api/search", params={"q": "cat"})
     assert response.status_code == 503 and "cannot be reached" in response.json()["error"]
 

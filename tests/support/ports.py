@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 
 
 def time_wait_port() -> int:
@@ -18,3 +20,14 @@ def time_wait_port() -> int:
         assert client.recv(1) == b""
         client.close()
     return port
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port where nothing answers (connections are refused), held for the block so no other process takes it.
+
+    Bound and never listened on: unlike a free port picked and let go, it cannot become another server's meanwhile.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
