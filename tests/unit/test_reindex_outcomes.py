@@ -195,6 +195,9 @@ class _BrokenDecoder(ImageFile.ImageFile):
 
 
 def test_an_unexpected_decoder_exception_is_a_decoder_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every plugin is registered first: registered during the test, they would go into the patched ID list and
+    # be lost when it is restored (Pillow initializes once), and later tests could open no PNG or JPEG.
+    Image.init()
     monkeypatch.setitem(Image.OPEN, "BROKEN", (_BrokenDecoder, lambda prefix: prefix.startswith(b"BROKEN")))
     monkeypatch.setattr(Image, "ID", ["BROKEN", *Image.ID])
     with pytest.raises(DecoderFailure, match=r"failed unexpectedly \(RuntimeError: decoder bug\)"):
