@@ -1,4 +1,8 @@
-"""Fixtures for unit tests: a model repository without ONNX files, and a fake Milvus client."""
+"""Fixtures for unit tests: a model repository without ONNX files.
+
+``model_repo`` writes its tokenizer and preprocessing files with ``transformers``, imported when it
+runs; the tests that use it are marked ``torch`` (``TORCH_FIXTURES`` in ``tests/support/markers.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from transformers import CLIPImageProcessor
 
 from core.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_MODEL, Manifest
 
@@ -14,6 +17,8 @@ from core.manifest import PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_FILE, VISION_
 @pytest.fixture(scope="session")
 def model_repo(vocab_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What adapters read from an exported repository (manifest, tokenizer, preprocessing), without the ONNX files."""
+    from transformers import CLIPImageProcessor
+
     repo = tmp_path_factory.mktemp("repo")
     manifest = Manifest("unit:model", "c" * 64, 2, "fp32", 77, 224, True)
     for model in (TEXT_MODEL, VISION_MODEL):

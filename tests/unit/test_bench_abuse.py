@@ -31,6 +31,8 @@ from tests.unit.fake_triton import FakeTritonClient
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.torch  # bench.chaos imports the export (bench.run, export.main: transformers)
+
 
 @pytest.fixture()
 async def gateway(model_repo: Path) -> AsyncIterator[str]:

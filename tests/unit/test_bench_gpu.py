@@ -6,12 +6,15 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from bench.data import photo_like_jpegs
 from bench.gpu import gpu_preprocess, measure, render
 from inference.images import PreprocessConfig, load_pixels
+
+pytestmark = pytest.mark.torch  # bench/gpu.py's paths run on torch
 
 
 def test_gpu_preprocessing_matches_the_product_path(tmp_path: Path) -> None:

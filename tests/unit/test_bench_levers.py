@@ -9,6 +9,8 @@ import pytest
 from bench.levers import VARIANTS, Variant
 from bench.report import replace_between
 
+pytestmark = pytest.mark.torch  # bench.levers imports the export (bench.run, export.main: transformers)
+
 TEXT_CONFIG = (Path(__file__).resolve().parents[2] / "model_repository" / "clip_text" / "configs" / "cpu.pbtxt").read_text()
 
 

@@ -14,6 +14,8 @@ from bench.report import PROVENANCE, measured, provenance_gaps, run_header
 from bench.run import requests_at, unique_sweep
 from bench.targets import at_million, cache_hit, memory, speedup
 
+pytestmark = pytest.mark.torch  # bench.overload imports the export (bench.run, export.main: transformers)
+
 FULL_LEVELS, FULL_PER_LEVEL = (1, 4, 16, 64), 200  # make bench (full): 200, 400, 1,000 and 3,400 requests
 
 

@@ -11,6 +11,7 @@ from bench.docs_tables import RESULTS, TABLES, Table, current, rendered
 from bench.report import PROVENANCE, ROOT, provenance_gaps
 
 
+@pytest.mark.torch  # the renderers import their benchmarks, most of which import the export (transformers, onnx, torch)
 @pytest.mark.parametrize("table", TABLES, ids=lambda t: f"{t.doc}:{t.name}")
 def test_the_table_re_renders_identically_from_its_result_file(table: Table) -> None:
     assert current(table) == rendered(table), f"run python -m bench.docs_tables (or point {table.name} at the right file)"

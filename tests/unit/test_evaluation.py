@@ -52,6 +52,7 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
         load_queries(write(tmp_path / "q.jsonl", ""))
 
 
+@pytest.mark.torch  # the plot needs matplotlib (the relevance extra)
 def test_scores_group_by_class_and_held_out_and_reports_render(tmp_path: Path) -> None:
     queries = load_queries(
         write(

@@ -17,6 +17,8 @@ from export.checkpoint import HubUnreachable, load_towers, random_configs
 from export.main import run_export
 from export.parity import FP32_THRESHOLD
 
+pytestmark = pytest.mark.torch  # the export: torch, transformers, optimum and onnx
+
 
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:

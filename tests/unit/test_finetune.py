@@ -14,6 +14,8 @@ from relevance.config import TrainConfig
 from relevance.finetune import STATE, contrastive_loss, finetune, lr_factor, read_captions
 from relevance.shapes import generate
 
+pytestmark = pytest.mark.torch  # fine-tuning runs torch
+
 
 def test_identical_captions_are_positives_not_negatives() -> None:
     # Which image got which copy of a repeated caption must not matter: both are right answers.

@@ -15,6 +15,8 @@ from core.errors import InvalidArgument
 from export.samples import sample_photos
 from inference.images import ImageLimits, PreprocessConfig, decode_image, load_crop, load_pixels, normalize, preprocess, resize_shape
 
+pytestmark = pytest.mark.torch  # transformers' CLIPImageProcessor is the reference; the photos are scikit-image's
+
 REFERENCE = CLIPImageProcessor()
 
 

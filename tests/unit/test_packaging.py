@@ -26,6 +26,7 @@ def test_import_loads_no_model_toolchain(module: str) -> None:
     assert result.stdout.strip() == "", f"importing {module} loaded {result.stdout.strip()}"
 
 
+@pytest.mark.torch  # it imports the export's torch and transformers
 def test_the_check_sees_a_heavy_import() -> None:
     """The probe above would notice torch (so an empty answer means something)."""
     code = f"import sys, export.checkpoint; print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"

@@ -13,6 +13,8 @@ from scipy import ndimage
 
 from relevance.shapes import COLORS, all_pairs, generate, is_held_out, read_labels
 
+pytestmark = pytest.mark.torch  # scipy, which counts the blobs, comes with the export extra's scikit-image
+
 NUMBERS = {"2": "two", "3": "three"}
 
 

@@ -10,6 +10,8 @@ from transformers import CLIPTokenizer
 
 from inference.tokenizer import ClipTokenizer
 
+pytestmark = pytest.mark.torch  # transformers' CLIPTokenizer is the reference
+
 TEXTS = [
     "a photo of a black dog",
     "Red CAR!!",
