@@ -16,7 +16,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -85,7 +85,7 @@ def leaves(message: Message) -> list[tuple[Message, FieldDescriptor]]:
             for item in inner if field.is_repeated else [inner]:
                 found += leaves(item)
         else:
-            found.append((message, field))
+            found.append((message, cast(FieldDescriptor, field)))  # the upb descriptor is the same type at run time
     return found
 
 
@@ -174,12 +174,12 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     channel = open_channel(address, token)
 
     def send(method: str, payload: bytes) -> tuple[str, str]:
-        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
             call(payload, timeout=20)
             return "OK", ""
         except grpc.RpcError as exc:
-            return exc.code().name, str(exc.details())[:200]  # type: ignore[attr-defined]  # a call's error is also a grpc.Call
+            return exc.code().name, str(exc.details())[:200]
 
     by_method: dict[str, Counter[str]] = {}
     by_kind: dict[str, Counter[str]] = {}
@@ -235,7 +235,10 @@ def connection_flood(address: str, token: str, count: int) -> dict[str, Any]:
     for _ in range(count):
         channel = open_channel(address, token, options=[("grpc.use_local_subchannel_pool", 1)])
         try:
-            channel.unary_unary("/text2image.v1.IndexService/GetIndexInfo", request_serializer=None, response_deserializer=None)(b"", timeout=10)
+            info: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/text2image.v1.IndexService/GetIndexInfo", request_serializer=None, response_deserializer=None
+            )
+            info(b"", timeout=10)
             codes["OK"] += 1
         except grpc.RpcError as exc:
             codes[exc.code().name] += 1

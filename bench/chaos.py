@@ -221,7 +221,7 @@ def reindex_kills(stack: LocalStack, runs: int, folder: Path, seed: int) -> list
     rng = np.random.default_rng(seed)
     env = {**os.environ, **stack.env()}
     index = ImageIndex(stack.milvus_uri, stack.alias, ModelStamp.of(Manifest.read(stack.repo)), timeout_s=30, token=stack.milvus_token)
-    results = []
+    results: list[dict[str, Any]] = []
     try:
         for run in range(runs):
             change_folder(folder, rng, run)

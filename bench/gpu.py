@@ -113,7 +113,8 @@ def cosine_min(a: torch.Tensor, b: torch.Tensor) -> float:
 def text_tower(text: torch.nn.Module, device: torch.device, repeats: int) -> dict[str, Any]:
     """Batch-1 latency by length (eager and CUDA graph) and batched queries/s at 16 tokens."""
     encode = text_embeds(text)
-    vocab = int(text.config.vocab_size)
+    config: Any = text.config  # a transformers config (torch.nn.Module's __getattr__ types it as a tensor or module)
+    vocab = int(config.vocab_size)
     rng = torch.Generator().manual_seed(0)
     result: dict[str, Any] = {}
     for length in TEXT_LENGTHS:
@@ -135,7 +136,8 @@ def text_tower(text: torch.nn.Module, device: torch.device, repeats: int) -> dic
 def vision_tower(vision: torch.nn.Module, device: torch.device, dtype: torch.dtype, repeats: int, batches: tuple[int, ...]) -> dict[str, Any]:
     """img/s by batch size; batch 1 also as a CUDA graph."""
     encode = image_embeds(vision)
-    size = int(vision.config.image_size)
+    config: Any = vision.config
+    size = int(config.image_size)
     result: dict[str, Any] = {}
     for batch in batches:
         pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch)).to(device, dtype)
@@ -154,8 +156,10 @@ def precision_parity(
     text32, vision32 = towers32
     text16, vision16 = towers16
     rng = torch.Generator().manual_seed(7)
-    ids = torch.randint(1, int(text32.config.vocab_size) - 1, (32, 16), generator=rng).to(device)
-    size = int(vision32.config.image_size)
+    text_config: Any = text32.config
+    vision_config: Any = vision32.config
+    ids = torch.randint(1, int(text_config.vocab_size) - 1, (32, 16), generator=rng).to(device)
+    size = int(vision_config.image_size)
     pixels = torch.randn(16, 3, size, size, generator=rng).to(device)
     with torch.inference_mode():
         return {

@@ -28,7 +28,7 @@ class LoadResult:
         return asdict(self)
 
 
-def run_load(call: Callable[[int], None], concurrency: int, requests: int, time_limit_s: float = 120.0) -> LoadResult:
+def run_load(call: Callable[[int], object], concurrency: int, requests: int, time_limit_s: float = 120.0) -> LoadResult:
     """Send ``requests`` calls (``call(i)``) from ``concurrency`` threads; stops early at ``time_limit_s``."""
     latencies: list[float] = []
     errors = 0

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -83,7 +83,7 @@ def capacity_sweep(client: GatewayClient, queries: list[str], seconds: float) ->
     return levels
 
 
-def refusal_cost(stack: LocalStack, repo: Path, uri: str, data: Path, refusals: int) -> dict[str, float]:
+def refusal_cost(stack: LocalStack, repo: Path, uri: str, data: Path, refusals: int) -> dict[str, Any]:
     """Gateway CPU per refused request: a bound of 1, its slot held by a request waiting on a stopped Triton."""
     gateway = Gateway(repo, stack.triton_url, uri, "overload", 64, data / "gateway-refusals.log", {"T2I_MAX_IN_FLIGHT": "1", "T2I_TRITON_TIMEOUT_S": "120"})
     client = GatewayClient(gateway.address, timeout_s=120, token=gateway.token)
@@ -154,7 +154,8 @@ def overload(gateway: Gateway, queries: list[str], clients: int, seconds: float)
                     else:
                         other[code.name] = other.get(code.name, 0) + 1
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms", "50")  # type: ignore[attr-defined]
+                    trailing = cast(grpc.Call, exc).trailing_metadata() or ()  # a call's error is also a grpc.Call
+                    hint = next((str(value) for key, value in trailing if key == "grpc-retry-pushback-ms"), "50")
                     time.sleep(int(hint) / 1000)
 
     wall = time.perf_counter()

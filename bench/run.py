@@ -66,7 +66,7 @@ def fill_collection(index: ImageIndex, vectors: np.ndarray) -> str:
     for start in range(0, len(vectors), 5000):
         index.upsert(collection, [make_row(f"v{i}", vectors[i], f"synthetic://{i}", [], "") for i in range(start, min(start + 5000, len(vectors)))])
     index.seal(collection, wait_s=3600)
-    client = index._connect()
+    client: Any = index._connect()  # the real pymilvus client: release_collection is outside the port ImageIndex uses
     client.release_collection(collection, timeout=600)  # not the growing segments' interim index
     client.load_collection(collection, timeout=600)
     previous = index.swap_alias(collection)
