@@ -208,8 +208,9 @@ def test_an_editable_install_fails_when_the_stubs_cannot_be_generated(monkeypatc
     import runpy
 
     import setuptools
-    from setuptools.command.editable_wheel import editable_wheel
     from setuptools.dist import Distribution
+
+    editable_wheel = pytest.importorskip("setuptools.command.editable_wheel", reason="setuptools before 64 has no editable installs").editable_wheel
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
