@@ -9,18 +9,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from core.index import index_from_settings
 from core.manifest import Manifest
 from core.milvus_errors import CredentialsRefused
 from core.records import ModelStamp
-from core.settings import Settings, split_address
-from devstack.process import ManagedProcess, free_port
+from core.settings import Settings
 from devstack.stack import LocalStack
 from export.samples import sample_photos
 from t2i.client import GatewayClient
-from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT, health_status, start_gateway
 
 
 class Retried(AssertionError):
@@ -72,17 +71,15 @@ def test_the_reindex_command_says_the_credentials_were_refused(stack: LocalStack
 def test_a_gateway_with_refused_credentials_says_so_and_is_not_ready(stack: LocalStack, tmp_path: Path) -> None:
     other = tmp_path / "root.token"
     other.write_text("root:the-password-of-another-stack\n")
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, **stack.env(), **GATEWAY_ENV, "T2I_MILVUS_TOKEN_FILE": str(other), "T2I_LISTEN": address, "T2I_METRICS_PORT": "0"}
-    gateway = ManagedProcess(
-        "gateway", [sys.executable, "-m", "gateway.server"], tmp_path / "gateway.log", env=env, cwd=PROJECT_ROOT, ports=(split_address(address)[1],)
-    )
-    gateway.start()
+    env = {**os.environ, **stack.env(), **GATEWAY_ENV, "T2I_MILVUS_TOKEN_FILE": str(other)}
+    gateway = start_gateway("gateway", env, tmp_path / "gateway.log")
     try:
+        address = gateway.address
+        assert address is not None
         log = tmp_path / "gateway.log"
         # Readiness says why it is not ready (it logs the refusal) and answers NOT_SERVING.
         gateway.wait_until(
-            lambda: "refused the credentials" in log.read_text() and health(address) == health_pb2.HealthCheckResponse.NOT_SERVING, 60, "not ready"
+            lambda: "refused the credentials" in log.read_text() and health_status(address) == health_pb2.HealthCheckResponse.NOT_SERVING, 60, "not ready"
         )
         with GatewayClient(address, timeout_s=20, token=stack.token("read")) as client, pytest.raises(grpc.RpcError) as caught:
             client.search_text("red car", top_k=3)
@@ -90,8 +87,3 @@ def test_a_gateway_with_refused_credentials_says_so_and_is_not_ready(stack: Loca
         assert "refused the credentials" in (caught.value.details() or "") and f"T2I_MILVUS_TOKEN_FILE ({other})" in (caught.value.details() or "")
     finally:
         gateway.stop()
-
-
-def health(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
