@@ -3,12 +3,17 @@
 The wheel is built with build isolation, as ``pip install .`` builds it from a clone: the build
 backend (setup.py) must make the protobuf stubs itself. The base environment's ``t2i`` then starts,
 answers ``info`` against the session's stack, and names the extra that ``serve`` needs.
-Cost here: see the printed seconds (about 15 s for the wheel, under a minute for the environment).
+The gateway-only environment (the wheel with the runtime image's extras, no torch or transformers)
+runs the unit tests that are not marked ``torch``, from the same archive, importing the wheel.
+Cost here: see the printed seconds (about 10 s for the wheel, under a minute for the base
+environment, about a minute for the gateway-only environment and 90 s for its unit run; 2026-12-01).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,13 +30,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of HEAD, built from ``git archive`` (no stubs, no egg-info, nothing untracked)."""
+def head_archive() -> bytes:
+    """``git archive HEAD``: what a clean clone holds (no stubs, no egg-info, nothing untracked)."""
+    return subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"], capture_output=True, check=True).stdout
+
+
+def extract(archive: bytes, folder: Path) -> Path:
+    """The archive unpacked into a new ``folder``."""
+    folder.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wheel(head_archive: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of HEAD, built from a clean copy (``git archive``)."""
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "src"
-    source.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    source = extract(head_archive, work / "src")
     assert not list((source / "protos").rglob("*_pb2*.py")), "the clean copy holds no generated stubs"
     started = time.monotonic()
     result = subprocess.run(
@@ -103,3 +118,83 @@ def test_info_against_the_stack(base_env: Path, stack: LocalStack) -> None:
     result = t2i(base_env, "info", "--address", stack.gateway_address, env={"T2I_TOKEN_FILE": str(stack.tokens.client_file("read"))})
     assert result.returncode == 0, result.stderr
     assert f'alias: "{stack.alias}"' in result.stdout and "dimension:" in result.stdout
+
+
+# --- The gateway-only environment runs the unit tests not marked torch -------------------------------
+
+# The runtime image's extras (docker/runtime.Dockerfile, make gateway-env): no torch, transformers or optimum.
+GATEWAY_EXTRAS = "gateway,reindex,web"
+# The unit tests' own tools, from the dev extra (pinned by constraints.txt): pytest and its plugins, and what
+# the tests check with (certificates, starlette's test client, the stub generator's version).
+TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-timeout", "cryptography", "httpx", "grpcio-tools")
+# About 400 unit tests are not marked torch (395 at this test's commit): a module that stopped being
+# collected there would go below this.
+MIN_GATEWAY_UNIT_TESTS = 385
+PRODUCT = ("core", "inference", "search", "gateway", "reindex", "web", "t2i", "devstack", "text2image")
+
+# A pytest plugin (outside the checkout) that writes where the packages of the run came from.
+ORIGIN_PROBE = """
+import json, os, sys
+
+
+def pytest_sessionfinish(session):
+    names = os.environ["T2I_PROBE_NAMES"].split(",")
+    found = {name: getattr(sys.modules[name], "__file__", None) or next(iter(sys.modules[name].__path__)) for name in names if name in sys.modules}
+    heavy = sorted(name for name in ("torch", "transformers", "optimum", "onnx") if name in sys.modules)
+    with open(os.environ["T2I_PROBE_OUT"], "w") as out:
+        json.dump({"modules": found, "heavy": heavy}, out)
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway_env(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel, the runtime extras and the unit tests' tools, pinned by constraints.txt."""
+    venv = tmp_path_factory.mktemp("gateway-env") / "venv"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt")]
+    result = subprocess.run([*pip, f"{wheel}[{GATEWAY_EXTRAS}]", *TEST_TOOLS], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    print(f"gateway-only environment installed in {time.monotonic() - started:.0f} s")
+    return venv
+
+
+def test_the_gateway_only_environment_lacks_torch_and_transformers(gateway_env: Path) -> None:
+    code = "import importlib.util as u; print([m for m in ('torch', 'transformers', 'optimum', 'onnx', 'open_clip') if u.find_spec(m)])"
+    result = subprocess.run([str(gateway_env / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True, cwd=gateway_env)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_unit_tests_not_marked_torch_pass_in_the_gateway_only_environment(gateway_env: Path, head_archive: bytes, tmp_path: Path) -> None:
+    """The unit tests of HEAD's archive, run by the gateway-only environment against the installed wheel.
+
+    ``-P`` keeps the working directory off ``sys.path`` and ``--import-mode=append`` puts the checkout after
+    site-packages, so ``tests`` and ``bench`` come from the checkout and the product's packages from the wheel
+    (the probe plugin records which); the checkout's sources stay readable for the tests that read them.
+    """
+    checkout = extract(head_archive, tmp_path / "checkout")
+    (checkout / ".venv-deploy").symlink_to(ROOT / ".venv-deploy")  # podman-compose for test_compose, in its own venv
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "t2i_origin_probe.py").write_text(ORIGIN_PROBE)
+    clean = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {**clean, "PYTHONPATH": str(probe), "T2I_PROBE_OUT": str(tmp_path / "origin.json"), "T2I_PROBE_NAMES": ",".join((*PRODUCT, "tests", "bench"))}
+    args = ["tests/unit", "-m", "not torch", "-q", "-p", "no:cacheprovider", "--import-mode=append", "-p", "t2i_origin_probe"]
+    python = str(gateway_env / "bin" / "python")
+    started = time.monotonic()
+    result = subprocess.run([python, "-P", "-m", "pytest", *args], capture_output=True, text=True, env=env, cwd=checkout, timeout=1500)
+    print(f"unit tests in the gateway-only environment: {time.monotonic() - started:.0f} s")
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= MIN_GATEWAY_UNIT_TESTS, summary
+    assert re.search(r"\d+ deselected", summary), f"nothing marked torch was left out: {summary}"
+    assert not re.search(r"failed|error|skipped", summary), summary
+    print(summary)
+
+    origin = json.loads((tmp_path / "origin.json").read_text())
+    site = str(gateway_env / "lib")
+    assert {"core", "gateway", "search", "inference", "reindex", "web", "text2image"} <= set(origin["modules"]), origin["modules"]
+    outside = {name: path for name, path in origin["modules"].items() if name in PRODUCT and not path.startswith(site)}
+    assert outside == {}, f"imported from outside the environment: {outside}"
+    assert origin["modules"]["tests"].startswith(str(checkout)) and origin["heavy"] == []
