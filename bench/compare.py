@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.report import run_header
+from bench.report import describe_flags, run_header
 
 # (label, how to read it from one run's search[size][variant]); lower is better unless "qps".
 METRICS = (
@@ -39,6 +39,29 @@ def figures(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list[fl
     return out
 
 
+RUN_FIELDS = ("path", "commit", "date", "dirty", "changed_files", "machine", "cpu_model", "cpu_flags", "mode", "parameters")
+
+
+def run_of(report: dict[str, Any]) -> dict[str, Any]:
+    """What the comparison keeps of one run: where it is, and what it was measured on and with."""
+    return {name: report[name] for name in RUN_FIELDS if name in report}
+
+
+def runs_line(report: dict[str, Any]) -> str:
+    """Which runs the table compares: each side's commits and run count, and the machine of the runs."""
+    sides = []
+    for side in ("before", "after"):
+        runs = report[side]
+        commits = sorted({str(run.get("commit")) for run in runs})
+        dirty = {changed for run in runs if run.get("dirty") for changed in run.get("changed_files", [])}
+        sides.append(f"{side}: {len(runs)} run(s) of commit {', '.join(commits)}" + (f" (with local changes to {', '.join(sorted(dirty))})" if dirty else ""))
+    first = report["before"][0]
+    if "machine" in first:
+        cpu = [text for text in (first.get("cpu_model"), describe_flags(first["cpu_flags"]) if "cpu_flags" in first else None) if text]
+        sides.append(f"measured {first.get('date', '?')} on {first['machine']}" + (f" ({'; '.join(cpu)})" if cpu else ""))
+    return "Runs compared: " + "; ".join(sides) + "."
+
+
 def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
     """Both sides' figures and the ratio after/before of their medians."""
     old, new = figures(before), figures(after)
@@ -54,15 +77,15 @@ def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
         **run_header(
             parameters={"before": [r.get("path") for r in before], "after": [r.get("path") for r in after], "metrics": [label for label, _ in METRICS]}
         ),
-        "before": [{"commit": r.get("commit"), "date": r.get("date")} for r in before],
-        "after": [{"commit": r.get("commit"), "date": r.get("date")} for r in after],
+        "before": [run_of(r) for r in before],
+        "after": [run_of(r) for r in after],
         "rows": rows,
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The comparison as a Markdown table."""
-    lines = ["| vectors | variant | metric | before | after | after / before |", "| ---: | --- | --- | --- | --- | ---: |"]
+    lines = [runs_line(report), "", "| vectors | variant | metric | before | after | after / before |", "| ---: | --- | --- | --- | --- | ---: |"]
     for row in report["rows"]:
         before = ", ".join(f"{v:.1f}" for v in row["before"])
         after = ", ".join(f"{v:.1f}" for v in row["after"])
