@@ -4,8 +4,10 @@ The session builds both images once (``docker/build.py``: cached layers make a r
 change take about 20 s each). The runtime image then runs as the Jobs and Deployments run it, as
 user 10001 with a read-only root filesystem and no capabilities, against the session's Triton and
 Milvus on loopback (``--network host``): ``t2i reindex`` over a mounted folder, the gateway (health
-and SearchText), and the search page (``python -m web.server``). The tools image runs ``t2i export``
-offline (``--network none``) into a mounted model repository that a local Triton then serves.
+and SearchText), and the search page (``python -m web.server``). The gateway and the page bind
+port 0, and the tests read the address they log (no port is picked first and bound after). The
+tools image runs ``t2i export`` offline (``--network none``) into a mounted model repository that a
+local Triton then serves.
 Containers are removed by name; the images stay tagged for the next run, and the build prunes
 what a rebuild left untagged.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,22 +157,40 @@ def test_runtime_image_reindexes_a_mounted_folder(reindexed: subprocess.Complete
 
 def start_gateway(image: str, stack: LocalStack, mounts: dict[str, Path], name: str) -> str:
     """Start the gateway in the runtime image (its default command, ``t2i serve``), locked down; its address once SERVING."""
-    address = f"127.0.0.1:{free_port()}"
     options, env = runtime_env(stack)
+    # Port 0 in the host's network, read back from its log; the metrics port must be told (0 turns it off): chosen here.
     podman(
         "run", "--detach", "--name", name, "--network", "host", *LOCKED_DOWN, *options,
-        "-e", f"T2I_LISTEN={address}", "-e", f"T2I_METRICS_PORT={free_port()}", "-e", "T2I_AUTH_TOKENS_FILE=/etc/t2i/auth/tokens",
+        "-e", "T2I_LISTEN=127.0.0.1:0", "-e", f"T2I_METRICS_PORT={free_port()}", "-e", "T2I_AUTH_TOKENS_FILE=/etc/t2i/auth/tokens",
         "-e", "T2I_HEALTH_INTERVAL_S=0.5",
         "-v", f"{mounts['models']}:/models:ro", "-v", f"{mounts['auth']}:/etc/t2i/auth:ro",
         image,
         env=env,
     )  # fmt: skip
     try:
+        address = logged_address(name, GATEWAY_BOUND, 90)
         wait_for(lambda: health(address) == health_pb2.HealthCheckResponse.SERVING, 90, f"{name} SERVING")
     except AssertionError:
         remove(name)
         raise
     return address
+
+
+GATEWAY_BOUND = re.compile(r"gateway listening on (127\.0\.0\.1:[1-9]\d*) \(")  # the gateway's log line once bound
+PAGE_BOUND = re.compile(r"search page listening on http://(127\.0\.0\.1:[1-9]\d*)/")
+
+
+def logged_address(name: str, bound: re.Pattern[str], timeout_s: float) -> str:
+    """The ``host:port`` that a server of ours in container ``name``, started on port 0, logged once it was bound."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        logs = podman("logs", name, check=False)
+        found[:] = bound.findall(logs.stdout + logs.stderr)
+        return bool(found)
+
+    wait_for(logged, timeout_s, f"{name} to log the address it bound")
+    return found[0]
 
 
 def remove(name: str) -> None:
@@ -210,15 +231,16 @@ def test_gateway_container_answers_health_and_search_as_user_10001_without_capab
 
 def test_page_container_searches_through_the_gateway_container(images: dict[str, str], gateway: str, mounts: dict[str, Path]) -> None:
     """``python -m web.server`` in the runtime image, in front of the gateway container, showing thumbnails of the mounted folder."""
-    address, name = f"127.0.0.1:{free_port()}", f"{PREFIX}-web"
+    name = f"{PREFIX}-web"
     podman(
         "run", "--detach", "--name", name, "--network", "host", *LOCKED_DOWN,
-        "-e", f"T2I_WEB_LISTEN={address}", "-e", f"T2I_WEB_GATEWAY={gateway}",
+        "-e", "T2I_WEB_LISTEN=127.0.0.1:0", "-e", f"T2I_WEB_GATEWAY={gateway}",
         "-e", "T2I_WEB_IMAGE_ROOTS=/images", "-e", "T2I_TOKEN_FILE=/etc/t2i/auth/read-token",
         "-v", f"{mounts['images']}:/images:ro", "-v", f"{mounts['auth']}:/etc/t2i/auth:ro",
         "--entrypoint", "python", images["runtime"], "-m", "web.server",
     )  # fmt: skip
     try:
+        address = logged_address(name, PAGE_BOUND, 60)
         wait_for(lambda: http_ok(f"http://{address}/healthz"), 60, "the page container answering")
         assert_page_searches(f"http://{address}")
         assert_locked_down(name)

@@ -36,7 +36,7 @@ from t2i.client import GatewayClient
 from tests.support.images import synthetic_photos
 from tests.support.polling import wait_for
 from tests.support.reindex_jobs import expected_rows, run_killed_job
-from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT, run_t2i
+from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT, metrics_port, run_t2i, start_gateway
 
 ALIAS = "t2i_scale"
 SHARDS = 3
@@ -216,11 +216,11 @@ def metric(port: int, method: str) -> float:
 def test_three_gateways_round_robin_and_a_kill(scale_stack: LocalStack, tmp_path: Path) -> None:
     gateways = []
     try:
-        for n in range(2):  # two more beside the stack's own
-            address, metrics = f"127.0.0.1:{free_port()}", free_port()
-            env = {**os.environ, **scale_stack.env(), **GATEWAY_ENV, "T2I_LISTEN": address, "T2I_METRICS_PORT": str(metrics), "PYTHONUNBUFFERED": "1"}
-            process = ManagedProcess(f"gateway{n + 2}", [sys.executable, "-m", "gateway.server"], tmp_path / f"gateway{n + 2}.log", env=env).start()
-            gateways.append((address, metrics, process))
+        for n in range(2):  # two more beside the stack's own, on port 0 (the metrics port is chosen: 0 would turn it off)
+            env = {**os.environ, **scale_stack.env(), **GATEWAY_ENV}
+            process = start_gateway(f"gateway{n + 2}", env, tmp_path / f"gateway{n + 2}.log", metrics=True)
+            assert process.address is not None
+            gateways.append((process.address, metrics_port(process), process))
         for address, _, process in gateways:
             process.wait_until(functools.partial(gateway_serving, address), 60, "SERVING")
         all_three = [(scale_stack.gateway_address, scale_stack.metrics_port), *[(a, m) for a, m, _ in gateways]]
