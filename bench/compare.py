@@ -39,7 +39,7 @@ def figures(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list[fl
     return out
 
 
-RUN_FIELDS = ("path", "commit", "date", "dirty", "changed_files", "machine", "cpu_model", "cpu_flags", "mode", "parameters")
+RUN_FIELDS = ("path", "commit", "date", "dirty", "changed_files", "machine", "cpu_model", "cpu_flags", "load_average_at_start", "mode", "parameters")
 
 
 def run_of(report: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +54,12 @@ def runs_line(report: dict[str, Any]) -> str:
         runs = report[side]
         commits = sorted({str(run.get("commit")) for run in runs})
         dirty = {changed for run in runs if run.get("dirty") for changed in run.get("changed_files", [])}
-        sides.append(f"{side}: {len(runs)} run(s) of commit {', '.join(commits)}" + (f" (with local changes to {', '.join(sorted(dirty))})" if dirty else ""))
+        loads = [f"{run['load_average_at_start']:.1f}" for run in runs if "load_average_at_start" in run]
+        sides.append(
+            f"{side}: {len(runs)} run(s) of commit {', '.join(commits)}"
+            + (f" (with local changes to {', '.join(sorted(dirty))})" if dirty else "")
+            + (f", load average at start {', '.join(loads)}" if loads else "")
+        )
     first = report["before"][0]
     if "machine" in first:
         cpu = [text for text in (first.get("cpu_model"), describe_flags(first["cpu_flags"]) if "cpu_flags" in first else None) if text]
@@ -100,7 +105,8 @@ def main() -> None:
     parser.add_argument("--after", type=Path, nargs="+", required=True, help="bench.run reports of the new commit")
     parser.add_argument("--out", type=Path, required=True, help="where to write the comparison JSON")
     args = parser.parse_args()
-    report = compare([json.loads(p.read_text()) for p in args.before], [json.loads(p.read_text()) for p in args.after])
+    # Each run is named by the file read here (a report records where it was first written).
+    report = compare([{**json.loads(p.read_text()), "path": str(p)} for p in args.before], [{**json.loads(p.read_text()), "path": str(p)} for p in args.after])
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))
 

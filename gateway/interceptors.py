@@ -1,8 +1,8 @@
 """What the gateway's interceptors share: wrapping the unary handler of the layers below them, typed.
 
 The interceptors have one job each, and ``gateway.server.interceptors`` composes them in this
-order, outermost first: telemetry (``gateway.telemetry``), admission (``gateway.admission``),
-auth (``gateway.auth``), error mapping (``gateway.errors``); its docstring says why.
+order, outermost first: telemetry (``gateway.telemetry``), auth (``gateway.auth``), admission
+(``gateway.admission``), error mapping (``gateway.errors``); its docstring says why.
 
 An interceptor that wraps a handler keeps its serializers. grpc parses a request with the request
 deserializer of the handler that the outermost interceptor returns, so admission's guarded
