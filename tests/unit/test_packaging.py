@@ -154,8 +154,9 @@ def constraints_pins() -> dict[str, str]:
 
 def generated_for(out: Path) -> dict[str, Version]:
     """The protobuf and grpcio releases that stubs generated now (by this environment's grpcio-tools) are for."""
-    protoc = pytest.importorskip("grpc_tools.protoc")
-    from importlib import resources
+    from importlib import import_module, resources
+
+    protoc = import_module("grpc_tools.protoc")  # grpcio-tools publishes no types
 
     protos = ROOT / "protos"
     well_known = resources.files("grpc_tools") / "_proto"
@@ -208,9 +209,8 @@ def test_an_editable_install_fails_when_the_stubs_cannot_be_generated(monkeypatc
     import runpy
 
     import setuptools
+    from setuptools.command.editable_wheel import editable_wheel  # setuptools 64 or later (a fresh venv of 3.11 has 65.5)
     from setuptools.dist import Distribution
-
-    editable_wheel = pytest.importorskip("setuptools.command.editable_wheel", reason="setuptools before 64 has no editable installs").editable_wheel
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
