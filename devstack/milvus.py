@@ -64,7 +64,7 @@ def _bind_loopback(port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         taken = ", ".join(describe_pid(pid) for pid in holders(port)) or "another process"
-        raise PortTaken(f"cannot start milvus: port {port} on 127.0.0.1 is taken by {taken} ({exc.strerror}); stop it or choose another port") from exc
+        raise PortTaken(f"cannot start milvus: port {port} on 127.0.0.1 is taken by {taken} ({exc.strerror}); stop it or choose another port", port) from exc
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

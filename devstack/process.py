@@ -102,7 +102,8 @@ def wait_for_port(port: int, name: str, timeout_s: float = PORT_RELEASE_S, ignor
         if time.monotonic() >= deadline:
             after = f" (waited {timeout_s:g} s for it to be released)" if timeout_s > 0 else ""
             raise PortTaken(
-                f"cannot start {name}: port {port} is taken by {who}{after}; stop that process (a stack left from an earlier run?) or choose another port"
+                f"cannot start {name}: port {port} is taken by {who}{after}; stop that process (a stack left from an earlier run?) or choose another port",
+                port,
             )
         if not waited:
             logger.warning("port %d is still held by %s (a stack that is stopping?); waiting up to %g s for it", port, who, timeout_s)
@@ -111,7 +112,15 @@ def wait_for_port(port: int, name: str, timeout_s: float = PORT_RELEASE_S, ignor
 
 
 class PortTaken(ProcessFailed):
-    """A port a server was to listen on is taken by another process (a new choice of ports may succeed)."""
+    """A port a server was to listen on is taken by another process (a new choice of ports may succeed).
+
+    ``port`` is the taken port where the check knows it; the message also names its holders
+    (their pids and command lines, which may hold any number).
+    """
+
+    def __init__(self, message: str, port: int | None = None):
+        super().__init__(message)
+        self.port = port
 
 
 T = TypeVar("T")
@@ -128,14 +137,17 @@ def port_was_taken(exc: ProcessFailed) -> bool:
 
 
 def names_port(exc: ProcessFailed, ports: Collection[int]) -> bool:
-    """True when a line of ``exc`` that says a port is taken names one of ``ports``.
+    """True when ``exc`` says that one of ``ports`` is taken.
 
-    Only those lines count: a log tail names every port the server did bind before it failed.
+    A ``PortTaken`` that knows its port is judged by it alone. Otherwise only the lines that say a
+    port is taken count (a log tail names every port the server did bind before it failed), and in
+    them only a port written as an address or a setting (``127.0.0.1:8001``, ``proxy_port=19530``,
+    ``port 8001``), never a number of the holders' pids or command lines.
     """
-    lines = [line for line in str(exc).splitlines() if BIND_FAILED.search(line)]
-    if isinstance(exc, PortTaken):
-        lines.append(str(exc).splitlines()[0])
-    return any(re.search(rf"(?<!\d){port}(?!\d)", line) for line in lines for port in ports)
+    if isinstance(exc, PortTaken) and exc.port is not None:
+        return exc.port in ports
+    lines = [line.split(" is taken by ")[0] for line in str(exc).splitlines() if BIND_FAILED.search(line) or " is taken by " in line]
+    return any(re.search(rf"(?:[:=]|port ){port}(?!\d)", line) for line in lines for port in ports)
 
 
 def retry_taken_ports(start: Callable[[], T], name: str, attempts: int = PORT_ATTEMPTS, fixed: Collection[int] = ()) -> T:

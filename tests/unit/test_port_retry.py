@@ -164,3 +164,27 @@ def test_a_failure_that_names_a_fixed_port_is_not_retried() -> None:
     with pytest.raises(ProcessFailed):
         retry_taken_ports(fixed_port_taken, "triton", fixed=(8001, 1800))  # bound, or a prefix of the taken one: not named
     assert len(calls) == 3
+
+
+def test_a_holder_whose_pid_or_command_line_holds_a_fixed_port_number_does_not_stop_the_retry() -> None:
+    calls: list[int] = []
+    holder = "pid 8001 (python -m http.server --bind 127.0.0.1 8001)"  # the holder of a chosen port, not of the fixed 8001
+
+    def chosen_port_taken() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PortTaken(f"cannot start triton: port 40000 is taken by {holder}; stop that process or choose another port", 40000)
+        if len(calls) == 2:
+            raise PortTaken(f"cannot start milvus: port 40001 on 127.0.0.1 is taken by {holder} (Address already in use)")
+        return "up"
+
+    assert retry_taken_ports(chosen_port_taken, "triton", fixed=(8001,)) == "up" and len(calls) == 3
+
+    def fixed_port_taken() -> str:
+        calls.append(1)
+        raise PortTaken(f"cannot start triton: port 8001 is taken by {holder}", 8001)
+
+    calls.clear()
+    with pytest.raises(PortTaken):  # the fixed port itself taken: raised at once
+        retry_taken_ports(fixed_port_taken, "triton", fixed=(8001,))
+    assert len(calls) == 1
