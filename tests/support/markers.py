@@ -63,3 +63,69 @@ def top_level_imports(module: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module.split(".")[0])
     return names
+
+
+# The repository's own top-level packages, whose imports the transitive check follows.
+FIRST_PARTY = frozenset({"core", "inference", "devstack", "search", "gateway", "reindex", "export", "relevance", "t2i", "web", "bench", "tests"})
+
+
+def _import_time_imports(tree: ast.Module) -> list[str]:
+    """The modules a module imports when it is imported: its body, ``if`` and ``try`` blocks and class bodies
+    (not functions, not ``if TYPE_CHECKING``, not a ``try`` whose ``except ImportError`` makes the import optional)."""
+    found: list[str] = []
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.extend([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
+            elif isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                optional = any(handler.type is not None and "ImportError" in ast.unparse(handler.type) for handler in node.handlers)
+                if not optional:
+                    visit(node.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            elif isinstance(node, ast.ClassDef | ast.With):
+                visit(node.body)
+
+    visit(tree.body)
+    return found
+
+
+def heavy_chain(module: Path, root: Path) -> list[str]:
+    """The chain of imports by which importing ``module`` loads a library of ``HEAVY`` ([] if none does).
+
+    First-party modules (``FIRST_PARTY``, resolved to files under ``root``) are followed, so a test that
+    imports ``bench.run`` is found to load torch through ``export.main``.
+    """
+
+    def source_of(name: str) -> Path | None:
+        parts = name.split(".")
+        for candidate in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    seen: set[Path] = set()
+    stack: list[tuple[Path, list[str]]] = [(module, [module.name])]
+    while stack:
+        path, chain = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _import_time_imports(ast.parse(path.read_text())):
+            top = name.split(".")[0]
+            if top in HEAVY:
+                return [*chain, name]
+            if top in FIRST_PARTY:
+                # A package's __init__ runs before its submodule: follow each prefix.
+                for end in range(1, name.count(".") + 2):
+                    prefix = ".".join(name.split(".")[:end])
+                    if (found := source_of(prefix)) is not None:
+                        stack.append((found, [*chain, prefix]))
+    return []

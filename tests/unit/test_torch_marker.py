@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.markers import HEAVY, leaves_out_torch, marked_torch, top_level_imports
+from tests.support.markers import heavy_chain, leaves_out_torch, marked_torch, top_level_imports
 
 UNIT = Path(__file__).resolve().parent
+ROOT = UNIT.parents[1]
 
 
 def test_every_unit_module_that_imports_a_heavy_library_at_its_top_is_marked() -> None:
     modules = sorted(UNIT.glob("test_*.py"))
-    unmarked = [path.name for path in modules if top_level_imports(path) & HEAVY and not marked_torch(path)]
-    assert unmarked == []
+    unmarked = {path.name: heavy_chain(path, ROOT) for path in modules if not marked_torch(path) and heavy_chain(path, ROOT)}
+    assert unmarked == {}, "import chains that load a heavy library from an unmarked module"
     assert {"test_export.py", "test_tokenizer.py", "test_finetune.py"} <= {path.name for path in modules if marked_torch(path)}
 
 
@@ -39,3 +40,21 @@ def test_only_an_expression_that_leaves_every_torch_test_out_skips_importing_the
 def test_a_test_that_uses_a_fixture_built_with_transformers_is_marked(request: pytest.FixtureRequest, model_repo: Path) -> None:
     assert request.node.get_closest_marker("torch") is not None
     assert request.node.get_closest_marker("integration") is None
+
+
+def test_a_heavy_library_loaded_through_a_first_party_module_is_found(tmp_path: Path) -> None:
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "__init__.py").write_text("")
+    (tmp_path / "bench" / "run.py").write_text("from export.main import run_export\n")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "__init__.py").write_text("")
+    (tmp_path / "export" / "main.py").write_text("import json\nimport torch\n")
+    module = tmp_path / "test_x.py"
+    module.write_text("import pytest\n\nfrom bench.run import anything\n")
+    assert heavy_chain(module, tmp_path) == ["test_x.py", "bench.run", "export.main", "torch"]
+    # An optional import, one under TYPE_CHECKING and one inside a function load nothing at import time.
+    (tmp_path / "export" / "main.py").write_text(
+        "from typing import TYPE_CHECKING\ntry:\n    import torch\nexcept ImportError:\n    torch = None\n"
+        "if TYPE_CHECKING:\n    import transformers\n\ndef f() -> None:\n    import onnx\n"
+    )
+    assert heavy_chain(module, tmp_path) == []
