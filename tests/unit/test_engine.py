@@ -10,11 +10,11 @@ import pytest
 
 from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import SearchFilter
-from core.manifest import Manifest
 from core.records import ModelStamp
 from search.engine import NOTHING_INDEXED, UpsertItem
 from tests.support.engine import Parts
 from tests.support.images import png
+from tests.support.models import export_beside
 
 
 @pytest.fixture()
@@ -105,20 +105,6 @@ async def test_bad_label_scan_size_is_refused_before_milvus(parts: Parts) -> Non
     assert parts.milvus.calls == []
 
 
-def add_version(repo: Path, model_id: str, checksum: str) -> ModelStamp:
-    """Copy version 1 of ``repo`` as the next version with another model (a rollout's new export)."""
-    import shutil
-
-    from core.manifest import TEXT_MODEL, VISION_MODEL, served_versions
-
-    first = Manifest.read_version(repo, served_versions(repo)[0])
-    manifest = Manifest(model_id, checksum, first.dimension, "fp32", 77, 224, True, version=max(served_versions(repo)) + 1)
-    for model in (TEXT_MODEL, VISION_MODEL):
-        shutil.copytree(first.version_dir(repo, model), manifest.version_dir(repo, model))
-    manifest.write_versioned(repo)
-    return ModelStamp.of(manifest)
-
-
 async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answers(model_repo: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -131,7 +117,7 @@ async def test_each_request_is_encoded_by_the_model_of_the_collection_that_answe
         first = await made.engine.search_text("a dog", 5, SearchFilter(), None, None)
         assert (first.model_id, made.triton.versions) == ("unit:model", ["1"])
         # A rollout: version 2 is exported beside version 1, a collection filled with it, and the alias swapped.
-        v2 = add_version(repo, "unit:model-v2", "d" * 64)
+        v2 = export_beside(repo, "unit:model-v2", "d" * 64)
         made.milvus.add("v2", v2.describe(), {"b": {"uri": "mem://b", "vector": [0.0, 1.0]}})
         made.milvus.aliases["alias"] = "v2"
         made.milvus.collections.pop("v1")  # dropped: the gateway re-resolves at once
