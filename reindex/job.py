@@ -227,6 +227,7 @@ class Reindexer:
         todo = [(source, image) for source, image in entries if image.id in hashes and plan.own.get(image.id) != hashes[image.id]]
         report.unchanged = sum(1 for _, image in entries if image.id in hashes and plan.own.get(image.id) == hashes[image.id])
         pipeline_start = time.perf_counter()
+        report.listing_seconds = pipeline_start - start
         try:
             await self._index(todo, hashes, report, progress, creating, pool)
         finally:

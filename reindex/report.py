@@ -46,8 +46,14 @@ class ReindexReport:
     promoted: bool = False  # a --full run: the alias now points at ``collection``
     unsettled: list[str] = field(default_factory=list)  # what Milvus did not confirm
     notes: list[str] = field(default_factory=list)  # what a person should know (rows not carried, a schema that limits the run)
-    seconds: float = 0.0
-    pipeline_seconds: float = 0.0
+    seconds: float = 0.0  # the whole run
+    listing_seconds: float = 0.0  # listing, reading what the collection holds, and hashing: before the pipeline starts
+    pipeline_seconds: float = 0.0  # decoding, encoding and inserting
+
+    @property
+    def finishing_seconds(self) -> float:
+        """What the run spent after the pipeline: deletes, carrying rows, sealing, the end-of-run check and the swap."""
+        return max(0.0, self.seconds - self.listing_seconds - self.pipeline_seconds)
 
     @property
     def images_per_second(self) -> float:
@@ -70,7 +76,9 @@ class ReindexReport:
         return (
             f"{mode} into {self.collection}: {self.scanned} files: {self.indexed} indexed, {self.unchanged} unchanged, "
             f"{len(self.rejected) + len(self.conflicts)} rejected, {len(self.failed)} failed; {self.deleted} rows deleted in {self.seconds:.1f} s "
-            f"({self.images_per_second:.1f} img/s; {self.pipeline_images_per_second:.1f} img/s while decoding, encoding and inserting)"
+            f"({self.images_per_second:.1f} img/s; {self.pipeline_images_per_second:.1f} img/s while decoding, encoding and inserting): "
+            f"listing and hashing {self.listing_seconds:.1f} s, pipeline {self.pipeline_seconds:.1f} s, "
+            f"deletes, sealing and checks {self.finishing_seconds:.1f} s"
         )
 
     def details(self) -> list[str]:

@@ -361,3 +361,13 @@ def test_max_failed_does_not_swap_when_the_failed_rows_cannot_be_carried(tmp_pat
     report = run(index, faulty(folder), full=True, max_failed=1)
     assert not report.promoted and index.alias == "c0" and report.exit_code() == EXIT_FAILED
     assert any("cannot be carried over" in note for note in report.notes)
+
+
+def test_the_summary_splits_the_run_into_listing_pipeline_and_finishing(tmp_path: Path) -> None:
+    report = ReindexReport(full=False, collection="C", indexed=20, scanned=20, seconds=10.0, listing_seconds=1.5, pipeline_seconds=6.0)
+    assert report.finishing_seconds == 2.5
+    assert report.summary().endswith("listing and hashing 1.5 s, pipeline 6.0 s, deletes, sealing and checks 2.5 s")
+    # A real run measures each part: none is left at 0 and together they are the run.
+    ran = run(MemoryIndex(), faulty(make_folder(tmp_path / "photos", NAMES)))
+    assert ran.indexed == len(NAMES) and min(ran.listing_seconds, ran.pipeline_seconds, ran.finishing_seconds) > 0
+    assert abs(ran.listing_seconds + ran.pipeline_seconds + ran.finishing_seconds - ran.seconds) < 1e-9
