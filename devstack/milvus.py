@@ -107,7 +107,7 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
     data_dir = Path(data_dir).resolve()
     for port in (ports.proxy, ports.health):
         # A port chosen a moment ago that is taken now is not being released by a stopping stack: no wait, new ports instead.
-        wait_for_port(port, "milvus", port_wait_s if port in ports.fixed else 0)
+        wait_for_port(port, "milvus", 0 if port in ports.chosen_numbers else port_wait_s)
     _configure(data_dir, ports, MilvusServerConfig)
     _harden(data_dir / "configs" / "milvus.yaml")
     _link_binaries(data_dir, _initialize_data_files)  # also after a restart: the environment may be new
@@ -124,7 +124,9 @@ def milvus_process(data_dir: Path, ports: MilvusPorts, port_wait_s: float = PORT
     prefix = namespace_prefix("--net")
     if prefix is None:
         logger.warning("no network namespace for the local Milvus: its internal ports will listen on every interface")
-        return ManagedProcess("milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health), port_wait_s=port_wait_s)
+        return ManagedProcess(
+            "milvus", argv, log, env=env, cwd=data_dir, ports=(ports.proxy, ports.health), port_wait_s=port_wait_s, chosen_ports=ports.chosen_numbers
+        )
     return _sandboxed(prefix, argv, log, env, data_dir, ports)
 
 

@@ -207,6 +207,11 @@ class ChosenPorts:
         """The ports given by the caller, which a retry never changes."""
         return tuple(port for name, port in self.numbers().items() if name not in self.chosen)
 
+    @property
+    def chosen_numbers(self) -> frozenset[int]:
+        """The ports chosen here, which a start never waits for (``ManagedProcess.chosen_ports``)."""
+        return frozenset(getattr(self, name) for name in self.chosen)
+
     def again(self: P) -> P:
         """The same fixed ports, and new chosen ones."""
         return dataclasses.replace(self, **dict.fromkeys(self.chosen, 0))
@@ -240,6 +245,7 @@ class ManagedProcess:
         ports: tuple[int, ...] = (),
         inherit: list[socket.socket] | None = None,
         port_wait_s: float = PORT_RELEASE_S,
+        chosen_ports: Collection[int] = (),
     ):
         """Describe the process; nothing starts until ``start``.
 
@@ -248,6 +254,8 @@ class ManagedProcess:
                 (0, for a port it chooses itself, is left out; ``wait_reported`` adds the one it got).
             inherit: Listening sockets bound by the launcher that the child inherits; this process closes its copies at start.
             port_wait_s: How long ``start`` waits for a port that another process still holds (``wait_for_port``).
+            chosen_ports: Those of ``ports`` chosen a moment ago (``ChosenPorts``): one taken now is not being
+                released by a stopping stack, so it is never waited for (the start fails at once, and is retried on new ports).
         """
         self.name = name
         self.argv = argv
@@ -257,6 +265,7 @@ class ManagedProcess:
         self.ports = tuple(port for port in ports if port)
         self.inherit = inherit or []
         self.port_wait_s = port_wait_s
+        self.chosen_ports = frozenset(chosen_ports)
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: str | None = None  # the host:port it reported (wait_reported)
 
@@ -272,7 +281,7 @@ class ManagedProcess:
             ProcessFailed: one of its ports is still taken by another process after ``port_wait_s`` (named in the message).
         """
         for port in self.ports if not self.inherit else ():
-            wait_for_port(port, self.name, self.port_wait_s, ignore=(os.getpid(),))
+            wait_for_port(port, self.name, 0 if port in self.chosen_ports else self.port_wait_s, ignore=(os.getpid(),))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

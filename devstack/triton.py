@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.manifest import TEXT_MODEL, VISION_MODEL
 from core.settings import Settings
-from devstack.process import ChosenPorts, ManagedProcess, namespace_prefix, start_on_ports, wait_for_port
+from devstack.process import ChosenPorts, ManagedProcess, namespace_prefix, start_on_ports
 
 STUB_PYTHON = "3.11"
 
@@ -131,11 +131,7 @@ def start_triton(
 
     def start(chosen: TritonPorts) -> tuple[ManagedProcess, TritonPorts]:
         process = triton_process(repo, work_dir, chosen, triton_env, config_name, extra_args)
-        # Ports chosen a moment ago: one taken now is not being released by a stopping stack, so no wait; new ports instead.
-        for port in set(chosen.numbers().values()) - set(chosen.fixed):
-            wait_for_port(port, "triton", 0, ignore=(os.getpid(),))
-        if not chosen.fixed:
-            process.port_wait_s = 0
+        process.chosen_ports = chosen.chosen_numbers
         process.start()
         try:
             process.wait_until(lambda: models_ready(chosen.http), timeout_s, "ready (clip_text and clip_vision loaded)")
