@@ -1,0 +1,115 @@
+"""Hard negatives for ``t2i finetune --hard-negatives`` (NegCLIP): a minimally edited caption that is false for its image.
+
+Only captions in the shapes grammar (``relevance.shapes``) get one, since only there is the edit
+known to be false:
+
+- a pair, ``a red circle and a blue square``: the two colours swap (``a blue circle and a red
+  square``); where that names the same objects again (equal colours, or equal shapes and counts)
+  one colour changes to a colour neither object has instead;
+- one kind with its count, ``two red circles``: the count word changes to another count of two or
+  more (``three red circles``), the number of the noun following it. ``a red circle`` becomes
+  ``two red circles`` or ``three red circles``. A count never changes to ``a red circle``: that
+  caption is true of every image with a red circle (the ``shape`` queries of ``t2i dataset
+  shapes``), so it would be a false negative of the image it was drawn from.
+
+``a photo of`` before a caption stays. Every other caption (a user's own words, the base captions
+that list colours and shapes without binding them) gets ``None``: a word-level edit of free text
+could turn out true, and a true caption trained as a negative teaches the wrong thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from relevance.shapes import COLORS, COUNT_WORDS, SHAPES, noun, phrase
+
+PREFIX = "a photo of "
+NUMBERS = {word: count for count, word in COUNT_WORDS.items()}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One phrase of a caption: ``count`` objects of ``color`` and ``shape``."""
+
+    color: str
+    shape: str
+    count: int
+
+    def text(self) -> str:
+        """The phrase, as ``relevance.shapes.phrase`` writes it."""
+        return phrase(self.color, self.shape, self.count)
+
+
+def parse_phrase(words: list[str]) -> Kind | None:
+    """``[a, red, circle]`` or ``[two, red, circles]`` as a ``Kind``; ``None`` outside the grammar."""
+    if len(words) != 3 or words[1] not in COLORS:
+        return None
+    article, color, name = words
+    count = 1 if article == "a" else NUMBERS.get(article)
+    if count is None:
+        return None
+    shape = next((s for s in SHAPES if noun(s, count) == name), None)
+    return Kind(color, shape, count) if shape is not None else None
+
+
+def parse(caption: str) -> tuple[str, list[Kind]] | None:
+    """The prefix (``a photo of `` or empty) and the phrases of a caption in the shapes grammar; ``None`` outside it."""
+    prefix = PREFIX if caption.startswith(PREFIX) else ""
+    words = caption[len(prefix) :].split(" ")
+    if len(words) == 3:
+        kinds = [parse_phrase(words)]
+    elif len(words) == 7 and words[3] == "and":
+        kinds = [parse_phrase(words[:3]), parse_phrase(words[4:])]
+    else:
+        return None
+    if any(kind is None for kind in kinds):
+        return None
+    return prefix, [kind for kind in kinds if kind is not None]
+
+
+def _objects(kinds: list[Kind]) -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    for kind in kinds:
+        found[(kind.color, kind.shape)] = found.get((kind.color, kind.shape), 0) + kind.count
+    return found
+
+
+def _recolor(pair: list[Kind], rng: np.random.Generator) -> list[Kind] | None:
+    """One of the two phrases in a colour that neither has."""
+    spare = [color for color in COLORS if color not in {pair[0].color, pair[1].color}]
+    if not spare:
+        return None
+    which = int(rng.integers(2))
+    edited = list(pair)
+    edited[which] = replace(pair[which], color=spare[int(rng.integers(len(spare)))])
+    return edited
+
+
+def _pair_negative(pair: list[Kind], rng: np.random.Generator) -> list[Kind] | None:
+    swapped = [replace(pair[0], color=pair[1].color), replace(pair[1], color=pair[0].color)]
+    if _objects(swapped) != _objects(pair):
+        return swapped
+    edited = _recolor(pair, rng)
+    return edited if edited is not None and _objects(edited) != _objects(pair) else None
+
+
+def _count_negative(kind: Kind, rng: np.random.Generator) -> list[Kind] | None:
+    others = [count for count in COUNT_WORDS if count >= 2 and count != kind.count]
+    return [replace(kind, count=others[int(rng.integers(len(others)))])] if others else None
+
+
+def hard_negative(caption: str, rng: np.random.Generator) -> str | None:
+    """A minimally edited caption that is false for the image ``caption`` describes (see the module docstring), or ``None``.
+
+    ``rng`` picks among the edits where there are several (which count, which colour).
+    """
+    parsed = parse(caption)
+    if parsed is None:
+        return None
+    prefix, kinds = parsed
+    edited = _pair_negative(kinds, rng) if len(kinds) == 2 else _count_negative(kinds[0], rng)
+    if edited is None:
+        return None
+    return prefix + " and ".join(kind.text() for kind in edited)
