@@ -8,8 +8,10 @@ the model id and weights checksum on every Milvus collection they fill.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -44,6 +46,43 @@ def resolve_precision(precision: str, flags: set[str] | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """A relevance threshold for one kind of query, picked by ``t2i eval --calibrate`` on judged queries.
+
+    Attributes:
+        threshold: Hits scoring below it are dropped by ``CUTOFF_CALIBRATED``.
+        metric: What it maximized: ``f1``, or ``recall at precision >= P``.
+        precision: Precision of the cut hits on the calibration queries.
+        recall: Their recall (of the relevant hits the uncut search returned).
+        f1: Their F1.
+        queries: How many queries it was picked on.
+        held_out_precision: Precision of the cut on the held-out queries (None when there were none).
+        held_out_recall: Recall of the cut on the held-out queries.
+        held_out_queries: How many queries were held out.
+        depth: Hits asked per query.
+        written_at: When it was written (UTC, ISO 8601).
+    """
+
+    threshold: float
+    metric: str
+    precision: float
+    recall: float
+    f1: float
+    queries: int
+    held_out_precision: float | None = None
+    held_out_recall: float | None = None
+    held_out_queries: int = 0
+    depth: int = 0
+    written_at: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """A calibration from its JSON object (unknown keys, from a newer writer, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What an exported model repository holds.
 
@@ -57,6 +96,8 @@ class Manifest:
         random_weights: True when the weights are random (rankings are meaningless).
         version: Model version folder inside the repository.
         parity: Minimum cosine similarity to PyTorch per tower, measured at export.
+        calibration: Relevance thresholds by query kind (``text``), as ``Calibration`` objects in
+            JSON; empty until ``t2i eval --calibrate`` writes one (manifests without it still read).
     """
 
     model_id: str
@@ -68,6 +109,12 @@ class Manifest:
     random_weights: bool
     version: int = 1
     parity: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def calibration_for(self, query_kind: str) -> Calibration | None:
+        """The calibrated threshold for ``query_kind`` queries, or None."""
+        data = self.calibration.get(query_kind)
+        return Calibration.from_dict(data) if data else None
 
     def write(self, repo: Path) -> Path:
         """Write the manifest as JSON at the root of ``repo``."""
@@ -123,6 +170,27 @@ class Manifest:
         if root.version != version:
             raise FileNotFoundError(f"{repo} holds no model version {version} (no {path})")
         return root
+
+
+def write_calibration(repo: Path, version: int, query_kind: str, calibration: Calibration) -> list[Path]:
+    """Store ``calibration`` in the manifest of model ``version``: its copies in the version folders, and the root one if it names that version.
+
+    Each file is replaced whole (written beside it, then renamed), so a gateway rescanning meanwhile
+    reads the old manifest or the new one, never half of one. Returns the files written.
+    """
+    repo = Path(repo)
+    manifest = Manifest.read_version(repo, version)
+    updated = replace(manifest, calibration={**manifest.calibration, query_kind: asdict(calibration)})
+    text = json.dumps(asdict(updated), indent=2, sort_keys=True) + "\n"
+    targets = [updated.version_dir(repo, model) / MANIFEST_FILE for model in (TEXT_MODEL, VISION_MODEL)]
+    targets = [path for path in targets if path.is_file()]
+    if (repo / MANIFEST_FILE).is_file() and Manifest.read(repo).version == version:
+        targets.append(repo / MANIFEST_FILE)
+    for path in targets:
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text)
+        os.replace(partial, path)
+    return targets
 
 
 def served_versions(repo: Path) -> list[int]:

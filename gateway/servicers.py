@@ -6,7 +6,9 @@ import time
 
 import grpc
 
+from core.errors import InvalidArgument
 from core.filters import SearchFilter
+from search.cutoff import Cutoff
 from search.engine import SearchEngine, SearchResult, UpsertItem
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
@@ -24,6 +26,21 @@ def to_filter(message: pb.Filter) -> SearchFilter:
     return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix)
 
 
+CUTOFFS: dict[int, Cutoff] = {pb.CUTOFF_UNSPECIFIED: Cutoff.NONE, pb.CUTOFF_NONE: Cutoff.NONE, pb.CUTOFF_AUTOCUT: Cutoff.AUTOCUT, pb.CUTOFF_CALIBRATED: Cutoff.CALIBRATED}
+CUTOFF_VALUES = {Cutoff.NONE: pb.CUTOFF_NONE, Cutoff.AUTOCUT: pb.CUTOFF_AUTOCUT, Cutoff.CALIBRATED: pb.CUTOFF_CALIBRATED}
+
+
+def to_cutoff(value: int) -> Cutoff:
+    """The engine's cut-off for a request's ``cutoff`` field.
+
+    Raises:
+        InvalidArgument: a value this server does not know (a newer client's, or a bad one), naming the field.
+    """
+    if value not in CUTOFFS:
+        raise InvalidArgument(f"cutoff: unknown value {value}; use CUTOFF_NONE, CUTOFF_AUTOCUT or CUTOFF_CALIBRATED (or leave it unset)")
+    return CUTOFFS[value]
+
+
 def to_response(result: SearchResult) -> pb.SearchResponse:
     """A ``SearchResponse`` for an engine result."""
     return pb.SearchResponse(
@@ -33,6 +50,9 @@ def to_response(result: SearchResult) -> pb.SearchResponse:
         query_truncated=result.truncated,
         query_tokens=result.query_tokens,
         collection=result.collection,
+        cutoff=CUTOFF_VALUES[result.cutoff],
+        cutoff_score=result.cutoff_score,
+        cutoff_dropped=result.cutoff_dropped,
     )
 
 
@@ -45,8 +65,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     async def SearchText(self, request: pb.SearchTextRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         min_score = request.min_score if request.HasField("min_score") else None
-        result = await self.engine.search_text(request.query, request.top_k, to_filter(request.filter), min_score, deadline_of(context, self.default_timeout_s))
-        return to_response(result)
+        cutoff = to_cutoff(request.cutoff)
+        deadline = deadline_of(context, self.default_timeout_s)
+        return to_response(await self.engine.search_text(request.query, request.top_k, to_filter(request.filter), min_score, deadline, cutoff))
 
     async def SearchImage(self, request: pb.SearchImageRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         source = request.WhichOneof("source")
@@ -59,6 +80,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             min_score,
             request.exclude_self,
             deadline_of(context, self.default_timeout_s),
+            to_cutoff(request.cutoff),
         )
         return to_response(result)
 

@@ -9,7 +9,8 @@ vectors of another model.
 
 The catalog scans the repository once when it is built, then in a background task of its own
 (``start``): every ``RESCAN_S`` it reads the repository and builds the encoders of new versions in
-a worker thread, and swaps in the new set whole. A lookup only reads the set already built, so a
+a worker thread (and rebuilds those of versions whose manifest changed, such as a threshold written
+by ``t2i eval --calibrate``), and swaps in the new set whole. A lookup only reads the set already built, so a
 slow filesystem never holds up a request.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.manifest import served_versions
+from core.manifest import Manifest, served_versions
 from core.records import ModelStamp
 from core.settings import Settings, TlsFiles
 from inference.triton_client import RetryPolicy, TritonEncoder, triton_client
@@ -87,11 +88,20 @@ class ModelCatalog:
         versions = served_versions(self.repo)
         encoders = {}
         for version in versions:
-            encoder = known[version] if version in known else self._build(version)
+            encoder = self._refreshed(known[version], version) if version in known else self._build(version)
             if encoder is not None:
                 encoders[version] = encoder
         self._broken = {v: problem for v, problem in self._broken.items() if v in versions}
         return encoders
+
+    def _refreshed(self, encoder: TritonEncoder, version: int) -> TritonEncoder:
+        """``encoder``, or a new one when the version's manifest changed (a calibration written, say); unreadable: kept."""
+        try:
+            if Manifest.read_version(self.repo, version) == encoder.manifest:
+                return encoder
+        except (OSError, ValueError, TypeError):
+            return encoder
+        return self._build(version) or encoder
 
     def _build(self, version: int) -> TritonEncoder | None:
         """The encoder of ``version``, or None (logged) when its manifest, tokenizer or preprocessing cannot be read."""

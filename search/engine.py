@@ -36,6 +36,7 @@ from inference.encoder_port import Encoder, EncoderCatalog
 from inference.images import ImageLimits, load_pixels
 from inference.models import catalog_from_settings
 from search.cache import CachedText, EmbeddingCache
+from search.cutoff import Cut, Cutoff, apply_cutoff, threshold_for
 from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ class SearchResult:
     model_id: str
     query_tokens: int = 0
     truncated: bool = False
+    cutoff: Cutoff = Cutoff.NONE
+    cutoff_score: float | None = None  # the lowest score a hit needed (None: nothing cut by rule)
+    cutoff_dropped: int = 0  # hits the cut-off dropped
+
+    @classmethod
+    def of(cls, cut: Cut, collection: str, start: float, model_id: str, query_tokens: int = 0, truncated: bool = False) -> SearchResult:
+        """The result of a search whose hits went through ``cut``, timed from ``start`` (``time.perf_counter``)."""
+        return cls(cut.hits, collection, (time.perf_counter() - start) * 1000, model_id, query_tokens, truncated, cut.cutoff, cut.score, cut.dropped)
 
 
 @dataclass(frozen=True)
@@ -209,23 +218,27 @@ class SearchEngine:
             self.cache.put(encoder.manifest.checksum, text, embedded)
         return embedded
 
-    async def search_text(self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None) -> SearchResult:
-        """Images ranked by similarity to ``query``."""
+    async def search_text(
+        self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None, cutoff: Cutoff = Cutoff.NONE
+    ) -> SearchResult:
+        """Images ranked by similarity to ``query``, then cut by ``cutoff`` (``search.cutoff``; no second Milvus call)."""
         start = time.perf_counter()
         text = require_query(query, self.max_query_bytes)
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
         embedded: CachedText | None = None
+        threshold: float | None = None
 
         async def encode(encoder: Encoder) -> np.ndarray:
-            nonlocal embedded
+            nonlocal embedded, threshold
+            threshold = threshold_for(cutoff, encoder.manifest, "text")  # an uncalibrated model fails before any encoding
             embedded = await self._embed_text(encoder, text, deadline)
             return embedded.vector
 
         collection, encoder, hits = await self._search(encode, top_k, expression, min_score, deadline)
         assert embedded is not None
-        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, encoder.manifest.model_id, embedded.tokens, embedded.truncated)
+        return SearchResult.of(apply_cutoff(hits, cutoff, threshold), collection, start, encoder.manifest.model_id, embedded.tokens, embedded.truncated)
 
     async def search_image(
         self,
@@ -236,30 +249,35 @@ class SearchEngine:
         min_score: float | None,
         exclude_self: bool,
         deadline: float | None,
+        cutoff: Cutoff = Cutoff.NONE,
     ) -> SearchResult:
-        """Images ranked by similarity to uploaded bytes or to an indexed image."""
+        """Images ranked by similarity to uploaded bytes or to an indexed image, then cut by ``cutoff``."""
         start = time.perf_counter()
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         if image_id is not None:
             require_id(image_id)
-            collection, vector = await self._read("get", self.index.vector_of, image_id, deadline=deadline)
+            collection = await self._resolve(deadline)
+            by_id = threshold_for(cutoff, self._encoder_for(collection).manifest, "image") if cutoff is Cutoff.CALIBRATED else None
+            collection, vector = await self._read("get", self.index.vector_of, image_id, deadline=deadline, collection=collection)
             expression = build_expression(search_filter, exclude_id=image_id if exclude_self else None)
             # The stored vector and the collection's rows come from the same model.
             collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, deadline=deadline, collection=collection)
-            model_id = self.index.checked_stamp(collection).model_id
-            return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, model_id)
+            return SearchResult.of(apply_cutoff(hits, cutoff, by_id), collection, start, self.index.checked_stamp(collection).model_id)
         if image is None:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
         expression = build_expression(search_filter)
+        threshold: float | None = None
 
         async def encode(encoder: Encoder) -> np.ndarray:
+            nonlocal threshold
+            threshold = threshold_for(cutoff, encoder.manifest, "image")
             pixels = await self._pixels(image, encoder)
             with downstream("triton", "encode_image"):
                 return (await encoder.encode_pixels(pixels[None], deadline))[0]
 
         collection, encoder, hits = await self._search(encode, top_k, expression, min_score, deadline)
-        return SearchResult(hits, collection, (time.perf_counter() - start) * 1000, encoder.manifest.model_id)
+        return SearchResult.of(apply_cutoff(hits, cutoff, threshold), collection, start, encoder.manifest.model_id)
 
     async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> Embeddings:
         """Normalized text vectors (of the active collection's model) and whether each text was truncated."""
