@@ -9,6 +9,13 @@ and model quality (the exact metrics) are reported apart.
 ``--compare A.json B.json`` sets two saved runs side by side (two models, fp32 against int8, two
 ef settings): the means, their differences, and the queries that changed most.
 
+``--calibrate`` picks the relevance cut-off's threshold instead (``relevance.calibration``): the
+queries at even positions choose the score threshold with the best F1 of the cut hits (or the best
+recall at ``--target-precision``), the odd ones are held out and measured with it (beside autocut
+and no cut), and the threshold is written into the manifest of the model version that serves the
+gateway's index, in ``--model-repo`` (default ``T2I_MODEL_REPOSITORY``). The gateway rescans its
+repository every 2 s (``inference.models.RESCAN_S``) and serves ``CUTOFF_CALIBRATED`` from then on.
+
 Output (``--out``, default ``./eval``): ``eval.json``, ``eval.md`` and ``eval.png`` (or
 ``compare.*``); the Markdown table is printed too.
 """
@@ -28,9 +35,12 @@ import numpy as np
 from core.errors import UserError
 from core.filters import SearchFilter
 from core.index import index_from_settings
+from core.manifest import Calibration, Manifest, served_versions, write_calibration
 from core.records import ModelStamp
 from core.settings import Settings
+from relevance.calibration import CutQuality, JudgedHits, cut_quality, pick_threshold, split
 from relevance.evaluation import Query, comparison, comparison_markdown, load_queries, markdown, plot, score
+from search.cutoff import autocut
 from t2i.client import GatewayClient
 from text2image.v1 import text2image_pb2 as pb
 
@@ -171,6 +181,100 @@ def compare_files(first: Path, second: Path, out: Path) -> str:
     return text
 
 
+def judged_hits(client: GatewayClient, queries: Sequence[Query], depth: int) -> list[JudgedHits]:
+    """Each query's uncut hits from ``SearchText`` (``depth`` deep): their scores and whether each is judged relevant (grade >= 1)."""
+    judged = []
+    for query in queries:
+        search_filter = _filter(query)
+        response = client.search_text(query.text, top_k=depth, **({"filter": search_filter} if search_filter else {}))
+        judged.append(JudgedHits([hit.score for hit in response.hits], [query.judgements.get(hit.id, 0.0) >= 1 for hit in response.hits]))
+    return judged
+
+
+def autocut_quality(queries: Sequence[JudgedHits]) -> CutQuality:
+    """Pooled precision, recall and F1 of autocut (``search.cutoff.autocut``) on each query's hits; its threshold is reported as NaN."""
+    kept = [JudgedHits(q.scores[:count], q.relevant[:count]) for q in queries for count in [autocut(q.scores)]]
+    counted = cut_quality(kept, -np.inf)
+    relevant = sum(sum(q.relevant) for q in queries)
+    recall = counted.relevant_kept / relevant if relevant else 0.0
+    f1 = 2 * counted.precision * recall / (counted.precision + recall) if counted.precision + recall else 0.0
+    return CutQuality(float("nan"), counted.precision, recall, f1, counted.kept, counted.relevant_kept, relevant)
+
+
+def served_version(repo: Path, info: pb.GetIndexInfoResponse) -> int:
+    """The model version of ``repo`` whose manifest carries the stamp of the gateway's index.
+
+    Raises:
+        UserError: the repository is not there, or no version of it filled the index.
+    """
+    if not Path(repo).is_dir():
+        raise UserError(f"--model-repo {repo} is not a folder: give the model repository the gateway serves (its T2I_MODEL_REPOSITORY)")
+    versions = served_versions(repo)
+    for version in versions:
+        manifest = Manifest.read_version(repo, version)
+        if (manifest.model_id, manifest.checksum) == (info.model_id, info.model_checksum):
+            return version
+    raise UserError(
+        f"no model version in {repo} (versions {versions}) is {info.model_id} with checksum {info.model_checksum[:12]}, the model of the "
+        f"gateway's index {info.collection or '(none)'}: give --model-repo the repository the gateway serves"
+    )
+
+
+def calibrate(client: GatewayClient, queries: Sequence[Query], depth: int, repo: Path, target_precision: float | None) -> dict[str, Any]:
+    """Pick, measure and write the calibrated threshold (see the module docstring); what was found, as a dict."""
+    info = client.info()
+    version = served_version(repo, info)
+    judged = judged_hits(client, queries, depth)
+    chosen, held = split(len(judged))
+    if not held:
+        raise UserError(f"--calibrate needs at least 2 queries (even positions calibrate, odd ones are held out); {len(judged)} given")
+    try:
+        picked = pick_threshold([judged[i] for i in chosen], target_precision)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    held_out = [judged[i] for i in held]
+    checked = cut_quality(held_out, picked.threshold)
+    metric = "f1" if target_precision is None else f"recall at precision >= {target_precision:g}"
+    written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    calibration = Calibration(
+        picked.threshold, metric, picked.precision, picked.recall, picked.f1, len(chosen), checked.precision, checked.recall, len(held), depth, written_at
+    )
+    files = write_calibration(repo, version, "text", calibration)
+    return {
+        "model_id": info.model_id, "model_checksum": info.model_checksum, "version": version, "collection": info.collection,
+        "random_weights": info.random_weights, "calibration": calibration.__dict__, "files": [str(f) for f in files],
+        "held_out": {"calibrated": checked.__dict__, "autocut": autocut_quality(held_out).__dict__, "none": cut_quality(held_out, -np.inf).__dict__},
+    }  # fmt: skip
+
+
+def calibration_markdown(found: dict[str, Any]) -> str:
+    """The calibration and its held-out check as a Markdown table."""
+    cal = found["calibration"]
+    lines = [
+        f"Calibrated threshold {cal['threshold']:.4f} for {found['model_id']} version {found['version']} ({cal['metric']}, "
+        f"{cal['queries']} queries at even positions; checked on {cal['held_out_queries']} held out, {cal['depth']} hits each)",
+        "",
+        "| cut-off | queries | precision | recall | F1 | hits kept |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| calibrated (calibration queries) | {cal['queries']} | {cal['precision']:.3f} | {cal['recall']:.3f} | {cal['f1']:.3f} | |",
+    ]
+    for name, cut in found["held_out"].items():
+        lines.append(f"| {name} (held out) | {cal['held_out_queries']} | {cut['precision']:.3f} | {cut['recall']:.3f} | {cut['f1']:.3f} | {cut['kept']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _calibrate_command(args: argparse.Namespace, client: GatewayClient, queries: Sequence[Query]) -> int:
+    repo = Path(args.model_repo) if args.model_repo else Settings().model_repository
+    found = calibrate(client, queries, args.depth, repo, args.target_precision)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "calibration.json").write_text(json.dumps(found, indent=1))
+    print(calibration_markdown(found))
+    if found["random_weights"]:
+        print("NOTE: the gateway serves random weights: this threshold separates chance")
+    print(f"wrote the threshold into {', '.join(found['files'])} and {args.out}/calibration.json; the gateway serves it within its 2 s rescan")
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``t2i eval``."""
     parser.add_argument("--queries", type=Path, help="JSON lines of {query, relevant[, class, labels]}")
@@ -180,6 +284,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("eval"), help="folder for the report (default ./eval)")
     parser.add_argument("--title", default=None, help="title of the Markdown table")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two saved results instead of running queries")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="pick the CUTOFF_CALIBRATED threshold (best F1) on the even-position queries, check it on the odd ones, write it",
+    )
+    parser.add_argument("--target-precision", type=float, default=None, help="with --calibrate: the threshold of best recall at this precision or more")
+    parser.add_argument(
+        "--model-repo", type=Path, default=None, help="with --calibrate: the model repository whose manifest gets it (default T2I_MODEL_REPOSITORY)"
+    )
 
 
 def command(args: argparse.Namespace, client: GatewayClient | None) -> int:
@@ -194,8 +307,12 @@ def command(args: argparse.Namespace, client: GatewayClient | None) -> int:
     ks = parse_ks(args.k)
     if args.depth < max(ks):
         raise UserError(f"--depth {args.depth} is shallower than the largest K ({max(ks)})")
+    if args.target_precision is not None and not (args.calibrate and 0 < args.target_precision <= 1):
+        raise UserError("--target-precision takes a number in (0, 1] and goes with --calibrate")
     queries = load_queries(args.queries)
     assert client is not None
+    if args.calibrate:
+        return _calibrate_command(args, client, queries)
     result = evaluate(client, queries, ks, args.depth, args.exact)
     run = result["run"]
     print(write_report(result, args.out, args.title or f"{run['model_id']} on {run['images']} images ({len(queries)} queries)"))

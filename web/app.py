@@ -86,6 +86,16 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+CUTOFFS: dict[str, pb.Cutoff] = {"": pb.CUTOFF_UNSPECIFIED, "none": pb.CUTOFF_NONE, "autocut": pb.CUTOFF_AUTOCUT, "calibrated": pb.CUTOFF_CALIBRATED}
+
+
+def _cutoff(request: Request) -> pb.Cutoff:
+    raw = request.query_params.get("cutoff", "")
+    if raw not in CUTOFFS:
+        raise BadRequest(f"cutoff must be none, autocut or calibrated; got {raw[:40]!r}")
+    return CUTOFFS[raw]
+
+
 def _filter(request: Request) -> tuple[pb.Filter, float | None]:
     labels = [label for label in request.query_params.getlist("label") if label]
     raw = request.query_params.get("min_score", "")
@@ -103,6 +113,9 @@ def _hits(response: pb.SearchResponse) -> dict[str, Any]:
         "took_ms": response.took_ms,
         "query_truncated": response.query_truncated,
         "collection": response.collection,
+        "cutoff": pb.Cutoff.Name(response.cutoff).removeprefix("CUTOFF_").lower(),
+        "cutoff_score": response.cutoff_score if response.HasField("cutoff_score") else None,
+        "cutoff_dropped": response.cutoff_dropped,
     }
 
 
@@ -162,10 +175,14 @@ class SearchPage:
         }  # fmt: skip
 
     async def search_text(self, request: Request) -> dict[str, Any]:
-        """``SearchText`` with ``q``, ``k``, ``label`` (repeated) and ``min_score``."""
+        """``SearchText`` with ``q``, ``k``, ``label`` (repeated), ``min_score`` and ``cutoff`` (none, autocut, calibrated)."""
         search_filter, min_score = _filter(request)
         message = pb.SearchTextRequest(
-            query=request.query_params.get("q", ""), top_k=_int(request, "k", 12, 1, MAX_TOP_K), filter=search_filter, min_score=min_score
+            query=request.query_params.get("q", ""),
+            top_k=_int(request, "k", 12, 1, MAX_TOP_K),
+            filter=search_filter,
+            min_score=min_score,
+            cutoff=_cutoff(request),
         )
         return _hits(await self.search.SearchText(message, timeout=self.timeout, metadata=self.metadata))
 
@@ -173,7 +190,12 @@ class SearchPage:
         """``SearchImage`` by an indexed ``id``, without the image itself."""
         search_filter, min_score = _filter(request)
         message = pb.SearchImageRequest(
-            id=request.query_params.get("id", ""), top_k=_int(request, "k", 12, 1, MAX_TOP_K), filter=search_filter, min_score=min_score, exclude_self=True
+            id=request.query_params.get("id", ""),
+            top_k=_int(request, "k", 12, 1, MAX_TOP_K),
+            filter=search_filter,
+            min_score=min_score,
+            exclude_self=True,
+            cutoff=_cutoff(request),
         )
         return _hits(await self.search.SearchImage(message, timeout=self.timeout, metadata=self.metadata))
 
@@ -188,7 +210,8 @@ class SearchPage:
             if len(body) > limit:
                 raise BadRequest(f"the image is over the {self.settings.max_upload_mb} MiB limit")
         search_filter, min_score = _filter(request)
-        message = pb.SearchImageRequest(image=bytes(body), top_k=_int(request, "k", 12, 1, MAX_TOP_K), filter=search_filter, min_score=min_score)
+        top_k = _int(request, "k", 12, 1, MAX_TOP_K)
+        message = pb.SearchImageRequest(image=bytes(body), top_k=top_k, filter=search_filter, min_score=min_score, cutoff=_cutoff(request))
         return _hits(await self.search.SearchImage(message, timeout=self.timeout, metadata=self.metadata))
 
     async def thumbnail(self, request: Request) -> Response:

@@ -1,4 +1,4 @@
-// The search page. The URL carries the search (?q=red+car&k=12&label=a&min_score=0.2, or ?similar=ID),
+// The search page. The URL carries the search (?q=red+car&k=12&label=a&min_score=0.2&cutoff=autocut, or ?similar=ID),
 // so a search can be linked and reloaded. Every piece of user or index text goes into the page with
 // textContent, never as markup.
 "use strict";
@@ -26,6 +26,7 @@ function filterParams() {
   const params = new URLSearchParams();
   params.set("k", $("#k").value || "12");
   if ($("#min-score").value !== "") params.set("min_score", $("#min-score").value);
+  if ($("#cutoff").value !== "") params.set("cutoff", $("#cutoff").value);
   for (const box of document.querySelectorAll("#labels input:checked")) params.append("label", box.value);
   return params;
 }
@@ -55,7 +56,12 @@ function renderHits(result, what) {
     return;
   }
   const truncated = result.query_truncated ? " (the query was cut to the model's 77 tokens)" : "";
-  setStatus(`${result.hits.length} images for ${what} in ${Math.round(result.took_ms)} ms${truncated}.`);
+  let cut = "";
+  if (result.cutoff_dropped > 0) {
+    const below = result.cutoff_score === null ? "" : ` below ${result.cutoff_score.toFixed(4)}`;
+    cut = ` (${result.cutoff} cut-off dropped ${result.cutoff_dropped}${below})`;
+  }
+  setStatus(`${result.hits.length} images for ${what} in ${Math.round(result.took_ms)} ms${truncated}${cut}.`);
   for (const hit of result.hits) {
     const item = element("li");
     const image = element("img");
@@ -86,6 +92,7 @@ async function run() {
   $("#q").value = query;
   if (params.get("k")) $("#k").value = params.get("k");
   if (params.get("min_score") !== null) $("#min-score").value = params.get("min_score");
+  $("#cutoff").value = params.get("cutoff") || "";
   const wanted = new Set(params.getAll("label"));
   for (const box of document.querySelectorAll("#labels input")) box.checked = wanted.has(box.value);
   if (!query && !similar) return;
