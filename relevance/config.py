@@ -20,6 +20,8 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     freeze: list[str] = field(default_factory=list)
+    hard_negatives: bool = False
+    augment: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of the images held out for validation (default 0.1)")
     parser.add_argument("--freeze", action="append", default=[], metavar="PREFIX", help="freeze parameters whose name starts with PREFIX (repeatable)")
+    parser.add_argument(
+        "--hard-negatives",
+        action="store_true",
+        help="add a minimally edited false caption per caption (colours swapped, count changed) to each batch as an extra negative (NegCLIP); shapes-grammar captions only",
+    )
+    parser.add_argument(
+        "--augment", action="store_true", help="flip, turn, shrink and brightness/contrast-jitter the training images (counts, colours and shapes unchanged)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/training/state.pt")
     parser.add_argument("--device", default="auto", help="auto (the GPU if torch sees one), cpu, cuda, cuda:1, ...")
 
@@ -46,4 +56,5 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         base=args.base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, seed=args.seed, val_fraction=args.val_fraction, freeze=list(args.freeze),
+        hard_negatives=args.hard_negatives, augment=args.augment,
     )  # fmt: skip

@@ -44,10 +44,12 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 from core.errors import UserError
 from export.checkpoint import HUB_HOST, HubUnreachable, hub_reachable, random_configs, random_model
 from export.vocab import write_clip_vocab
-from inference.images import ImageLimits, PreprocessConfig, load_pixels
+from inference.images import ImageLimits, PreprocessConfig, load_crop, normalize
 from inference.tokenizer import ClipTokenizer
+from relevance.augment import augment
 from relevance.config import TrainConfig, config_from
 from relevance.metrics import mean_metrics, query_metrics
+from relevance.negatives import hard_negative
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +100,24 @@ def read_captions(path: Path, images: Path) -> list[Pair]:
     return [Pair(file, captions) for file, captions in grouped.items()]
 
 
-def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE over a batch of (image, caption) pairs, identical captions as positives.
+def contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    captions: Sequence[str],
+    negatives: torch.Tensor | None = None,
+    negative_captions: Sequence[str] = (),
+) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over a batch of (image, caption) pairs, identical captions as positives, plus hard negatives.
 
     Row ``i`` of the batch is image ``i`` with caption ``captions[i]``. Where two rows share a
     caption, each image is a right answer for the other's caption (and the reverse), so the
     targets spread evenly over them instead of pushing equal captions apart.
+
+    ``negatives`` (NegCLIP) are the embeddings of extra texts, ``negative_captions``, that have no
+    image: they join the texts each image is scored against (image→text), with no target mass, so
+    they are only ever wrong answers; text→image runs over the positive captions only. A negative
+    whose text is a caption of the batch is left out: it is already there, and right for its images.
     """
     image_embeds = nn.functional.normalize(image_embeds, dim=-1)
     text_embeds = nn.functional.normalize(text_embeds, dim=-1)
@@ -113,7 +127,15 @@ def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logi
     same = (keys[:, None] == keys[None, :]).to(logits.dtype)
     targets = same / same.sum(dim=1, keepdim=True)
     text_to_image = nn.functional.cross_entropy(logits, targets)
-    image_to_text = nn.functional.cross_entropy(logits.t(), targets)  # ``same`` is symmetric
+    image_logits = logits.t()  # ``same`` is symmetric: ``targets`` serve image→text too
+    if negatives is not None:
+        if len(negative_captions) != len(negatives):
+            raise ValueError(f"{len(negatives)} negative embeddings but {len(negative_captions)} negative captions")
+        kept = [n for n, caption in enumerate(negative_captions) if caption not in index]
+        extra = nn.functional.normalize(negatives[kept], dim=-1)
+        image_logits = torch.cat([image_logits, logit_scale.exp() * image_embeds @ extra.t()], dim=1)
+        targets = torch.cat([targets, targets.new_zeros(len(captions), len(kept))], dim=1)
+    image_to_text = nn.functional.cross_entropy(image_logits, targets)
     return (text_to_image + image_to_text) / 2
 
 
@@ -173,15 +195,39 @@ def write_companions(model: CLIPModel, source: Path | str | None, out: Path) -> 
     return out / "tokenizer.json", PreprocessConfig.from_file(processor_file)
 
 
-class Batches:
-    """Reads, preprocesses and tokenizes batches the way the serving path does."""
+CACHE_BYTES = 2 * 2**30  # decoded crops kept in memory (uint8, a quarter of the float pixels) across epochs
 
-    def __init__(self, images: Path, tokenizer: ClipTokenizer, config: PreprocessConfig, device: torch.device = torch.device("cpu")):
+
+class Batches:
+    """Reads, preprocesses and tokenizes batches the way the serving path does.
+
+    Each image is decoded once (``load_crop``, the serving path's decode, resize and crop) and its
+    ``uint8`` crop kept in memory while they fit in ``cache_bytes``; later epochs only normalize it
+    (``normalize``: together bit-identical to ``load_pixels``). Past the cap, images are read from
+    disk each time.
+    """
+
+    def __init__(
+        self, images: Path, tokenizer: ClipTokenizer, config: PreprocessConfig, device: torch.device = torch.device("cpu"), cache_bytes: int = CACHE_BYTES
+    ):
         self.images, self.tokenizer, self.config, self.device = images, tokenizer, config, device
         self.limits = ImageLimits()
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
+        self.crops: dict[str, np.ndarray] = {}
+
+    def crop(self, file: str) -> np.ndarray:
+        """The ``uint8 [crop, crop, 3]`` crop of one image, from memory when it was read before."""
+        found = self.crops.get(file)
+        if found is None:
+            found = load_crop((self.images / file).read_bytes(), self.config, self.limits)
+            if self.cached_bytes + found.nbytes <= self.cache_bytes:
+                self.crops[file] = found
+                self.cached_bytes += found.nbytes
+        return found
 
     def pixels(self, files: Sequence[str]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([load_pixels((self.images / f).read_bytes(), self.config, self.limits) for f in files])).to(self.device)
+        """Preprocessed ``float32 [batch, 3, crop, crop]`` pixels on the device."""
+        return torch.from_numpy(normalize(np.stack([self.crop(f) for f in files]), self.config)).to(self.device)
 
     def tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer.encode(list(texts))
@@ -327,8 +373,9 @@ def _resume(
         print(f"nothing to resume in {out}: starting afresh")
         return fresh, 0
     state = torch.load(state_file, weights_only=False, map_location=device)
-    if state["config"] != asdict(config):
-        raise UserError(f"{state_file} was trained with {state['config']}; resume with the same settings, or start afresh without --resume")
+    saved = {**asdict(TrainConfig()), **state["config"]}  # a setting added since the state was saved: its default, which that run had
+    if saved != asdict(config):
+        raise UserError(f"{state_file} was trained with {saved}; resume with the same settings, or start afresh without --resume")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -363,19 +410,21 @@ def _train_epoch(
 ) -> list[float]:
     """One pass over ``train``; returns each step's loss."""
     model.train()
-    rng = np.random.default_rng([config.seed, epoch])  # the epoch's order and captions, the same after a resume
+    rng = np.random.default_rng([config.seed, epoch])  # the epoch's order, captions and negatives, the same after a resume
     order = rng.permutation(len(train))
     picks = [train[i].captions[int(rng.integers(len(train[i].captions)))] for i in order]
+    negatives = [hard_negative(text, rng) for text in picks] if config.hard_negatives else [None] * len(picks)
     bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", disable=not progress, dynamic_ncols=True)
     losses: list[float] = []
     started = time.perf_counter()
     for first in range(0, len(order), config.batch_size):
-        rows = order[first : first + config.batch_size]
-        texts = picks[first : first + config.batch_size]
+        rows, batch = order[first : first + config.batch_size], slice(first, first + config.batch_size)
         if len(rows) < 2:
             continue  # a contrastive batch needs two pairs
-        image_embeds = image_features(model, batches.pixels([train[i].file for i in rows]))
-        loss = contrastive_loss(image_embeds, text_features(model, **batches.tokens(texts)), model.logit_scale, texts)
+        pixels = batches.pixels([train[i].file for i in rows])
+        if config.augment:
+            pixels = augment(pixels, np.random.default_rng([config.seed, epoch, first]), batches.config)
+        loss = _batch_loss(model, batches, pixels, picks[batch], negatives[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -387,6 +436,15 @@ def _train_epoch(
         bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{bar.n / (time.perf_counter() - started):.0f}")
     bar.close()
     return losses
+
+
+def _batch_loss(model: CLIPModel, batches: Batches, pixels: torch.Tensor, texts: Sequence[str], negatives: Sequence[str | None]) -> torch.Tensor:
+    """The loss of one batch: row ``i`` is ``pixels[i]`` with ``texts[i]``; each distinct ``negatives`` text not among ``texts`` joins as a hard negative."""
+    extra = list(dict.fromkeys(n for n in negatives if n is not None and n not in texts))
+    image_embeds = image_features(model, pixels)
+    text_embeds = text_features(model, **batches.tokens([*texts, *extra]))
+    positives, hard = text_embeds[: len(texts)], text_embeds[len(texts) :]
+    return contrastive_loss(image_embeds, positives, model.logit_scale, texts, hard if extra else None, extra)
 
 
 def _save_state(path: Path, state: dict[str, object]) -> None:
