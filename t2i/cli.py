@@ -111,16 +111,19 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from text2image.v1 import text2image_pb2 as pb
+
     client = _client(args)
+    cutoff = pb.Cutoff.Value(f"CUTOFF_{args.cutoff.upper()}")
     try:
         if args.image:
-            response = client.search_image(top_k=args.top_k, image=Path(args.image).read_bytes())
+            response = client.search_image(top_k=args.top_k, image=Path(args.image).read_bytes(), cutoff=cutoff)
             title = f"image query {args.image}"
         elif args.id:
-            response = client.search_image(top_k=args.top_k, id=args.id, exclude_self=True)
+            response = client.search_image(top_k=args.top_k, id=args.id, exclude_self=True, cutoff=cutoff)
             title = f"similar to {args.id}"
         elif args.query:
-            response = client.search_text(args.query, top_k=args.top_k)
+            response = client.search_text(args.query, top_k=args.top_k, cutoff=cutoff)
             title = f'query "{args.query}"'
         else:
             print("give a query, --image PATH or --id ID", file=sys.stderr)
@@ -213,6 +216,9 @@ def _client_arguments(command: argparse.ArgumentParser, name: str) -> None:
         command.add_argument("--image", help="search with this image file instead")
         command.add_argument("--id", help="search with the vector of this indexed image instead")
         command.add_argument("--top-k", type=int, default=5)
+        command.add_argument(
+            "--cutoff", choices=("none", "autocut", "calibrated"), default="none", help="relevance cut-off after the top-k (calibrated: t2i eval --calibrate)"
+        )
     elif name == "eval":
         from t2i import evaluate as t2i_evaluate
 

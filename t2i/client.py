@@ -130,6 +130,7 @@ def format_hits(title: str, response: pb.SearchResponse) -> str:
     lines = [
         f"{title}  ({len(response.hits)} hits, {response.took_ms:.0f} ms, model {response.model_id}"
         + (", query truncated" if response.query_truncated else "")
+        + (f", cut-off dropped {response.cutoff_dropped}" if response.cutoff_dropped else "")
         + ")"
     ]
     for rank, hit in enumerate(response.hits, 1):
