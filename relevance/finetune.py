@@ -49,7 +49,7 @@ from inference.tokenizer import ClipTokenizer
 from relevance.augment import augment
 from relevance.config import TrainConfig, config_from
 from relevance.metrics import mean_metrics, query_metrics
-from relevance.negatives import hard_negative
+from relevance.negatives import counts_stated, hard_negative
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ def _train_epoch(
     rng = np.random.default_rng([config.seed, epoch])  # the epoch's order, captions and negatives, the same after a resume
     order = rng.permutation(len(train))
     picks = [train[i].captions[int(rng.integers(len(train[i].captions)))] for i in order]
-    negatives = [hard_negative(text, rng) for text in picks] if config.hard_negatives else [None] * len(picks)
+    negatives = [hard_negative(text, rng, counts_stated(train[i].captions)) if config.hard_negatives else None for text, i in zip(picks, order, strict=True)]
     bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", disable=not progress, dynamic_ncols=True)
     losses: list[float] = []
     started = time.perf_counter()

@@ -7,10 +7,15 @@ known to be false:
   square``); where that names the same objects again (equal colours, or equal shapes and counts)
   one colour changes to a colour neither object has instead;
 - one kind with its count, ``two red circles``: the count word changes to another count of two or
-  more (``three red circles``), the number of the noun following it. ``a red circle`` becomes
-  ``two red circles`` or ``three red circles``. A count never changes to ``a red circle``: that
-  caption is true of every image with a red circle (the ``shape`` queries of ``t2i dataset
-  shapes``), so it would be a false negative of the image it was drawn from.
+  more (``three red circles``), the number of the noun following it. A count never changes to
+  ``a red circle``: that caption is true of every image with a red circle (the ``shape`` queries
+  of ``t2i dataset shapes``), so it would be a false negative of the image it was drawn from.
+- ``a red circle``: where the image's captions state its counts (``exact``; the full captions of
+  ``t2i dataset shapes`` give a single kind of object with its exact count), the count changes
+  (``two red circles`` or ``three red circles``). Otherwise (the base captions name one object of
+  any image, ``red, circle`` beside it) the colour changes (``a blue circle``), which is false of
+  every image the generator draws: the two kinds of a pair never share a shape, and a single kind
+  has one colour.
 
 ``a photo of`` before a caption stays. Every other caption (a user's own words, the base captions
 that list colours and shapes without binding them) gets ``None``: a word-level edit of free text
@@ -19,6 +24,7 @@ could turn out true, and a true caption trained as a negative teaches the wrong 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -95,21 +101,31 @@ def _pair_negative(pair: list[Kind], rng: np.random.Generator) -> list[Kind] | N
     return edited if edited is not None and _objects(edited) != _objects(pair) else None
 
 
-def _count_negative(kind: Kind, rng: np.random.Generator) -> list[Kind] | None:
+def _single_negative(kind: Kind, rng: np.random.Generator, exact: bool) -> list[Kind] | None:
+    if kind.count == 1 and not exact:
+        colors = [color for color in COLORS if color != kind.color]
+        return [replace(kind, color=colors[int(rng.integers(len(colors)))])]
     others = [count for count in COUNT_WORDS if count >= 2 and count != kind.count]
     return [replace(kind, count=others[int(rng.integers(len(others)))])] if others else None
 
 
-def hard_negative(caption: str, rng: np.random.Generator) -> str | None:
+def counts_stated(captions: Sequence[str]) -> bool:
+    """Whether an image's captions state its counts: all of them are in the grammar (not so beside a base caption's list of words)."""
+    return all(parse(caption) is not None for caption in captions)
+
+
+def hard_negative(caption: str, rng: np.random.Generator, exact: bool = True) -> str | None:
     """A minimally edited caption that is false for the image ``caption`` describes (see the module docstring), or ``None``.
 
-    ``rng`` picks among the edits where there are several (which count, which colour).
+    ``exact``: ``a red circle`` says the image holds exactly one red circle and nothing else (as in
+    the full captions; ``counts_stated`` of the image's captions tells). ``rng`` picks among the
+    edits where there are several (which count, which colour).
     """
     parsed = parse(caption)
     if parsed is None:
         return None
     prefix, kinds = parsed
-    edited = _pair_negative(kinds, rng) if len(kinds) == 2 else _count_negative(kinds[0], rng)
+    edited = _pair_negative(kinds, rng) if len(kinds) == 2 else _single_negative(kinds[0], rng, exact)
     if edited is None:
         return None
     return prefix + " and ".join(kind.text() for kind in edited)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from relevance.negatives import hard_negative, parse
-from relevance.shapes import COLORS, COUNT_WORDS, generate, read_labels
+from relevance.negatives import counts_stated, hard_negative
+from relevance.shapes import CAPTION_MODES, COLORS, COUNT_WORDS, generate, read_labels, true_of
 
 Objects = dict[tuple[str, str], int]
 
@@ -20,20 +20,6 @@ def objects_of(row: dict[str, str]) -> Objects:
     if row["shape2"]:
         found[(row["color2"], row["shape2"])] = int(row["count2"])
     return found
-
-
-def true_of(caption: str, objects: Objects) -> bool:
-    """Whether ``caption`` is true of an image, as the judged queries of ``t2i dataset shapes`` decide it.
-
-    ``a red circle``: the image has one (or more); ``two red circles``: exactly two and nothing else;
-    a pair: exactly those two objects.
-    """
-    parsed = parse(caption)
-    assert parsed is not None, caption
-    kinds = parsed[1]
-    if len(kinds) == 1 and kinds[0].count == 1:
-        return (kinds[0].color, kinds[0].shape) in objects
-    return objects == {(k.color, k.shape): k.count for k in kinds}
 
 
 def one_edit(caption: str, negative: str) -> bool:
@@ -50,28 +36,48 @@ def one_edit(caption: str, negative: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def shapes_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("shapes")
-    generate(out, 300, seed=5)
-    return out
+def shapes_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same 300 images with full and with base captions."""
+    sets = {mode: tmp_path_factory.mktemp(mode) for mode in CAPTION_MODES}
+    for mode, out in sets.items():
+        generate(out, 300, seed=5, captions=mode)
+    return sets
 
 
-def test_every_negative_of_the_generated_captions_is_false_for_its_image_and_one_edit_away(shapes_set: Path) -> None:
-    objects = {row["file"]: objects_of(row) for row in read_labels(shapes_set / "labels.csv")}
-    with (shapes_set / "captions.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def captions_by_file(*folders: Path) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for folder in folders:
+        with (folder / "captions.csv").open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                grouped.setdefault(row["file"], []).append(row["caption"])
+    return grouped
+
+
+@pytest.mark.parametrize("mix", [("full",), ("base",), ("full", "base")])
+def test_every_negative_of_the_generated_captions_is_false_for_its_image_and_one_edit_away(shapes_sets: dict[str, Path], mix: tuple[str, ...]) -> None:
+    objects = {row["file"]: objects_of(row) for row in read_labels(shapes_sets["full"] / "labels.csv")}
+    grouped = captions_by_file(*(shapes_sets[mode] for mode in mix))
     rng = np.random.default_rng(0)
-    negatives = [(row, hard_negative(row["caption"], rng)) for row in rows]
-    assert all(true_of(row["caption"], objects[row["file"]]) for row in rows)  # the check itself reads the captions right
-    found = [(row, negative) for row, negative in negatives if negative is not None]
-    assert len(found) >= 0.95 * len(rows)
-    wrong = [(row["caption"], negative) for row, negative in found if true_of(negative, objects[row["file"]])]
-    assert wrong == []
-    far = [(row["caption"], negative) for row, negative in found if not one_edit(row["caption"], negative)]
-    assert far == []
-    # Both kinds of edit occur, and more than one edit of the same caption.
-    assert any(" and " in negative for _, negative in found) and any(" and " not in negative for _, negative in found)
-    assert len({hard_negative("a red circle", np.random.default_rng(seed)) for seed in range(20)}) == 2
+    rows = [(file, caption, hard_negative(caption, rng, counts_stated(texts))) for file, texts in grouped.items() for caption in texts]
+    found = [(file, caption, negative) for file, caption, negative in rows if negative is not None]
+    assert all(true_of(caption, objects[file]) is not False for file, caption, _ in rows)  # the labels read right
+    assert [(caption, negative) for file, caption, negative in found if true_of(negative, objects[file]) is not False] == []
+    assert [(caption, negative) for _, caption, negative in found if not one_edit(caption, negative)] == []
+    in_grammar = [caption for _, caption, _ in rows if true_of(caption, {}) is not None]
+    assert len(found) == len(in_grammar) and len(found) >= (0.95 if mix == ("full",) else 0.45) * len(rows)
+    if mix == ("full",):  # counts and pairs both edited
+        assert any(" and " in negative for *_, negative in found) and any(" and " not in negative for *_, negative in found)
+
+
+def test_a_lone_object_changes_its_count_where_counts_are_stated_else_its_colour() -> None:
+    assert {hard_negative("a red circle", np.random.default_rng(seed)) for seed in range(20)} == {"two red circles", "three red circles"}
+    assert {hard_negative("a red circle", np.random.default_rng(seed), exact=False) for seed in range(40)} == {
+        "a green circle",
+        "a blue circle",
+        "a yellow circle",
+    }
+    assert counts_stated(["a red circle", "a photo of a red circle"]) and not counts_stated(["red, circle", "a red circle"])
+    assert hard_negative("two red circles", np.random.default_rng(0), exact=False) == "three red circles"  # a count stated is exact anyway
 
 
 @pytest.mark.parametrize(
