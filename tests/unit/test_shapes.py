@@ -112,3 +112,44 @@ def test_held_out_pairs_stay_out_of_a_training_set_and_seeds_differ(tmp_path: Pa
     assert {p.read_bytes() for p in first}.isdisjoint(p.read_bytes() for p in (tmp_path / "other" / "images").rglob("*.png"))
     with pytest.raises(ValueError, match="at least 2"):
         generate(tmp_path / "none", 1, seed=0)
+
+
+def shade_blobs(pixels: np.ndarray, rgb: np.ndarray) -> list[float]:
+    """How round each blob of pixels near ``rgb`` is: its area over the circle through its farthest pixel.
+
+    The measure does not change with rotation. Ideal: a triangle 0.41, a square 0.64, a circle 1
+    (drawn, about 0.45, 0.63 and 0.88). A pixel belongs to the blob when it is within 60 of ``rgb``
+    and nearer to it than halfway to the image's median (its background): JPEG edges join neither.
+    """
+    median = np.median(pixels.reshape(-1, 3), axis=0)
+    mask = np.linalg.norm(pixels.astype(float) - rgb, axis=2) < min(60.0, 0.5 * float(np.linalg.norm(rgb - median)))
+    labelled, count = ndimage.label(mask)
+    found = []
+    for n in range(1, count + 1):
+        rows, cols = np.nonzero(labelled == n)
+        if len(rows) < 8:
+            continue  # a few blended edge pixels, not an object
+        reach = np.hypot(rows - rows.mean(), cols - cols.mean()).max() + 0.5
+        found.append(len(rows) / (np.pi * reach**2))
+    return found
+
+
+@pytest.mark.parametrize(("style", "recognized"), [("wide", 0.9), ("shifted", 0.85)])
+def test_other_styles_draw_every_object_their_labels_name(tmp_path: Path, style: str, recognized: float) -> None:
+    """Every object of each colour is there, apart from the others, in the labelled shade; shapes mostly tell apart by roundness alone."""
+    generate(tmp_path, 144, seed=8, style=style)
+    right = total = 0
+    for row in read_labels(tmp_path / "labels.csv"):
+        pixels = np.asarray(Image.open(tmp_path / "images" / row["file"]).convert("RGB"))
+        shades = {part[: part.index("=")]: part[-6:] for part in row["shade"].split()}
+        expected = {row["color"]: (row["shape"], int(row["count"]))}
+        if row["shape2"]:
+            expected[row["color2"]] = (row["shape2"], int(row["count2"]))
+        for color in COLORS:
+            rgb = np.array(list(bytes.fromhex(shades[color])) if color in shades else COLORS[color], dtype=float)
+            found = shade_blobs(pixels, rgb)
+            shape, count = expected.get(color, ("", 0))
+            assert len(found) == count, (row["file"], color, found)
+            right += sum(("triangle" if fill < 0.54 else "square" if fill < 0.755 else "circle") == shape for fill in found)
+            total += count
+    assert right >= recognized * total, (right, total)
