@@ -244,3 +244,34 @@ async def test_the_page_passes_the_cutoff_and_shows_a_refusal_readably(gateway: 
     assert cal_status == 409 and cal["code"] == "FAILED_PRECONDITION" and "t2i eval --calibrate" in str(cal["error"])
     assert bad_status == 400 and "cutoff must be none, autocut or calibrated" in str(bad["error"])
     assert none_status == 200 and none["cutoff"] == "none" and none["cutoff_score"] is None and len(none["hits"]) == 7
+
+
+# -- t2i eval --calibrate ------------------------------------------------------------------------------
+
+
+def test_calibrate_finds_the_version_of_the_index_or_says_which_repository_is_wrong(tmp_path: Path) -> None:
+    from core.errors import UserError
+    from t2i.evaluate import autocut_quality, served_version
+
+    repo = _repo(tmp_path / "repo")
+    info = pb.GetIndexInfoResponse(model_id="unit:model", model_checksum="c" * 64, collection="c1")
+    assert served_version(repo, info) == 3
+    with pytest.raises(UserError, match=r"no model version in .* is someone/else with checksum ffffffffffff"):
+        served_version(repo, pb.GetIndexInfoResponse(model_id="someone/else", model_checksum="f" * 64, collection="c1"))
+    with pytest.raises(UserError, match="is not a folder"):
+        served_version(tmp_path / "missing", info)
+    quality = autocut_quality([JudgedHits([0.9, 0.89, 0.5, 0.49], [True, False, True, False]), JudgedHits([0.5], [True])])
+    assert (quality.kept, quality.relevant_kept, quality.relevant) == (3, 2, 3)  # autocut keeps 2 of the first query's 4, and the single hit
+
+
+def test_eval_refuses_a_target_precision_without_calibrate(tmp_path: Path) -> None:
+    import argparse
+
+    from core.errors import UserError
+    from t2i.evaluate import add_arguments, command
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--queries", str(tmp_path / "q.jsonl"), "--target-precision", "0.8"])
+    with pytest.raises(UserError, match="goes with --calibrate"):
+        command(args, None)
