@@ -10,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ DEFAULT_LOG_LEVEL = "WARNING"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("export",),
     "serve": ("gateway",),
-    "up": ("devstack", "gateway", "export", "web"),
+    "up": ("devstack", "gateway", "export", "web", "reindex", "relevance"),
     "demo": ("devstack", "gateway", "export", "reindex"),
     "search": (),
     "info": (),
@@ -62,12 +63,19 @@ def _up(args: argparse.Namespace) -> int:
     from devstack.milvus import MilvusPorts
     from devstack.stack import LocalStack
     from devstack.triton import TritonPorts
+    from reindex.main import reindex
     from t2i.demo import ensure_model
 
     settings, web = GatewaySettings(), WebSettings()
-    repo = Path(args.model_repository or settings.model_repository)
-    ensure_model(repo, args.model, args.fallback, args.precision)
     data_dir = Path(args.data_dir or settings.data_dir)
+    repo, alias, image_roots, shapes = Path(args.model_repository or settings.model_repository), settings.collection_alias, web.image_roots, None
+    if args.shapes:
+        from t2i.shapes_demo import shapes_repository
+
+        repo, shapes = shapes_repository(data_dir / "shapes-demo")
+        alias, image_roots = "shapes", str(shapes)
+    else:
+        ensure_model(repo, args.model, args.fallback, args.precision)
     milvus_port = int(settings.milvus_uri.rsplit(":", 1)[-1])
     triton_port = int(settings.triton_url.rsplit(":", 1)[-1])
     stack = LocalStack(
@@ -75,10 +83,10 @@ def _up(args: argparse.Namespace) -> int:
         data_dir / "stack",
         gateway_address=args.listen or settings.listen,
         metrics_port=settings.metrics_port,
-        alias=settings.collection_alias,
+        alias=alias,
         triton_env=settings.triton_env,
         web_address=None if args.no_web else (args.web_listen or web.listen),
-        image_roots=":".join(args.image_root) if args.image_root else web.image_roots,
+        image_roots=":".join(args.image_root) if args.image_root else image_roots,
     )
     # The client ports are fixed (T2I_MILVUS_URI, T2I_TRITON_URL: 19530 and 8001 by default; 0 for any); the
     # others are chosen here, and chosen again when one was taken before its server bound it (ChosenPorts).
@@ -94,7 +102,12 @@ def _up(args: argparse.Namespace) -> int:
         if stack.web_address:
             print(f"open http://{stack.web_address}/ (thumbnails from {stack.image_roots or 'no folder'}; --image-root DIR, repeatable, replaces this list)")
         # Flushed: a launcher that reads this through a pipe learns the addresses now (those of port 0 only from here).
-        print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything", flush=True)
+        if shapes is not None:
+            report = asyncio.run(reindex(stack.settings(), str(shapes), full=False, batch_size=64, workers=2, progress=False))
+            print(f"the shipped shapes model serves {shapes} ({report.summary()})")
+            print("try on the page or here: t2i search 'two red circles' ; Ctrl-C stops everything", flush=True)
+        else:
+            print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything", flush=True)
         while not stopped.wait(1.0):
             for process in (stack.milvus, stack.triton, stack.gateway, stack.web):
                 if process is not None and not process.alive():
@@ -159,7 +172,7 @@ def _relevance(args: argparse.Namespace) -> int:
         return finetune_command(args)
     from t2i.shapes_demo import run_shapes_demo
 
-    run_shapes_demo(Path(args.data_dir or Settings().data_dir) / "shapes-demo", retrain=args.retrain)
+    run_shapes_demo(Path(args.data_dir or Settings().data_dir) / "shapes-demo", retrain=args.retrain, ship=args.ship)
     return 0
 
 
@@ -201,6 +214,11 @@ def _stack_arguments(command: argparse.ArgumentParser, name: str) -> None:
         command.add_argument("--listen", default=None, help="gateway address (default T2I_LISTEN, 127.0.0.1:50051)")
         command.add_argument("--web-listen", default=None, help="search page address (default T2I_WEB_LISTEN, 127.0.0.1:8080)")
         command.add_argument("--no-web", action="store_true", help="do not start the search page")
+        command.add_argument(
+            "--shapes",
+            action="store_true",
+            help="serve the shipped shapes model on its own collection (alias shapes) with its evaluation images indexed (make up)",
+        )
         command.add_argument(
             "--image-root",
             action="append",
@@ -251,7 +269,12 @@ def _dataset_arguments(command: argparse.ArgumentParser) -> None:
 
 def _shapes_demo_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data-dir", default=None, help="where data and logs go (default T2I_DATA_DIR, ./data)")
-    command.add_argument("--retrain", action="store_true", help="train even when the cached model matches")
+    command.add_argument(
+        "--retrain",
+        action="store_true",
+        help="run the whole experiment: train the base and the fine-tuned variants (cached by their inputs), evaluate them all",
+    )
+    command.add_argument("--ship", action="store_true", help="with --retrain: write the new model over relevance/models/shapes")
 
 
 def _finetune_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -22,6 +24,7 @@ from core.settings import split_address
 from devstack.milvus import milvus_token
 from devstack.process import free_port
 from devstack.stack import gateway_serving
+from relevance.shapes import read_labels
 from t2i.client import GatewayClient
 from tests.support.polling import wait_for
 from tests.support.ports import unanswered_port
@@ -74,10 +77,11 @@ class Printed:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def addresses(self, timeout_s: float = 180) -> dict[str, str]:
+    def addresses(self, timeout_s: float = 180, ready: str = "") -> dict[str, str]:
         """The address printed for each component once ``t2i up`` is up (``gateway``: host:port; ``triton``: host:port; ``milvus``: a URI)."""
-        wait_for(lambda: UP_LINE in self.text or self.proc.poll() is not None, timeout_s, "t2i up to print where it listens")
-        assert UP_LINE in self.text, self.text
+        ready = ready or UP_LINE
+        wait_for(lambda: ready in self.text or self.proc.poll() is not None, timeout_s, "t2i up to print where it listens")
+        assert ready in self.text, self.text
         found = dict(re.findall(r"^  (gateway|triton|milvus) +(?:grpc://)?(\S+)", self.text, re.MULTILINE))
         assert set(found) == {"gateway", "triton", "milvus"} and all(not address.endswith(":0") for address in found.values()), self.text
         return found
@@ -136,6 +140,38 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
     assert f"gateway  grpc://{gateway}" in output and "triton   grpc://127.0.0.1:" in output and "milvus   http://127.0.0.1:" in output
     assert "stopping" in output
     assert processes_mentioning(str(data)) == []  # every child is gone
+
+
+def test_up_shapes_serves_the_shipped_model_and_the_page_finds_two_red_circles(tmp_path: Path) -> None:
+    """``make up`` (``t2i up --shapes``): a newcomer types "two red circles" on the page and sees them."""
+    data = tmp_path / "shapes-up"
+    env = {**up_env(), "T2I_COLLECTION_ALIAS": "unused"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t2i.cli", "up", "--shapes", "--data-dir", str(data)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    printed = Printed(proc)
+    try:
+        printed.addresses(timeout_s=400, ready="t2i search 'two red circles'")
+        page = re.search(r"open http://(\S+)/", printed.text)
+        assert page is not None and "the shipped shapes model serves" in printed.text and "1200 indexed" in printed.text, printed.text
+        with urllib.request.urlopen(f"http://{page.group(1)}/api/search?q=two+red+circles&k=5", timeout=30) as response:
+            hits = json.loads(response.read())["hits"]
+        labels = {row["file"]: row for row in read_labels(data / "shapes-demo" / "eval" / "labels.csv")}
+        shows = [(labels[hit["id"]]["color"], labels[hit["id"]]["shape"], labels[hit["id"]]["count"], labels[hit["id"]]["shape2"]) for hit in hits]
+        right = sum(1 for found in shows if found == ("red", "circle", "2", ""))
+        assert len(hits) == 5 and right >= 4, shows
+        proc.send_signal(signal.SIGTERM)
+        output = printed.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
 
 
 def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Path, tmp_path: Path) -> None:
