@@ -413,7 +413,7 @@ def _train_epoch(
     rng = np.random.default_rng([config.seed, epoch])  # the epoch's order, captions and negatives, the same after a resume
     order = rng.permutation(len(train))
     picks = [train[i].captions[int(rng.integers(len(train[i].captions)))] for i in order]
-    negatives = [hard_negative(text, rng, counts_stated(train[i].captions)) if config.hard_negatives else None for text, i in zip(picks, order, strict=True)]
+    negatives = _hard_negatives(train, order, picks, rng) if config.hard_negatives else [None] * len(picks)
     bar = tqdm(total=len(train), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img", disable=not progress, dynamic_ncols=True)
     losses: list[float] = []
     started = time.perf_counter()
@@ -436,6 +436,16 @@ def _train_epoch(
         bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{bar.n / (time.perf_counter() - started):.0f}")
     bar.close()
     return losses
+
+
+def _hard_negatives(train: list[Pair], order: np.ndarray, picks: list[str], rng: np.random.Generator) -> list[str | None]:
+    """The hard negative of each pick (``picks[n]`` is a caption of ``train[order[n]]``), or None.
+
+    Only texts that are captions of ``train`` may be negatives: a combination that the training set
+    holds out (``t2i dataset shapes --held-out``) never reaches training, not even as a negative.
+    """
+    known = {caption for pair in train for caption in pair.captions}
+    return [hard_negative(text, rng, counts_stated(train[i].captions), known) for text, i in zip(picks, order, strict=True)]
 
 
 def _batch_loss(model: CLIPModel, batches: Batches, pixels: torch.Tensor, texts: Sequence[str], negatives: Sequence[str | None]) -> torch.Tensor:

@@ -24,7 +24,7 @@ could turn out true, and a true caption trained as a negative teaches the wrong 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -82,31 +82,22 @@ def _objects(kinds: list[Kind]) -> dict[tuple[str, str], int]:
     return found
 
 
-def _recolor(pair: list[Kind], rng: np.random.Generator) -> list[Kind] | None:
-    """One of the two phrases in a colour that neither has."""
-    spare = [color for color in COLORS if color not in {pair[0].color, pair[1].color}]
-    if not spare:
-        return None
-    which = int(rng.integers(2))
-    edited = list(pair)
-    edited[which] = replace(pair[which], color=spare[int(rng.integers(len(spare)))])
-    return edited
+Edit = list[Kind]
 
 
-def _pair_negative(pair: list[Kind], rng: np.random.Generator) -> list[Kind] | None:
+def _pair_edits(pair: list[Kind]) -> list[list[Edit]]:
+    """The edits of a pair, best first: the colours swapped; else one phrase in a colour neither has. Only those that name other objects."""
     swapped = [replace(pair[0], color=pair[1].color), replace(pair[1], color=pair[0].color)]
-    if _objects(swapped) != _objects(pair):
-        return swapped
-    edited = _recolor(pair, rng)
-    return edited if edited is not None and _objects(edited) != _objects(pair) else None
+    spare = [color for color in COLORS if color not in {pair[0].color, pair[1].color}]
+    recolored = [[replace(kind, color=color) if n == which else kind for n, kind in enumerate(pair)] for which in (0, 1) for color in spare]
+    return [[edit for edit in tier if _objects(edit) != _objects(pair)] for tier in ([swapped], recolored)]
 
 
-def _single_negative(kind: Kind, rng: np.random.Generator, exact: bool) -> list[Kind] | None:
+def _single_edits(kind: Kind, exact: bool) -> list[list[Edit]]:
+    """The edits of one phrase: another count of two or more; for ``a red circle`` without ``exact``, another colour."""
     if kind.count == 1 and not exact:
-        colors = [color for color in COLORS if color != kind.color]
-        return [replace(kind, color=colors[int(rng.integers(len(colors)))])]
-    others = [count for count in COUNT_WORDS if count >= 2 and count != kind.count]
-    return [replace(kind, count=others[int(rng.integers(len(others)))])] if others else None
+        return [[[replace(kind, color=color)] for color in COLORS if color != kind.color]]
+    return [[[replace(kind, count=count)] for count in COUNT_WORDS if count >= 2 and count != kind.count]]
 
 
 def counts_stated(captions: Sequence[str]) -> bool:
@@ -114,18 +105,22 @@ def counts_stated(captions: Sequence[str]) -> bool:
     return all(parse(caption) is not None for caption in captions)
 
 
-def hard_negative(caption: str, rng: np.random.Generator, exact: bool = True) -> str | None:
+def hard_negative(caption: str, rng: np.random.Generator, exact: bool = True, allowed: Container[str] | None = None) -> str | None:
     """A minimally edited caption that is false for the image ``caption`` describes (see the module docstring), or ``None``.
 
     ``exact``: ``a red circle`` says the image holds exactly one red circle and nothing else (as in
-    the full captions; ``counts_stated`` of the image's captions tells). ``rng`` picks among the
-    edits where there are several (which count, which colour).
+    the full captions; ``counts_stated`` of the image's captions tells). ``allowed``: if given,
+    only these texts may be returned, and a pair whose swap is not among them falls back to a
+    recolouring that is. ``rng`` picks among the edits where there are several (which count, which
+    colour).
     """
     parsed = parse(caption)
     if parsed is None:
         return None
     prefix, kinds = parsed
-    edited = _pair_negative(kinds, rng) if len(kinds) == 2 else _single_negative(kinds[0], rng, exact)
-    if edited is None:
-        return None
-    return prefix + " and ".join(kind.text() for kind in edited)
+    for tier in _pair_edits(kinds) if len(kinds) == 2 else _single_edits(kinds[0], exact):
+        texts = [prefix + " and ".join(kind.text() for kind in edit) for edit in tier]
+        texts = [text for text in texts if allowed is None or text in allowed]
+        if texts:
+            return texts[int(rng.integers(len(texts)))]
+    return None

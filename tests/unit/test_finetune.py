@@ -16,7 +16,7 @@ from core.errors import UserError
 from inference.images import PreprocessConfig, load_pixels
 from relevance.augment import augment, rescale, symmetry
 from relevance.config import TrainConfig
-from relevance.finetune import STATE, Batches, contrastive_loss, finetune, lr_factor, read_captions
+from relevance.finetune import STATE, Batches, Pair, _hard_negatives, contrastive_loss, finetune, lr_factor, read_captions
 from relevance.shapes import generate
 
 pytestmark = pytest.mark.torch  # fine-tuning runs torch
@@ -103,6 +103,18 @@ def test_a_negative_that_scores_high_for_its_image_raises_the_loss_a_low_one_bar
     high = float(contrastive_loss(images, texts, scale, captions, images[:1] + 0.01, ["not a"]))
     low = float(contrastive_loss(images, texts, scale, captions, -images[:1], ["not a"]))
     assert high > plain + 0.05 and abs(low - plain) < 1e-6
+
+
+def test_the_hard_negatives_of_a_run_are_captions_of_its_training_set() -> None:
+    train = [
+        Pair("a.png", ["a red circle and a blue square", "a blue square and a red circle"]),
+        Pair("b.png", ["a red circle and a green square", "a green square and a red circle"]),
+        Pair("c.png", ["two red circles", "red, circle"]),
+    ]
+    picks = [pair.captions[0] for pair in train]
+    negatives = _hard_negatives(train, np.arange(3), picks, np.random.default_rng(0))
+    # The swaps (a blue circle and a red square, ...) are no caption here: a recolouring that is one stands in.
+    assert negatives == ["a red circle and a green square", "a red circle and a blue square", None]
 
 
 def test_warmup_then_cosine() -> None:
@@ -244,7 +256,7 @@ def test_a_run_with_hard_negatives_and_augmentation_trains_saves_and_augments_on
     args = (tmp_path / "data" / "captions.csv", tmp_path / "data" / "images")
     history = finetune(*args, tmp_path / "out", config, progress=False, device="cpu")
     assert sum(augmented) == 2 * 18 and len(augmented) == 6  # the 18 training images of both epochs; never the 6 validation images
-    assert len(negatives) == 6 and all(n > 0 for n in negatives)
+    assert len(negatives) == 6 and sum(negatives) >= 10  # captions of the 18 training images only, so not in every step
     assert all(math.isfinite(e["loss"]) for e in history["epochs"])  # type: ignore[attr-defined]
     state = torch.load(tmp_path / "out" / STATE, weights_only=False)
     assert state["config"]["hard_negatives"] is True and state["config"]["augment"] is True

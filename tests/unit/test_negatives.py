@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from relevance.negatives import counts_stated, hard_negative
-from relevance.shapes import CAPTION_MODES, COLORS, COUNT_WORDS, generate, read_labels, true_of
+from relevance.shapes import CAPTION_MODES, COLORS, COUNT_WORDS, all_pairs, generate, is_held_out, phrase, read_labels, true_of
 
 Objects = dict[tuple[str, str], int]
 
@@ -78,6 +78,23 @@ def test_a_lone_object_changes_its_count_where_counts_are_stated_else_its_colour
     }
     assert counts_stated(["a red circle", "a photo of a red circle"]) and not counts_stated(["red, circle", "a red circle"])
     assert hard_negative("two red circles", np.random.default_rng(0), exact=False) == "three red circles"  # a count stated is exact anyway
+
+
+def test_negatives_drawn_from_a_training_set_s_own_captions_leave_its_held_out_pairs_unseen(tmp_path: Path) -> None:
+    generate(tmp_path, 300, seed=6, held_out=True)
+    grouped = captions_by_file(tmp_path)
+    known = {caption for texts in grouped.values() for caption in texts}
+    held_out = {f"{phrase(c1, s1, 1)} and {phrase(c2, s2, 1)}" for pair in all_pairs() if is_held_out(pair) for (c1, s1), (c2, s2) in (pair, pair[::-1])}
+    assert not held_out & known
+    rng = np.random.default_rng(0)
+    free = [hard_negative(caption, rng, counts_stated(texts)) for texts in grouped.values() for caption in texts]
+    kept = [hard_negative(caption, rng, counts_stated(texts), known) for texts in grouped.values() for caption in texts]
+    assert held_out & set(free)  # a swap often names a held-out pair
+    assert not held_out & set(kept) and set(kept) - {None} <= known and sum(n is not None for n in kept) >= 0.95 * len(kept)
+    # A pair whose swap is not allowed falls back to a recolouring that is; nothing allowed, no negative.
+    allowed = {"a red circle and a green square"}
+    assert hard_negative("a red circle and a blue square", np.random.default_rng(0), allowed=allowed) == "a red circle and a green square"
+    assert hard_negative("a red circle and a blue square", np.random.default_rng(0), allowed=set()) is None
 
 
 @pytest.mark.parametrize(
