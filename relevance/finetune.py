@@ -10,6 +10,12 @@ classification head. What this module adds to the textbook loop:
 - AdamW with weight decay on matrices only (not on biases, norms, embeddings or the temperature),
   linear warm-up then cosine decay, and ``logit_scale`` learned and clamped at ln(100) as in CLIP.
 - ``--freeze PREFIX`` freezes parameters by name prefix (for example ``vision_model.embeddings``).
+- ``--hard-negatives`` (NegCLIP, Yuksekgonul et al., 2023): each batch adds, for each caption in
+  the shapes grammar, a minimally edited false one (``relevance.negatives``: colours swapped, count
+  changed) as an extra text that every image is scored against and none is the answer for.
+- ``--augment``: label-preserving transforms of the training pixels (``relevance.augment``: turns,
+  flips, a shrink inside the frame, brightness and contrast), never of the validation pixels.
+- Each image is decoded once and its crop kept in memory (up to ``CACHE_BYTES``), not every epoch.
 - Deterministic for a ``--seed``: the order of the data and the captions drawn follow from the
   seed and the epoch, and a resumed run continues exactly where the last saved epoch ended.
 - ``<out>/training/state.pt`` is saved after every epoch; ``--resume`` continues from it.
