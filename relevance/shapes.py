@@ -10,8 +10,8 @@ writes, under ``out``:
 - ``images/<labels...>/<name>.png`` (``.jpg`` for JPEG): the folders above an image are its labels
   for the reindex job (``red-circle``, ``count-2``, ``blue-square``), so label filters work on them;
 - ``captions.csv``: ``file,caption``, two captions per image, the fine-tuning format;
-- ``labels.csv``: the attributes of every image (``file,color,shape,count,color2,shape2,count2,background,size``),
-  then how it was drawn (``style,image_size,rotation,shade,texture,format,quality``: the rotation in
+- ``labels.csv``: the attributes of every image (``file,color,shape,count,color2,shape2,count2,background,size``;
+  ``size``: the mean radius in px of the 64-px scene), then how it was drawn (``style,image_size,rotation,shade,texture,format,quality``: the rotation in
   degrees of each object in drawing order, each colour's RGB, the JPEG quality or 0);
 - ``queries.jsonl``: queries with relevance computed from the labels, of three classes: ``shape``
   ("a red circle": any image with one), ``count`` ("two red circles": exactly two, and nothing
@@ -19,24 +19,26 @@ writes, under ``out``:
 
 Styles (``style=``, ``--style``), exactly (``STYLES``; lengths below are in px of a 64-px scene):
 
-- ``plain`` (the default, the original generator, byte for byte): 64×64 PNG; no rotation; the base
-  colours exactly (``COLORS``); a flat background.
+- ``plain`` (the default: the original generator; the same images, captions and queries byte for
+  byte, and the same label columns before the new ones): 64×64 PNG; no rotation; the base colours
+  exactly (``COLORS``); a flat background.
 - ``wide`` (for training): side 56, 64, 72 or 80 px (the scene scaled); each square and triangle
   rotated by a uniform angle in −25°…+25° (circles are not rotated); each colour of an image one
   shade, the base colour with every channel moved by an integer in −25…+25 (so at most 25 from it
   per channel); background flat, or textured with a grey pattern of one of ``hstripes``,
   ``vstripes`` (sine stripes, amplitude 8–18 grey levels, period 8–16 px) or ``gradient`` (linear,
-  ±12–30 levels from the centre to the edge, any direction), each of the four with probability 1/4;
-  PNG or JPEG (quality 85–95), half each.
+  12–30 levels from the centre to the middle of an edge, any direction), each of the four with
+  probability 1/4; PNG or JPEG (quality 85–95), half each.
 - ``shifted`` (for evaluation only: every setting below is one that ``plain`` and ``wide`` never
   draw): side 48, 96 or 112 px; each square and triangle rotated by 30°–60° either way (a square at
-  45° is a diamond; modulo the shapes' symmetry, 90° and 120°, no angle within 25° of upright);
-  each colour darker (mixed toward black by 20–28 %) on a light background, lighter (toward white
-  by 22–35 %) on a dark one, which moves some channel by 33 or more: outside wide's ±25 (the
-  ``shade`` column shows it); background always textured,
-  with ``checker`` (a checkerboard, ±8–18 levels, cells 6–12 px), ``speckle`` (grey noise per pixel,
-  standard deviation 6–14 levels) or ``dstripes`` (diagonal sine stripes, amplitude 8–18, period
-  8–16 px); always JPEG, quality 55–75.
+  45° is a diamond, a triangle at 60° points down), so, modulo the shapes' symmetry (90°, 120°),
+  every angle is at least 30° from upright where wide's are within 25°; each colour darker (mixed
+  toward black by 20–28 %) on a light background, lighter (toward white by 22–35 %) on a dark one,
+  which moves some channel by 33 or more, outside wide's ±25 (``shade_range``; the ``shade``
+  column shows each); background always textured, with ``checker`` (a checkerboard, ±8–18
+  levels, cells 6–12 px), ``speckle`` (grey noise per pixel, standard deviation 6–14 levels) or
+  ``dstripes`` (diagonal sine stripes at ±45°, amplitude 8–18, period 8–16 px); always JPEG,
+  quality 55–75 (JPEG is Pillow's, with 4:2:0 chroma subsampling, in both styles).
 
 Textures are grey, so they never add colour. Captions (``captions=``, ``--captions``): ``full``
 (the default) states counts and pairs ("two red circles", "a photo of two red circles"; "a red
