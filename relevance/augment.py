@@ -18,6 +18,8 @@ pixels on every machine and after a resume.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -30,35 +32,48 @@ BRIGHTNESS = 0.1  # added, in [-0.1, 0.1], to pixels in [0, 1]
 CONTRAST = (0.8, 1.2)  # factor around each image's mean
 
 
+@functools.lru_cache(maxsize=8)
+def _symmetry_maps(side: int) -> torch.Tensor:
+    """``[8, side * side]``: where each pixel of a ``side`` × ``side`` picture comes from, under each of the eight symmetries."""
+    grid = torch.arange(side * side).view(side, side)
+    return torch.stack([torch.rot90(grid.flip(-1) if code >= 4 else grid, code % 4).flatten() for code in range(8)])
+
+
 def symmetry(pixels: torch.Tensor, codes: np.ndarray) -> torch.Tensor:
     """Image ``i`` of ``[batch, channels, side, side]`` turned by ``codes[i] % 4`` quarter turns, mirrored first when ``codes[i] >= 4``."""
-    out = pixels.clone()
-    for code in np.unique(codes):
-        rows = torch.from_numpy(np.flatnonzero(codes == code)).to(pixels.device)
-        part = pixels[rows].flip(-1) if code >= 4 else pixels[rows]
-        out[rows] = torch.rot90(part, int(code) % 4, dims=(-2, -1))
-    return out
+    batch, channels, side, _ = pixels.shape
+    index = _symmetry_maps(side).to(pixels.device)[torch.from_numpy(codes).to(pixels.device)]
+    return pixels.flatten(2).gather(2, index[:, None, :].expand(batch, channels, -1)).view_as(pixels)
 
 
-def rescale(unit: torch.Tensor, scales: np.ndarray, centres: np.ndarray) -> torch.Tensor:
-    """Each image of ``unit`` shrunk by ``scales[i]`` around ``centres[i]`` (in [-1, 1], at most ``1 - scale`` from 0), the rest its border's mean colour."""
-    border = torch.cat([unit[..., 0, :], unit[..., -1, :], unit[..., :, 0], unit[..., :, -1]], dim=-1)
+def rescale(pixels: torch.Tensor, scales: np.ndarray, centres: np.ndarray) -> torch.Tensor:
+    """Each image shrunk by ``scales[i]`` around ``centres[i]`` (in [-1, 1], at most ``1 - scale`` from 0), the rest its border's mean colour.
+
+    Linear in the pixel values, so it works on normalized pixels as on pixels in [0, 1].
+    """
+    border = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)
     fill = border.mean(dim=-1)[..., None, None]  # [batch, channels, 1, 1]
-    scale = torch.as_tensor(scales, dtype=unit.dtype, device=unit.device)
-    centre = torch.as_tensor(centres, dtype=unit.dtype, device=unit.device)
-    theta = torch.zeros(len(unit), 2, 3, dtype=unit.dtype, device=unit.device)
+    scale = torch.as_tensor(scales, dtype=pixels.dtype, device=pixels.device)
+    centre = torch.as_tensor(centres, dtype=pixels.dtype, device=pixels.device)
+    theta = torch.zeros(len(pixels), 2, 3, dtype=pixels.dtype, device=pixels.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
     theta[:, :, 2] = -centre / scale[:, None]
-    grid = nn.functional.affine_grid(theta, list(unit.shape), align_corners=False)
-    return nn.functional.grid_sample(unit - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    grid = nn.functional.affine_grid(theta, list(pixels.shape), align_corners=False)
+    return nn.functional.grid_sample(pixels - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-def jitter(unit: torch.Tensor, brightness: np.ndarray, contrast: np.ndarray) -> torch.Tensor:
-    """``unit`` (pixels in [0, 1]) with each image's contrast scaled around its mean and ``brightness`` added, clipped to [0, 1]."""
-    shift = torch.as_tensor(brightness, dtype=unit.dtype, device=unit.device)[:, None, None, None]
-    factor = torch.as_tensor(contrast, dtype=unit.dtype, device=unit.device)[:, None, None, None]
-    mean = unit.mean(dim=(1, 2, 3), keepdim=True)
-    return ((unit - mean) * factor + mean + shift).clamp(0, 1)
+def jitter(pixels: torch.Tensor, brightness: np.ndarray, contrast: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
+    """Normalized ``pixels`` whose values in [0, 1] ``x`` become ``(x - mean) * contrast + mean + brightness`` (``mean``: the image's), clipped to [0, 1].
+
+    Computed on the normalized values directly: one multiply-add and one clip.
+    """
+    mean = torch.tensor(config.mean, dtype=pixels.dtype, device=pixels.device)[None, :, None, None]
+    std = torch.tensor(config.std, dtype=pixels.dtype, device=pixels.device)[None, :, None, None]
+    shift = torch.as_tensor(brightness, dtype=pixels.dtype, device=pixels.device)[:, None, None, None]
+    factor = torch.as_tensor(contrast, dtype=pixels.dtype, device=pixels.device)[:, None, None, None]
+    level = (pixels.mean(dim=(2, 3), keepdim=True) * std + mean).mean(dim=1, keepdim=True)  # each image's mean in [0, 1]
+    offset = ((mean - level) * factor + level + shift - mean) / std
+    return torch.clamp(torch.addcmul(offset, pixels, factor), min=-mean / std, max=(1 - mean) / std)
 
 
 def augment(pixels: torch.Tensor, rng: np.random.Generator, config: PreprocessConfig) -> torch.Tensor:
@@ -70,10 +85,8 @@ def augment(pixels: torch.Tensor, rng: np.random.Generator, config: PreprocessCo
     centres = rng.uniform(-1, 1, size=(count, 2)) * (1 - scales)[:, None]
     brightness = rng.uniform(-BRIGHTNESS, BRIGHTNESS, size=count)
     contrast = rng.uniform(*CONTRAST, size=count)
-    mean = torch.tensor(config.mean, dtype=pixels.dtype, device=pixels.device)[:, None, None]
-    std = torch.tensor(config.std, dtype=pixels.dtype, device=pixels.device)[:, None, None]
-    unit = symmetry(pixels, codes) * std + mean
+    turned = symmetry(pixels, codes)
     if shrink.any():
         rows = torch.from_numpy(np.flatnonzero(shrink)).to(pixels.device)
-        unit[rows] = rescale(unit[rows], scales[shrink], centres[shrink])
-    return (jitter(unit, brightness, contrast) - mean) / std
+        turned[rows] = rescale(turned[rows], scales[shrink], centres[shrink])
+    return jitter(turned, brightness, contrast, config)

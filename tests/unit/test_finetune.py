@@ -14,7 +14,7 @@ import torch
 import relevance.finetune
 from core.errors import UserError
 from inference.images import PreprocessConfig, load_pixels
-from relevance.augment import augment, rescale, symmetry
+from relevance.augment import augment, jitter, rescale, symmetry
 from relevance.config import TrainConfig
 from relevance.finetune import STATE, Batches, Pair, _hard_negatives, contrastive_loss, finetune, lr_factor, read_captions
 from relevance.shapes import generate
@@ -201,6 +201,18 @@ def test_shrinking_keeps_the_whole_picture_in_the_frame(shapes_set: Path) -> Non
     for image in shrunk:
         assert float((image - border[0]).abs().sum()) == pytest.approx(float(ink) * 0.75**2, rel=0.08)  # all of it, smaller
     assert torch.allclose(rescale(unit, np.ones(1), np.zeros((1, 2))), unit, atol=1e-5)
+
+
+def test_jitter_moves_brightness_and_contrast_alike_on_every_channel(shapes_set: Path) -> None:
+    pixels = shapes_pixels(shapes_set)
+    mean, std = torch.tensor(SHAPES_64.mean)[:, None, None], torch.tensor(SHAPES_64.std)[:, None, None]
+    brightness, contrast = np.linspace(-0.1, 0.1, len(pixels)), np.linspace(0.8, 1.2, len(pixels))
+    unit = pixels * std + mean  # the same, written out on values in [0, 1]
+    level = unit.mean(dim=(1, 2, 3), keepdim=True)
+    c, b = torch.tensor(contrast, dtype=torch.float32)[:, None, None, None], torch.tensor(brightness, dtype=torch.float32)[:, None, None, None]
+    expected = (((unit - level) * c + level + b).clamp(0, 1) - mean) / std
+    assert torch.allclose(jitter(pixels, brightness, contrast, SHAPES_64), expected, atol=1e-5)
+    assert torch.allclose(jitter(pixels, np.zeros(len(pixels)), np.ones(len(pixels)), SHAPES_64), pixels, atol=1e-5)
 
 
 def test_augmentation_is_seeded_and_keeps_values_in_range(shapes_set: Path) -> None:
