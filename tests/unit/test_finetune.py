@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import relevance.finetune
 from core.errors import UserError
 from inference.images import PreprocessConfig, load_pixels
 from relevance.augment import augment, jitter, rescale, symmetry
-from relevance.config import TrainConfig
+from relevance.config import TrainConfig, add_arguments, config_from
 from relevance.finetune import STATE, Batches, Pair, _hard_negatives, contrastive_loss, finetune, lr_factor, read_captions
 from relevance.shapes import generate
 
@@ -115,6 +116,14 @@ def test_the_hard_negatives_of_a_run_are_captions_of_its_training_set() -> None:
     negatives = _hard_negatives(train, np.arange(3), picks, np.random.default_rng(0))
     # The swaps (a blue circle and a red square, ...) are no caption here: a recolouring that is one stands in.
     assert negatives == ["a red circle and a green square", "a red circle and a blue square", None]
+
+
+def test_the_flags_reach_the_saved_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    required = ["--captions", "c.csv", "--images", "i", "--out", "o"]
+    assert config_from(parser.parse_args([*required, "--hard-negatives", "--augment"])) == TrainConfig(hard_negatives=True, augment=True)
+    assert config_from(parser.parse_args(required)) == TrainConfig()
 
 
 def test_warmup_then_cosine() -> None:
