@@ -55,7 +55,7 @@ INIT_SEED = 0
 FROZEN = ["text_model.embeddings.token_embedding"]
 # The base and the fine-tuning runs (``base`` is filled in with the folder each starts from).
 BASE_TRAINING = TrainConfig(base="", epochs=6, batch_size=64, lr=2e-3, warmup_steps=100, seed=0, freeze=FROZEN)
-FLYP_TRAINING = TrainConfig(base="", epochs=14, batch_size=64, lr=1e-3, warmup_steps=100, seed=0, freeze=FROZEN)
+FLYP_TRAINING = TrainConfig(base="", epochs=10, batch_size=64, lr=1e-3, warmup_steps=100, seed=0, freeze=FROZEN)
 VARIANTS: dict[str, tuple[str, TrainConfig]] = {
     "flyp": ("full", FLYP_TRAINING),
     "flyp-hn": ("full", replace(FLYP_TRAINING, hard_negatives=True)),
