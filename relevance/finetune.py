@@ -12,7 +12,7 @@ classification head. What this module adds to the textbook loop:
 - ``--freeze PREFIX`` freezes parameters by name prefix (for example ``vision_model.embeddings``).
 - ``--hard-negatives`` (NegCLIP, Yuksekgonul et al., 2023): each batch adds, for each caption in
   the shapes grammar, a minimally edited false one (``relevance.negatives``: colours swapped, count
-  changed) as an extra text that every image is scored against and none is the answer for.
+  changed) as an extra text, scored against the image it was made for and the answer for none.
 - ``--augment``: label-preserving transforms of the training pixels (``relevance.augment``: turns,
   flips, a shrink inside the frame, brightness and contrast), never of the validation pixels.
 - Each image is decoded once and its crop kept in memory (up to ``CACHE_BYTES``), not every epoch.
@@ -113,6 +113,7 @@ def contrastive_loss(
     captions: Sequence[str],
     negatives: torch.Tensor | None = None,
     negative_captions: Sequence[str] = (),
+    negative_of: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CLIP's symmetric InfoNCE over a batch of (image, caption) pairs, identical captions as positives, plus hard negatives.
 
@@ -121,9 +122,11 @@ def contrastive_loss(
     targets spread evenly over them instead of pushing equal captions apart.
 
     ``negatives`` (NegCLIP) are the embeddings of extra texts, ``negative_captions``, that have no
-    image: they join the texts each image is scored against (image→text), with no target mass, so
-    they are only ever wrong answers; text→image runs over the positive captions only. A negative
-    whose text is a caption of the batch is left out: it is already there, and right for its images.
+    image: they join the texts an image is scored against (image→text), with no target mass, so
+    they are only ever wrong answers; text→image runs over the positive captions only. Negative
+    ``k`` is scored against image ``i`` where ``negative_of[i, k]`` (a bool ``[images, negatives]``
+    mask), against every image without one. A negative whose text is a caption of the batch is
+    left out: it is already there, and right for its images.
     """
     image_embeds = nn.functional.normalize(image_embeds, dim=-1)
     text_embeds = nn.functional.normalize(text_embeds, dim=-1)
@@ -138,8 +141,10 @@ def contrastive_loss(
         if len(negative_captions) != len(negatives):
             raise ValueError(f"{len(negatives)} negative embeddings but {len(negative_captions)} negative captions")
         kept = [n for n, caption in enumerate(negative_captions) if caption not in index]
-        extra = nn.functional.normalize(negatives[kept], dim=-1)
-        image_logits = torch.cat([image_logits, logit_scale.exp() * image_embeds @ extra.t()], dim=1)
+        extra = logit_scale.exp() * image_embeds @ nn.functional.normalize(negatives[kept], dim=-1).t()
+        if negative_of is not None:  # a large finite logit, not -inf: a zero target times -inf is NaN
+            extra = extra.masked_fill(~negative_of[:, kept], -1e4)
+        image_logits = torch.cat([image_logits, extra], dim=1)
         targets = torch.cat([targets, targets.new_zeros(len(captions), len(kept))], dim=1)
     image_to_text = nn.functional.cross_entropy(image_logits, targets)
     return (text_to_image + image_to_text) / 2
@@ -455,12 +460,18 @@ def _hard_negatives(train: list[Pair], order: np.ndarray, picks: list[str], rng:
 
 
 def _batch_loss(model: CLIPModel, batches: Batches, pixels: torch.Tensor, texts: Sequence[str], negatives: Sequence[str | None]) -> torch.Tensor:
-    """The loss of one batch: row ``i`` is ``pixels[i]`` with ``texts[i]``; each distinct ``negatives`` text not among ``texts`` joins as a hard negative."""
+    """The loss of one batch: row ``i`` is ``pixels[i]`` with ``texts[i]`` and the hard negative ``negatives[i]`` (or None).
+
+    Each distinct negative not among ``texts`` is scored against the images it was made for only:
+    it is false of them, but may be true of another image of the batch (``three red circles``, made
+    from ``two red circles``, of an image captioned ``a photo of three red circles``).
+    """
     extra = list(dict.fromkeys(n for n in negatives if n is not None and n not in texts))
     image_embeds = image_features(model, pixels)
     text_embeds = text_features(model, **batches.tokens([*texts, *extra]))
     positives, hard = text_embeds[: len(texts)], text_embeds[len(texts) :]
-    return contrastive_loss(image_embeds, positives, model.logit_scale, texts, hard if extra else None, extra)
+    made_for = torch.tensor([[negative == text for text in extra] for negative in negatives], dtype=torch.bool, device=image_embeds.device)
+    return contrastive_loss(image_embeds, positives, model.logit_scale, texts, hard if extra else None, extra, made_for.view(len(texts), len(extra)))
 
 
 def _save_state(path: Path, state: dict[str, object]) -> None:

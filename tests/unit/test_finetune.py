@@ -106,6 +106,28 @@ def test_a_negative_that_scores_high_for_its_image_raises_the_loss_a_low_one_bar
     assert high > plain + 0.05 and abs(low - plain) < 1e-6
 
 
+def test_a_negative_counts_only_for_the_images_it_is_marked_for() -> None:
+    torch.manual_seed(3)
+    images, texts, scale = torch.randn(6, 16), torch.randn(6, 16), torch.tensor(math.log(30.0))
+    negatives = images[:2].clone().requires_grad_(True)  # each scores highest for its own image
+    names = ["three red circles", "a red square and a blue circle"]
+    old = old_contrastive_loss(images, texts, scale, CAPTIONS)
+    nowhere = torch.zeros(6, 2, dtype=torch.bool)
+    assert float(contrastive_loss(images, texts, scale, CAPTIONS, negatives, names, nowhere).detach()) == pytest.approx(float(old), rel=1e-6)
+    own = torch.eye(6, 2, dtype=torch.bool)  # negative 0 for image 0, negative 1 for image 1
+    loss = contrastive_loss(images, texts, scale, CAPTIONS, negatives, names, own)
+    normalized = [torch.nn.functional.normalize(x, dim=-1) for x in (images, texts, negatives.detach())]
+    logits = scale.exp() * normalized[1] @ normalized[0].t()
+    wide = torch.cat([logits.t(), (scale.exp() * normalized[0] @ normalized[2].t()).masked_fill(~own, -1e4)], dim=1)
+    same = torch.tensor([[a == b for b in CAPTIONS] for a in CAPTIONS], dtype=torch.float32)
+    targets = same / same.sum(dim=1, keepdim=True)
+    i2t = torch.nn.functional.cross_entropy(wide, torch.cat([targets, torch.zeros(6, 2)], dim=1))
+    assert float(loss.detach()) == pytest.approx(float((torch.nn.functional.cross_entropy(logits, targets) + i2t) / 2), rel=1e-6)
+    assert float(loss.detach()) > float(old) + 0.1
+    loss.backward()
+    assert negatives.grad is not None and bool(torch.isfinite(negatives.grad).all())
+
+
 def test_the_hard_negatives_of_a_run_are_captions_of_its_training_set() -> None:
     train = [
         Pair("a.png", ["a red circle and a blue square", "a blue square and a red circle"]),
@@ -269,6 +291,9 @@ def test_a_run_with_hard_negatives_and_augmentation_trains_saves_and_augments_on
 
     def spy_loss(*args: Any) -> torch.Tensor:
         negatives.append(0 if args[4] is None else len(args[4]))
+        made_for = args[6]
+        if args[4] is not None:  # each negative is scored against the image it was made for, each image has at most one
+            assert bool((made_for.sum(dim=0) >= 1).all()) and bool((made_for.sum(dim=1) <= 1).all())
         return original_loss(*args)
 
     monkeypatch.setattr(relevance.finetune, "augment", spy_augment)
