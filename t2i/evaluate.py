@@ -220,6 +220,11 @@ def served_version(repo: Path, info: pb.GetIndexInfoResponse) -> int:
     )
 
 
+def _row(cut: CutQuality) -> dict[str, Any]:
+    """``cut`` as plain JSON: no threshold (None) for autocut and for no cut."""
+    return {**cut.__dict__, "threshold": cut.threshold if np.isfinite(cut.threshold) else None}
+
+
 def calibrate(client: GatewayClient, queries: Sequence[Query], depth: int, repo: Path, target_precision: float | None) -> dict[str, Any]:
     """Pick, measure and write the calibrated threshold (see the module docstring); what was found, as a dict."""
     info = client.info()
@@ -243,7 +248,7 @@ def calibrate(client: GatewayClient, queries: Sequence[Query], depth: int, repo:
     return {
         "model_id": info.model_id, "model_checksum": info.model_checksum, "version": version, "collection": info.collection,
         "random_weights": info.random_weights, "calibration": calibration.__dict__, "files": [str(f) for f in files],
-        "held_out": {"calibrated": checked.__dict__, "autocut": autocut_quality(held_out).__dict__, "none": cut_quality(held_out, -np.inf).__dict__},
+        "held_out": {name: _row(cut) for name, cut in (("calibrated", checked), ("autocut", autocut_quality(held_out)), ("none", cut_quality(held_out, -np.inf)))},
     }  # fmt: skip
 
 

@@ -251,7 +251,7 @@ async def test_the_page_passes_the_cutoff_and_shows_a_refusal_readably(gateway: 
 
 def test_calibrate_finds_the_version_of_the_index_or_says_which_repository_is_wrong(tmp_path: Path) -> None:
     from core.errors import UserError
-    from t2i.evaluate import autocut_quality, served_version
+    from t2i.evaluate import _row, autocut_quality, served_version
 
     repo = _repo(tmp_path / "repo")
     info = pb.GetIndexInfoResponse(model_id="unit:model", model_checksum="c" * 64, collection="c1")
@@ -262,6 +262,7 @@ def test_calibrate_finds_the_version_of_the_index_or_says_which_repository_is_wr
         served_version(tmp_path / "missing", info)
     quality = autocut_quality([JudgedHits([0.9, 0.89, 0.5, 0.49], [True, False, True, False]), JudgedHits([0.5], [True])])
     assert (quality.kept, quality.relevant_kept, quality.relevant) == (3, 2, 3)  # autocut keeps 2 of the first query's 4, and the single hit
+    assert _row(quality)["threshold"] is None and json.dumps(_row(quality), allow_nan=False)  # calibration.json stays plain JSON
 
 
 def test_eval_refuses_a_target_precision_without_calibrate(tmp_path: Path) -> None:
