@@ -34,7 +34,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from core.manifest import Manifest
+from core.manifest import Calibration, Manifest, write_calibration
 from devstack.stack import LocalStack
 from reindex.main import reindex
 from relevance import shapes
@@ -235,7 +235,10 @@ def shapes_repository(work: Path) -> tuple[Path, Path]:
     from relevance import shipped
 
     model = shipped.materialize(work / "shipped-model")
-    ensure_export(str(model), work / "repo-shipped")
+    manifest = ensure_export(str(model), work / "repo-shipped")
+    calibration = shipped.read_recipe().get("calibration")
+    if calibration and manifest.calibration.get("text") != calibration:  # the recipe's threshold (bench.cutoff --ship): CUTOFF_CALIBRATED works
+        write_calibration(work / "repo-shipped", manifest.version, "text", Calibration.from_dict(calibration))
     return work / "repo-shipped", ensure_dataset(work / "eval", DATA["eval"]) / "images"
 
 
