@@ -283,7 +283,18 @@ def run_retrain(work: Path, ship: bool = False) -> dict[str, Any]:
 
 
 def _training_record(histories: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"config": h["config"], "seconds": h.get("train_seconds"), "best_epoch": (h.get("best") or {}).get("epoch")} for name, h in histories.items()}
+    """Each training's settings, time, best epoch and validation curve (loss, P@10 and mAP after every epoch)."""
+    curve = ("epoch", "loss", "seconds", "P@10", "mAP")
+    return {
+        name: {
+            "config": h["config"],
+            "seconds": h.get("train_seconds"),
+            "best_epoch": (h.get("best") or {}).get("epoch"),
+            "images": h.get("images"),
+            "epochs": [{key: row.get(key) for key in curve} for row in h.get("epochs", [])],
+        }
+        for name, h in histories.items()
+    }
 
 
 def _report(work: Path, found: dict[str, dict[str, Any]], recipe: dict[str, Any], histories: dict[str, Any], started: float, ship: bool) -> dict[str, Any]:
