@@ -84,11 +84,14 @@ def pick_threshold(queries: Sequence[JudgedHits], target_precision: float | None
     """The threshold with the best F1 (or the best recall at ``target_precision`` or more) on ``queries``.
 
     Raises:
-        ValueError: no hits at all, or no threshold reaches ``target_precision`` (the message gives the best precision reached).
+        ValueError: no hits at all, none of them judged relevant (every threshold would score 0), or no
+            threshold reaches ``target_precision`` (the message gives the best precision reached).
     """
     found = candidates(queries)
     if not found:
         raise ValueError("no hits to calibrate on: the queries returned nothing")
+    if found[0].relevant == 0:
+        raise ValueError(f"none of the {len(queries)} calibration queries' hits is judged relevant: do the ids in --queries match the index's ids?")
     if target_precision is None:
         return max(found, key=lambda cut: cut.f1)  # max keeps the first of equals: the highest threshold
     reaching = [cut for cut in found if cut.precision >= target_precision and cut.relevant_kept > 0]

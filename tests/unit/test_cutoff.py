@@ -101,6 +101,13 @@ def test_ties_pick_the_higher_threshold_and_the_split_is_even_odd() -> None:
         pick_threshold([JudgedHits([], [])])
 
 
+def test_calibration_without_a_relevant_hit_is_refused_with_what_to_check() -> None:
+    unjudged = [JudgedHits([0.9, 0.5], [False, False]), JudgedHits([0.7], [False])]
+    for target in (None, 0.5):
+        with pytest.raises(ValueError, match=r"none of the 2 calibration queries' hits is judged relevant: do the ids in --queries match"):
+            pick_threshold(unjudged, target)
+
+
 # -- the manifest --------------------------------------------------------------------------------------
 
 
