@@ -13,6 +13,7 @@ Python: it never asks Milvus again.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from core.errors import FailedPrecondition
 from core.manifest import Calibration, Manifest
 from core.records import Hit
 
-# A gap is a jump when it is at least JUMP_FACTOR times the median gap of the ranking: the median
-# is what the ranking's spacing usually is, and one cliff among k-1 gaps does not move it. 3 is
-# large enough that an evenly or gently falling ranking (every gap within 3x of the median) is
-# never cut, and small enough that a cluster of close scores over a drop of a few times their
-# spacing is.
+# A gap is a jump when it is at least JUMP_FACTOR times the median of the ranking's other gaps
+# (the candidate left out): the median is what the ranking's spacing usually is, one cliff among
+# k-1 gaps does not move it, and leaving the candidate out lets a 3-hit ranking (one other gap) be
+# cut too. 3 is large enough that an evenly or gently falling ranking (every gap within 3x of the
+# others' median) is never cut, and small enough that a cluster of close scores over a drop of a
+# few times their spacing is.
 JUMP_FACTOR = 3.0
 # ... and at least JUMP_SHARE of the whole score range s_1 - s_n: in a ranking of near-ties (median
 # gap about 0) a rounding-sized step is no jump, and equal scores (range 0) are never cut.
@@ -33,7 +35,7 @@ JUMP_SHARE = 0.2
 # ... and at least MIN_JUMP in cosine: smaller steps are within the noise of int8 against fp32 towers
 # and of float32 scores, so near-ties (even with a range that is itself tiny) are never cut.
 MIN_JUMP = 1e-3
-# Fewer scores than this show no jump to compare a gap with: kept whole.
+# Fewer scores than this (one gap, no other to compare it with) show no jump: kept whole.
 MIN_AUTOCUT_HITS = 3
 CALIBRATE_HINT = "run 't2i eval --calibrate --queries FILE --model-repo REPO' against this gateway to write one, or use autocut or min_score"
 
@@ -60,22 +62,33 @@ def autocut(scores: Sequence[float]) -> int:
     """How many of ``scores`` (sorted descending) to keep: up to the first large jump, at least one.
 
     With gaps ``g_i = s_i - s_(i+1)``, the cut is after the first ``i`` where
-    ``g_i >= JUMP_FACTOR * median(g)``, ``g_i >= JUMP_SHARE * (s_1 - s_n)`` and ``g_i >= MIN_JUMP``. No such
-    gap, or fewer than ``MIN_AUTOCUT_HITS`` scores: all are kept. Negative gaps (scores out of
-    order) count as 0. Deterministic, O(k log k) for k scores.
+    ``g_i >= JUMP_FACTOR * median(g_j, j != i)`` (the median of the other gaps),
+    ``g_i >= JUMP_SHARE * (s_1 - s_n)`` and ``g_i >= MIN_JUMP``. No such gap, or fewer than
+    ``MIN_AUTOCUT_HITS`` scores: all are kept. Negative gaps (scores out of order) count as 0.
+    Deterministic, O(k log k) for k scores.
     """
     count = len(scores)
     if count < MIN_AUTOCUT_HITS:
         return count
     gaps = [max(0.0, float(scores[i]) - float(scores[i + 1])) for i in range(count - 1)]
     ordered = sorted(gaps)
-    middle = len(ordered) // 2
-    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
     span = float(scores[0]) - float(scores[-1])
     for position, gap in enumerate(gaps, 1):
-        if gap >= MIN_JUMP and gap >= JUMP_FACTOR * median and gap >= JUMP_SHARE * span:
+        if gap >= MIN_JUMP and gap >= JUMP_SHARE * span and gap >= JUMP_FACTOR * _median_without(ordered, gap):
             return position
     return count
+
+
+def _median_without(ordered: Sequence[float], value: float) -> float:
+    """The median of ``ordered`` (sorted, holding ``value``) with one copy of ``value`` left out."""
+    removed = bisect.bisect_left(ordered, value)
+    size = len(ordered) - 1
+
+    def at(index: int) -> float:  # the index-th of the others
+        return ordered[index if index < removed else index + 1]
+
+    middle = size // 2
+    return at(middle) if size % 2 else (at(middle - 1) + at(middle)) / 2
 
 
 def calibration_of(manifest: Manifest, query_kind: str) -> Calibration:

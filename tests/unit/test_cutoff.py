@@ -58,6 +58,13 @@ def test_autocut_keeps_at_least_one_hit_and_cuts_at_the_first_jump() -> None:
     assert autocut([0.9, 0.89, 0.5, 0.49, 0.1, 0.09]) == 2  # two cliffs: the first one
 
 
+def test_autocut_cuts_a_three_hit_ranking_against_its_other_gap() -> None:
+    assert autocut([0.9, 0.3, 0.29]) == 1  # the median of all two gaps was their mean: 0.6 >= 3 x 0.305 could never hold
+    assert autocut([0.9, 0.3, 0.29, 0.28]) == 1
+    assert autocut([0.9, 0.89, 0.3]) == 2
+    assert autocut([0.5, 0.4, 0.35]) == 3  # 0.1 is under 3 x 0.05: no jump
+
+
 def test_apply_cutoff_reports_what_it_kept_and_the_score_needed() -> None:
     hits = [Hit(str(i), "", score, []) for i, score in enumerate([0.5, 0.49, 0.48, 0.2, 0.19])]
     auto = apply_cutoff(hits, Cutoff.AUTOCUT)
