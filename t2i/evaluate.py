@@ -204,13 +204,16 @@ def autocut_quality(queries: Sequence[JudgedHits]) -> CutQuality:
 def served_version(repo: Path, info: pb.GetIndexInfoResponse) -> int:
     """The model version of ``repo`` whose manifest carries the stamp of the gateway's index.
 
+    When two versions carry the same weights (an fp32 and an int8 export of one checkpoint, say), the
+    newest one, as the catalog (``inference.models.ModelCatalog.for_stamp``) serves the newest.
+
     Raises:
         UserError: the repository is not there, or no version of it filled the index.
     """
     if not Path(repo).is_dir():
         raise UserError(f"--model-repo {repo} is not a folder: give the model repository the gateway serves (its T2I_MODEL_REPOSITORY)")
     versions = served_versions(repo)
-    for version in versions:
+    for version in reversed(versions):  # newest first, as the catalog serves it
         manifest = Manifest.read_version(repo, version)
         if (manifest.model_id, manifest.checksum) == (info.model_id, info.model_checksum):
             return version

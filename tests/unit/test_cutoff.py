@@ -279,6 +279,20 @@ def test_calibrate_finds_the_version_of_the_index_or_says_which_repository_is_wr
     assert _row(quality)["threshold"] is None and json.dumps(_row(quality), allow_nan=False)  # calibration.json stays plain JSON
 
 
+def test_calibrate_writes_into_the_newest_of_two_versions_of_the_same_weights(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from t2i.evaluate import served_version
+
+    repo = _repo(tmp_path / "repo")  # version 3, fp32
+    int8 = replace(Manifest.read_version(repo, 3), precision="int8", version=4)
+    for model in (TEXT_MODEL, VISION_MODEL):
+        int8.version_dir(repo, model).mkdir(parents=True)
+    int8.write_versioned(repo)
+    info = pb.GetIndexInfoResponse(model_id="unit:model", model_checksum="c" * 64, collection="c1")
+    assert served_version(repo, info) == 4  # the catalog's for_stamp serves the newest of the two
+
+
 def test_eval_refuses_a_target_precision_without_calibrate(tmp_path: Path) -> None:
     import argparse
 
