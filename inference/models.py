@@ -75,6 +75,7 @@ class ModelCatalog:
         self._sleep = sleep
         self._client = client if client is not None else triton_client(url, tls)
         self._broken: dict[int, str] = {}  # version -> why it cannot be served, so that each problem is logged once
+        self._stale: dict[int, str] = {}  # served version -> why its changed manifest cannot be rebuilt yet (logged once)
         self._scan_error: str | None = None
         self._scanning = asyncio.Lock()  # one scan at a time: the background task's and any ``rescan`` call
         self._task: asyncio.Task[None] | None = None
@@ -92,21 +93,40 @@ class ModelCatalog:
             if encoder is not None:
                 encoders[version] = encoder
         self._broken = {v: problem for v, problem in self._broken.items() if v in versions}
+        self._stale = {v: problem for v, problem in self._stale.items() if v in encoders}
         return encoders
 
     def _refreshed(self, encoder: TritonEncoder, version: int) -> TritonEncoder:
-        """``encoder``, or a new one when the version's manifest changed (a calibration written, say); unreadable: kept."""
+        """``encoder``, or a new one when the version's manifest changed (a calibration written, say).
+
+        A manifest that cannot be read, or a changed version that cannot be rebuilt (a file
+        mid-write, say), keeps ``encoder`` serving (logged once, not counted as broken); a later scan
+        retries it.
+        """
         try:
             if Manifest.read_version(self.repo, version) == encoder.manifest:
                 return encoder
         except (OSError, ValueError, TypeError):
             return encoder
-        return self._build(version) or encoder
+        try:
+            fresh = self._encoder(version)
+        except Exception as exc:  # noqa: BLE001 - as in _build: the previous encoder keeps serving
+            problem = f"{type(exc).__name__}: {exc}"
+            if self._stale.get(version) != problem:
+                logger.warning("kept the previous encoder of version %d of %s: %s", version, self.repo, problem)
+            self._stale[version] = problem
+            return encoder
+        self._stale.pop(version, None)
+        logger.info("model version %d: %s (manifest changed)", version, fresh.manifest.model_id)
+        return fresh
+
+    def _encoder(self, version: int) -> TritonEncoder:
+        return TritonEncoder(self.url, self.repo, self.policy, self._client, self.clock, self._sleep, version=version)
 
     def _build(self, version: int) -> TritonEncoder | None:
         """The encoder of ``version``, or None (logged) when its manifest, tokenizer or preprocessing cannot be read."""
         try:
-            encoder = TritonEncoder(self.url, self.repo, self.policy, self._client, self.clock, self._sleep, version=version)
+            encoder = self._encoder(version)
         except Exception as exc:  # noqa: BLE001 - any unreadable file of one version (tokenizers raises a bare Exception): the others keep serving
             problem = f"{type(exc).__name__}: {exc}"
             if self._broken.get(version) != problem:

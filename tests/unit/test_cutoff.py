@@ -194,6 +194,32 @@ async def test_the_catalog_serves_a_threshold_written_after_start(model_repo: Pa
         await parts.engine.close()
 
 
+async def test_a_changed_manifest_that_cannot_be_rebuilt_keeps_the_previous_encoder(model_repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from core.manifest import TOKENIZER_FILE
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    parts = Parts(repo)
+    try:
+        served = parts.models.newest
+        tokenizer = served.manifest.version_dir(repo, TEXT_MODEL) / TOKENIZER_FILE
+        whole = tokenizer.read_bytes()
+        write_calibration(repo, 1, "text", CALIBRATION)
+        tokenizer.write_bytes(whole[: len(whole) // 2])  # mid-write
+        with caplog.at_level("INFO", logger="inference.models"):
+            await parts.models.rescan()
+            await parts.models.rescan()
+        assert parts.models.for_stamp(parts.stamp) is served and served.manifest.calibration_for("text") is None
+        kept = [r.getMessage() for r in caplog.records if "kept the previous encoder of version 1" in r.getMessage()]
+        assert len(kept) == 1, caplog.text  # logged once, not at every scan
+        assert "is not served" not in caplog.text and 1 not in parts.models._broken
+        tokenizer.write_bytes(whole)
+        await parts.models.rescan()
+        assert parts.models.newest is not served and parts.models.newest.manifest.calibration_for("text") == CALIBRATION
+    finally:
+        await parts.engine.close()
+
+
 async def test_search_text_cutoffs_over_grpc(gateway: tuple[str, Parts, Path]) -> None:
     address, parts, repo = gateway
     async with grpc.aio.insecure_channel(address) as channel:
