@@ -286,6 +286,53 @@ async def test_the_page_passes_the_cutoff_and_shows_a_refusal_readably(gateway: 
     assert none_status == 200 and none["cutoff"] == "none" and none["cutoff_score"] is None and len(none["hits"]) == 7
 
 
+# The page's script run under Node with a stub DOM: which URL each search fetches and what the status line says.
+PAGE_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const fields = {};
+const node = (id) => fields[id] || (fields[id] = { id, value: "", textContent: "", classList: { toggle() {} },
+  replaceChildren() {}, setAttribute() {}, removeAttribute() {}, append() {} });
+const fetched = [];
+const context = {
+  URLSearchParams, console,
+  window: { location: { search: "" }, history: { pushState() {} }, addEventListener() {} },
+  document: { querySelector: (s) => node(s.slice(1)), querySelectorAll: () => [], addEventListener() {}, createElement: () => node("new") },
+  fetch: async (url) => { fetched.push(url); return { ok: true, status: 200, json: async () => ({ hits: [], cutoff: "none", cutoff_dropped: 0, cutoff_score: null, took_ms: 1 }) }; },
+};
+vm.createContext(context);
+vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
+(async () => {
+  const seen = [];
+  for (const search of ["?q=a+dog&cutoff=calibrated", "?similar=d&cutoff=calibrated", "?similar=d&cutoff=autocut"]) {
+    context.window.location.search = search;
+    await vm.runInContext("run()", context);
+    seen.push([fetched.at(-1), node("status").textContent]);
+  }
+  node("cutoff").value = "calibrated";
+  await vm.runInContext("searchByImage({ name: 'cat.png' })", context);
+  seen.push([fetched.at(-1), node("status").textContent]);
+  console.log(JSON.stringify(seen));
+})();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's script")
+def test_the_page_sends_the_calibrated_cutoff_with_text_searches_only(tmp_path: Path) -> None:
+    import subprocess
+
+    harness = tmp_path / "harness.js"
+    harness.write_text(PAGE_HARNESS)
+    script = Path(__file__).parents[2] / "web" / "static" / "app.js"
+    done = subprocess.run(["node", str(harness), str(script)], capture_output=True, text=True, timeout=60, check=True)
+    (text, text_status), (similar, similar_status), (auto, _), (upload, upload_status) = json.loads(done.stdout)
+    assert text.startswith("/api/search?") and "cutoff=calibrated" in text and "text queries only" not in text_status
+    assert similar.startswith("/api/similar?") and "cutoff" not in similar and "id=d" in similar
+    assert upload.startswith("/api/search-image?") and "cutoff" not in upload
+    for status in (similar_status, upload_status):
+        assert "the calibrated cut-off applies to text queries only" in status
+    assert "cutoff=autocut" in auto  # autocut works on image searches too
+
+
 # -- t2i eval --calibrate ------------------------------------------------------------------------------
 
 

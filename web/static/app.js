@@ -31,6 +31,16 @@ function filterParams() {
   return params;
 }
 
+// The calibrated threshold is calibrated on text queries (the gateway refuses it for image ones):
+// an image search sends no cut-off instead, and its status line says so.
+const TEXT_ONLY_NOTE = "; the calibrated cut-off applies to text queries only, so none was applied";
+
+function forImageSearch(params) {
+  if (params.get("cutoff") !== "calibrated") return "";
+  params.delete("cutoff");
+  return TEXT_ONLY_NOTE;
+}
+
 async function callApi(url, options) {
   let response;
   try {
@@ -48,11 +58,11 @@ async function callApi(url, options) {
   return body;
 }
 
-function renderHits(result, what) {
+function renderHits(result, what, note = "") {
   const grid = $("#grid");
   grid.replaceChildren();
   if (result.hits.length === 0) {
-    setStatus(`No images match ${what}.`);
+    setStatus(`No images match ${what}${note}.`);
     return;
   }
   const truncated = result.query_truncated ? " (the query was cut to the model's 77 tokens)" : "";
@@ -61,7 +71,7 @@ function renderHits(result, what) {
     const below = result.cutoff_score === null ? "" : ` below ${result.cutoff_score.toFixed(4)}`;
     cut = ` (${result.cutoff} cut-off dropped ${result.cutoff_dropped}${below})`;
   }
-  setStatus(`${result.hits.length} images for ${what} in ${Math.round(result.took_ms)} ms${truncated}${cut}.`);
+  setStatus(`${result.hits.length} images for ${what} in ${Math.round(result.took_ms)} ms${truncated}${cut}${note}.`);
   for (const hit of result.hits) {
     const item = element("li");
     const image = element("img");
@@ -103,7 +113,8 @@ async function run() {
   try {
     if (similar) {
       api.set("id", similar);
-      renderHits(await callApi(`/api/similar?${api}`), what);
+      const note = forImageSearch(api);
+      renderHits(await callApi(`/api/similar?${api}`), what, note);
     } else {
       renderHits(await callApi(`/api/search?${api}`), what);
     }
@@ -125,8 +136,10 @@ function navigate(fields) {
 async function searchByImage(file) {
   setStatus(`Searching for images like ${file.name}…`);
   try {
-    const result = await callApi(`/api/search-image?${filterParams()}`, { method: "POST", body: file, headers: { "content-type": "application/octet-stream" } });
-    renderHits(result, `the image ${file.name}`);
+    const params = filterParams();
+    const note = forImageSearch(params);
+    const result = await callApi(`/api/search-image?${params}`, { method: "POST", body: file, headers: { "content-type": "application/octet-stream" } });
+    renderHits(result, `the image ${file.name}`, note);
   } catch (error) {
     $("#grid").replaceChildren();
     setStatus(error.message, true);
