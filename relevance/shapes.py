@@ -233,7 +233,8 @@ def shade(rng: np.random.Generator, style: Style, base: tuple[int, int, int], ba
         rgb += abs(amount) * ((255.0 if amount > 0 else 0.0) - rgb)
     if style.jitter:
         rgb += rng.integers(-style.jitter, style.jitter + 1, size=3)
-    return tuple(int(v) for v in np.clip(np.rint(rgb), 0, 255))  # type: ignore[return-value]
+    r, g, b = (int(v) for v in np.clip(np.rint(rgb), 0, 255))
+    return r, g, b
 
 
 def shade_range(style: Style) -> tuple[int, int]:
@@ -313,7 +314,10 @@ def _outline(obj: Shape, k: float) -> list[tuple[float, float]] | None:
     return [(x + (px - x) * cos - (py - y) * sin, y + (px - x) * sin + (py - y) * cos) for px, py in points]
 
 
-def _draw_objects(pens: list[tuple[ImageDraw.ImageDraw, object]], scene: Scene, k: float) -> None:
+Pen = tuple[ImageDraw.ImageDraw, int | tuple[int, int, int] | None]  # a drawing and its fill (None: each object's shade)
+
+
+def _draw_objects(pens: list[Pen], scene: Scene, k: float) -> None:
     """Each object with every pen: ``(pen, None)`` fills with the object's shade, ``(pen, fill)`` with ``fill``."""
     for obj in scene.objects:
         colour = scene.look.shades.get(obj.color, COLORS[obj.color])
@@ -322,11 +326,11 @@ def _draw_objects(pens: list[tuple[ImageDraw.ImageDraw, object]], scene: Scene, 
         for pen, fill in pens:
             ink = colour if fill is None else fill
             if points is None:
-                pen.ellipse((x - r, y - r, x + r, y + r), fill=ink)  # type: ignore[arg-type]
+                pen.ellipse((x - r, y - r, x + r, y + r), fill=ink)
             elif obj.shape == "square" and not obj.angle:
-                pen.rectangle((points[0], points[2]), fill=ink)  # type: ignore[arg-type]
+                pen.rectangle((points[0], points[2]), fill=ink)
             else:
-                pen.polygon(points, fill=ink)  # type: ignore[arg-type]
+                pen.polygon(points, fill=ink)
 
 
 def render(scene: Scene) -> Image.Image:

@@ -6,7 +6,7 @@ import argparse
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ import torch
 import relevance.finetune
 from core.errors import UserError
 from inference.images import PreprocessConfig, load_pixels
+from inference.tokenizer import ClipTokenizer
 from relevance.augment import augment, jitter, rescale, symmetry
 from relevance.config import TrainConfig, add_arguments, config_from
 from relevance.finetune import STATE, Batches, Pair, _hard_negatives, contrastive_loss, finetune, lr_factor, read_captions
@@ -178,6 +179,11 @@ def _stop_after_first(record: Mapping[str, object]) -> None:
         raise Killed
 
 
+def _epochs(history: Mapping[str, object]) -> list[dict[str, float]]:
+    """The per-epoch records of a ``finetune`` history (typed ``object`` there)."""
+    return cast(list[dict[str, float]], history["epochs"])
+
+
 def test_a_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
     generate(tmp_path / "data", 48, seed=3)
     config = TrainConfig(base="small", epochs=2, batch_size=16, lr=1e-3, warmup_steps=2, val_fraction=0.25)
@@ -187,11 +193,11 @@ def test_a_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
         finetune(*args, tmp_path / "resumed", config, progress=False, device="cpu", on_epoch=_stop_after_first)
     assert torch.load(tmp_path / "resumed" / STATE, weights_only=False)["epoch"] == 1
     resumed = finetune(*args, tmp_path / "resumed", config, resume=True, progress=False, device="cpu")
-    assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in straight["epochs"]]  # type: ignore[attr-defined]
+    assert [e["loss"] for e in _epochs(resumed)] == [e["loss"] for e in _epochs(straight)]
     a = torch.load(tmp_path / "straight" / STATE, weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / STATE, weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
-    assert straight["epochs"][1]["loss"] < straight["epochs"][0]["loss"]  # type: ignore[index]
+    assert _epochs(straight)[1]["loss"] < _epochs(straight)[0]["loss"]
     # The output folder is a CLIPModel that export loads as it is.
     assert (tmp_path / "resumed" / "config.json").is_file() and (tmp_path / "resumed" / "tokenizer.json").is_file()
     with pytest.raises(UserError, match="resume with the same settings"):
@@ -269,11 +275,11 @@ def test_pixels_are_decoded_once_and_equal_the_serving_path(shapes_set: Path, mo
         return original(data, *rest)
 
     monkeypatch.setattr(relevance.finetune, "load_crop", counted)
-    batches = Batches(images, None, SHAPES_64)  # type: ignore[arg-type]  # no tokens asked for
+    batches = Batches(images, cast(ClipTokenizer, None), SHAPES_64)  # no tokens asked for
     expected = torch.from_numpy(np.stack([load_pixels((images / f).read_bytes(), SHAPES_64) for f in files]))
     assert torch.equal(batches.pixels(files), expected) and torch.equal(batches.pixels(files[::-1]), expected.flip(0))
     assert len(reads) == len(files)  # the second pass came from memory
-    capped = Batches(images, None, SHAPES_64, cache_bytes=3 * 64 * 64 * 3)  # type: ignore[arg-type]  # room for three crops
+    capped = Batches(images, cast(ClipTokenizer, None), SHAPES_64, cache_bytes=3 * 64 * 64 * 3)  # room for three crops
     reads.clear()
     assert torch.equal(capped.pixels(files), expected) and torch.equal(capped.pixels(files), expected)
     assert len(reads) == 2 * len(files) - 3 and len(capped.crops) == 3
@@ -303,7 +309,7 @@ def test_a_run_with_hard_negatives_and_augmentation_trains_saves_and_augments_on
     history = finetune(*args, tmp_path / "out", config, progress=False, device="cpu")
     assert sum(augmented) == 2 * 18 and len(augmented) == 6  # the 18 training images of both epochs; never the 6 validation images
     assert len(negatives) == 6 and sum(negatives) >= 10  # captions of the 18 training images only, so not in every step
-    assert all(math.isfinite(e["loss"]) for e in history["epochs"])  # type: ignore[attr-defined]
+    assert all(math.isfinite(e["loss"]) for e in _epochs(history))
     state = torch.load(tmp_path / "out" / STATE, weights_only=False)
     assert state["config"]["hard_negatives"] is True and state["config"]["augment"] is True
     assert (tmp_path / "out" / "config.json").is_file()
