@@ -39,6 +39,7 @@ class Table:
 
 
 MAIN_RUN = RESULTS + "2026-11-27-vm.json"
+RELEVANCE_RUN = RESULTS + "2026-12-01-vm-relevance.json"
 GPU_RUNS = tuple(RESULTS + f"2026-11-27-h100-gpu{suffix}.json" for suffix in ("", "-run1", "-run2"))
 TABLES = (
     Table("docs/benchmarks.md", "bench", (MAIN_RUN,), "bench.report:markdown"),
@@ -53,8 +54,13 @@ TABLES = (
     Table("docs/benchmarks.md", "query-size", (RESULTS + "2026-11-27-vm-query-size.json",), "bench.query_size:render"),
     Table("docs/benchmarks.md", "overload", (RESULTS + "2026-11-27-vm-overload.json",), "bench.overload:render"),
     Table("docs/reliability.md", "chaos", (RESULTS + "2026-11-27-vm-chaos.json",), "bench.chaos:render"),
-    Table("docs/relevance.md", "relevance", (RESULTS + "2026-11-27-vm-relevance.json",), "bench.relevance:render"),
-    Table("docs/relevance.md", "relevance-classes", (RESULTS + "2026-11-27-vm-relevance.json",), "bench.relevance:render_classes"),
+    Table("docs/relevance.md", "relevance", (RELEVANCE_RUN,), "bench.relevance:render"),
+    Table("docs/relevance.md", "relevance-classes", (RELEVANCE_RUN,), "bench.relevance:render_classes"),
+    Table("docs/relevance.md", "relevance-shifted", (RELEVANCE_RUN,), "bench.relevance:render_shifted"),
+    Table("docs/relevance.md", "relevance-examples", (RELEVANCE_RUN,), "bench.relevance:render_examples"),
+    Table("docs/relevance.md", "cutoff", (RESULTS + "2026-12-01-vm-cutoff.json",), "bench.cutoff:render"),
+    Table("README.md", "shapes-examples", (RELEVANCE_RUN,), "bench.relevance:render_examples"),
+    Table("README.md", "shapes-classes", (RELEVANCE_RUN,), "bench.relevance:render_summary"),
     Table("docs/vector-store.md", "vector-store", (RESULTS + "vector-store-2026-12-01-vm.json",), "bench.vector_store:render"),
     Table(
         "docs/deploy.md",

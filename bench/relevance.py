@@ -70,12 +70,19 @@ def render_shifted(report: dict[str, Any]) -> str:
     return _class_rows(report, "shifted")
 
 
+def render_summary(report: dict[str, Any]) -> str:
+    """README's table: where and when it was measured, then P@10 by class on the evaluation set."""
+    return f"{measured(report)} (`{report['path']}`):\n\n" + render_classes(report)
+
+
 def render_examples(report: dict[str, Any]) -> str:
     """The example queries: the base's top 5 beside the shipped model's, each hit marked right or wrong."""
     from t2i.shapes_demo import side_by_side
 
     examples = report["examples"]
-    return "```\n" + side_by_side(examples["base"], examples["shipped"], ("base (web-style captions)", "shipped (FLYP + hard negatives)")).rstrip() + "\n```"
+    return (
+        "```\n" + side_by_side(examples["base"], examples["shipped"], ("base (web-style captions)", "shipped (FLYP, hard negatives, wide)")).rstrip() + "\n```"
+    )
 
 
 def main() -> int:

@@ -26,7 +26,12 @@ def to_filter(message: pb.Filter) -> SearchFilter:
     return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix)
 
 
-CUTOFFS: dict[int, Cutoff] = {pb.CUTOFF_UNSPECIFIED: Cutoff.NONE, pb.CUTOFF_NONE: Cutoff.NONE, pb.CUTOFF_AUTOCUT: Cutoff.AUTOCUT, pb.CUTOFF_CALIBRATED: Cutoff.CALIBRATED}
+CUTOFFS: dict[int, Cutoff] = {
+    pb.CUTOFF_UNSPECIFIED: Cutoff.NONE,
+    pb.CUTOFF_NONE: Cutoff.NONE,
+    pb.CUTOFF_AUTOCUT: Cutoff.AUTOCUT,
+    pb.CUTOFF_CALIBRATED: Cutoff.CALIBRATED,
+}
 CUTOFF_VALUES = {Cutoff.NONE: pb.CUTOFF_NONE, Cutoff.AUTOCUT: pb.CUTOFF_AUTOCUT, Cutoff.CALIBRATED: pb.CUTOFF_CALIBRATED}
 
 

@@ -36,6 +36,7 @@ FROZEN = "text_model.embeddings.token_embedding.weight"
 FROZEN_PREFIX = "text_model.embeddings.token_embedding"
 TABLE_STD = 0.02  # CLIP's initializer range for the token embedding
 WEIGHTS, RECIPE, MARKER = "model.safetensors", "recipe.json", "shipped.json"
+REQUIRED = {"config": ("text_config", "vision_config"), "token_table": ("name", "seed", "shape", "sha256"), "weights": ("sha256",)}
 
 
 def token_table(seed: int, rows: int, width: int) -> torch.Tensor:
@@ -100,8 +101,12 @@ def read_recipe(source: Path = SHIPPED) -> dict[str, Any]:
         UserError: the folder has no recipe or weights.
     """
     if not (source / RECIPE).is_file() or not (source / WEIGHTS).is_file():
-        raise UserError(f"{source} holds no shipped model ({RECIPE} and {WEIGHTS}); rebuild it with: t2i shapes-demo --retrain")
+        raise UserError(f"{source} holds no shipped model ({RECIPE} and {WEIGHTS}); rebuild it with: t2i shapes-demo --retrain --ship")
     recipe: dict[str, Any] = json.loads((source / RECIPE).read_text())
+    missing = [f"{group}.{key}" for group, keys in REQUIRED.items() for key in keys if key not in recipe.get(group, {})]
+    missing += [group for group in REQUIRED if not isinstance(recipe.get(group), dict)]
+    if missing:
+        raise UserError(f"{source / RECIPE} lacks {', '.join(sorted(set(missing)))}: rebuild it with: t2i shapes-demo --retrain --ship")
     return recipe
 
 
@@ -124,10 +129,10 @@ def materialize(out: Path, source: Path = SHIPPED) -> Path:
     state = {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in load_file(str(source / WEIGHTS)).items()}
     state[table_spec["name"]] = table
     model = CLIPModel(CLIPConfig.from_dict(recipe["config"]))
-    model.load_state_dict(state, strict=False)
-    missing = set(model.state_dict()) - set(state)
-    if missing - {"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"}:
-        raise UserError(f"{source / WEIGHTS} lacks {sorted(missing)[:3]}: it was packed from another architecture")
+    loaded = model.load_state_dict(state, strict=False)
+    missing = set(loaded.missing_keys) - {"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"}
+    if missing or loaded.unexpected_keys:
+        raise UserError(f"{source / WEIGHTS} does not fit its recipe's architecture (missing {sorted(missing)[:3]}, unexpected {loaded.unexpected_keys[:3]})")
     shutil.rmtree(out, ignore_errors=True)
     model.save_pretrained(str(out))
     write_companions(model, None, out)

@@ -10,7 +10,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 import threading
@@ -33,7 +32,7 @@ DEFAULT_LOG_LEVEL = "WARNING"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("export",),
     "serve": ("gateway",),
-    "up": ("devstack", "gateway", "export", "web", "reindex", "relevance"),
+    "up": ("devstack", "gateway", "export", "web", "reindex", "relevance"),  # reindex and relevance: for --shapes
     "demo": ("devstack", "gateway", "export", "reindex"),
     "search": (),
     "info": (),
@@ -59,23 +58,34 @@ def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
     return f"error: t2i {command} needs the {extras} extra (module {top!r} is missing): pip install 'text2image-search[{extras}]'"
 
 
+def _up_model(args: argparse.Namespace, settings: GatewaySettings, web: WebSettings, data_dir: Path) -> tuple[Path, str, str, Path | None]:
+    """``t2i up``'s model repository, alias, image roots and, with ``--shapes``, the shapes images to index.
+
+    Raises:
+        UserError: ``--shapes`` with ``--model-repository`` (the shapes model has a repository of its own).
+    """
+    if not args.shapes:
+        from t2i.demo import ensure_model
+
+        repo = Path(args.model_repository or settings.model_repository)
+        ensure_model(repo, args.model, args.fallback, args.precision)
+        return repo, settings.collection_alias, web.image_roots, None
+    if args.model_repository:
+        raise UserError("--shapes serves the shipped shapes model from a repository of its own (under --data-dir): drop --model-repository")
+    from t2i.shapes_demo import shapes_repository
+
+    repo, shapes = shapes_repository(data_dir / "shapes-demo")
+    return repo, "shapes", str(shapes), shapes
+
+
 def _up(args: argparse.Namespace) -> int:
     from devstack.milvus import MilvusPorts
     from devstack.stack import LocalStack
     from devstack.triton import TritonPorts
-    from reindex.main import reindex
-    from t2i.demo import ensure_model
 
     settings, web = GatewaySettings(), WebSettings()
     data_dir = Path(args.data_dir or settings.data_dir)
-    repo, alias, image_roots, shapes = Path(args.model_repository or settings.model_repository), settings.collection_alias, web.image_roots, None
-    if args.shapes:
-        from t2i.shapes_demo import shapes_repository
-
-        repo, shapes = shapes_repository(data_dir / "shapes-demo")
-        alias, image_roots = "shapes", str(shapes)
-    else:
-        ensure_model(repo, args.model, args.fallback, args.precision)
+    repo, alias, image_roots, shapes = _up_model(args, settings, web, data_dir)
     milvus_port = int(settings.milvus_uri.rsplit(":", 1)[-1])
     triton_port = int(settings.triton_url.rsplit(":", 1)[-1])
     stack = LocalStack(
@@ -103,8 +113,9 @@ def _up(args: argparse.Namespace) -> int:
             print(f"open http://{stack.web_address}/ (thumbnails from {stack.image_roots or 'no folder'}; --image-root DIR, repeatable, replaces this list)")
         # Flushed: a launcher that reads this through a pipe learns the addresses now (those of port 0 only from here).
         if shapes is not None:
-            report = asyncio.run(reindex(stack.settings(), str(shapes), full=False, batch_size=64, workers=2, progress=False))
-            print(f"the shipped shapes model serves {shapes} ({report.summary()})")
+            from t2i.shapes_demo import index_shapes
+
+            print(f"the shipped shapes model serves {shapes} ({index_shapes(stack.settings(), shapes)})")
             print("try on the page or here: t2i search 'two red circles' ; Ctrl-C stops everything", flush=True)
         else:
             print("try: t2i reindex PATH ; t2i search 'red car' ; Ctrl-C stops everything", flush=True)

@@ -163,8 +163,8 @@ def test_up_shapes_serves_the_shipped_model_and_the_page_finds_two_red_circles(t
             hits = json.loads(response.read())["hits"]
         labels = {row["file"]: row for row in read_labels(data / "shapes-demo" / "eval" / "labels.csv")}
         shows = [(labels[hit["id"]]["color"], labels[hit["id"]]["shape"], labels[hit["id"]]["count"], labels[hit["id"]]["shape2"]) for hit in hits]
-        right = sum(1 for found in shows if found == ("red", "circle", "2", ""))
-        assert len(hits) == 5 and right >= 4, shows
+        wanted = ("red", "circle", "2", "")  # the shipped model's top 5 for it is 3 right (README), random weights' about 0.1
+        assert len(hits) == 5 and shows[0] == wanted and sum(1 for found in shows if found == wanted) >= 3, shows
         proc.send_signal(signal.SIGTERM)
         output = printed.rest()
     finally:

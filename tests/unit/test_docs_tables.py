@@ -17,9 +17,10 @@ def test_the_table_re_renders_identically_from_its_result_file(table: Table) -> 
     assert current(table) == rendered(table), f"run python -m bench.docs_tables (or point {table.name} at the right file)"
 
 
-def test_every_marked_block_in_docs_is_registered() -> None:
+def test_every_marked_block_in_docs_and_the_readme_is_registered() -> None:
     registered = {(t.doc, t.name) for t in TABLES}
-    found = {(f"docs/{doc.name}", name) for doc in (ROOT / "docs").glob("*.md") for name in re.findall(r"<!-- ([\w-]+):start -->", doc.read_text())}
+    docs = [*(ROOT / "docs").glob("*.md"), ROOT / "README.md"]
+    found = {(str(doc.relative_to(ROOT)), name) for doc in docs for name in re.findall(r"<!-- ([\w-]+):start -->", doc.read_text())}
     assert found == registered
 
 

@@ -81,3 +81,38 @@ def test_materialize_rebuilds_when_the_shipped_weights_change(tmp_path: Path) ->
     first = json.loads((out / shipped.MARKER).read_text())["weights"]
     shipped.pack(shipped.initial_model(tmp_path / "other", "tiny", seed=3), tmp_path / "packed", {}, table_seed=3)
     assert json.loads((shipped.materialize(out, tmp_path / "packed") / shipped.MARKER).read_text())["weights"] != first
+
+
+def test_read_recipe_names_what_an_incomplete_recipe_lacks(tmp_path: Path) -> None:
+    shipped.pack(_trained(tmp_path), tmp_path / "packed", {}, table_seed=3)
+    recipe = json.loads((tmp_path / "packed" / shipped.RECIPE).read_text())
+    del recipe["token_table"]["sha256"], recipe["weights"]
+    (tmp_path / "packed" / shipped.RECIPE).write_text(json.dumps(recipe))
+    with pytest.raises(UserError, match=r"lacks token_table.sha256, weights, weights.sha256: rebuild it"):
+        shipped.materialize(tmp_path / "model", tmp_path / "packed")
+
+
+def test_the_committed_model_materializes_with_its_recorded_numbers(tmp_path: Path) -> None:
+    recipe = shipped.read_recipe()
+    assert {"eval", "shifted", "int8"} <= set(recipe["results"]) and recipe["command"].startswith("t2i shapes-demo --retrain")
+    model = CLIPModel.from_pretrained(str(shipped.materialize(tmp_path / "shipped")))
+    assert model.config.vision_config.patch_size == 16 and model.config.text_config.max_position_embeddings == 32
+
+
+def test_a_fine_tuned_variant_is_keyed_on_its_base_so_a_retrained_base_retrains_it(tmp_path: Path) -> None:
+    from t2i.shapes_demo import _base_identity
+
+    base = shipped.initial_model(tmp_path / "init", "tiny", seed=3)
+    first = _base_identity(base)
+    shipped.initial_model(base, "tiny", seed=4)  # other weights in the same folder
+    assert _base_identity(base) != first
+    (base / "training").mkdir()
+    (base / "training" / "cache-key").write_text("abc")  # trained here: its own key stands for it
+    assert _base_identity(base) == "abc"
+
+
+def test_ship_without_retrain_is_refused(tmp_path: Path) -> None:
+    from t2i.shapes_demo import run_shapes_demo
+
+    with pytest.raises(UserError, match="--ship writes the model that --retrain trains"):
+        run_shapes_demo(tmp_path, retrain=False, ship=True)
