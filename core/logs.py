@@ -35,6 +35,16 @@ def configure_logging(level: str = "INFO", structured: bool = False) -> None:
     root.setLevel(logging.WARNING)
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(level)
-    # pymilvus logs every failed RPC with a traceback through its own handler; the adapter turns
-    # those failures into domain errors with clear messages, so only its critical lines remain.
+    quiet_pymilvus()
+
+
+def quiet_pymilvus() -> None:
+    """Keep only pymilvus's critical lines.
+
+    pymilvus logs every failed RPC with a traceback through its own handler; the adapter turns those
+    failures into domain errors with clear messages. pymilvus configures its logger when it is first
+    imported (``dictConfig``), which undoes an earlier setting, so the adapter calls this again right
+    after importing it (``core.milvus_errors``): a command that imports the adapter lazily, after
+    ``configure_logging``, stays quiet too.
+    """
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

@@ -19,7 +19,10 @@ import grpc
 from pymilvus import MilvusException
 
 from core.errors import DeadlineExceeded, FailedPrecondition, T2IError, Unavailable
+from core.logs import quiet_pymilvus
 from core.settings import redact_uri
+
+quiet_pymilvus()  # pymilvus, just imported, has set its own logger up (core.logs.quiet_pymilvus)
 
 # Milvus error codes (``MilvusException.code``; the server's merr codes, which pymilvus passes on).
 COLLECTION_NOT_FOUND = 100

@@ -1,7 +1,7 @@
 """The quality loop end to end: fine-tune a small CLIP, export it, index through the real stack, and run ``t2i eval``.
 
-Three epochs on 960 generated images (about 30 s): the loss falls and validation retrieval beats
-chance several times over. The full training (P@10 against random weights) is the shapes demo's job, not a test's.
+Six epochs of batch 16 on 960 generated images (about 40 s; the 16-pixel patches of ``small`` need
+the steps): the loss falls and validation retrieval beats chance several times over. The full training (P@10 against random weights) is the shapes demo's job, not a test's.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ def test_finetune_export_index_and_eval(tmp_path: Path) -> None:
     generate(evaluation, 96, seed=2)
     trained = t2i(
         "finetune", "--base", "small", "--captions", str(train / "captions.csv"), "--images", str(train / "images"), "--out", str(model),
-        "--epochs", "3", "--batch-size", "32", "--lr", "1e-3", "--warmup-steps", "60", "--val-fraction", "0.2", "--freeze", FREEZE, "--device", "cpu",
+        "--epochs", "6", "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "30", "--val-fraction", "0.2", "--freeze", FREEZE, "--device", "cpu",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "export it with: t2i export --model" in trained.stdout
     history = json.loads((model / "training" / "history.json").read_text())
     losses = [epoch["loss"] for epoch in history["epochs"]]
-    assert len(losses) == 3 and losses[-1] < losses[0] * 0.8, losses
+    assert len(losses) == 6 and losses[-1] < losses[0] * 0.8, losses
     chance = chance_map(train / "captions.csv", train / "images", 0.2, 0)
-    assert history["best"]["mAP"] > 3 * chance, (history["best"], chance)  # measured: 0.22 against 0.04
+    assert history["best"]["mAP"] > 3 * chance, (history["best"], chance)  # measured: 0.24 against 0.04
 
     exported = t2i("export", "--model", str(model), "--out", str(repo))
     assert exported.returncode == 0, exported.stderr[-2000:]
