@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -93,6 +95,17 @@ class Printed:
         return self.text
 
 
+@contextlib.contextmanager
+def killed_at_exit(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc``, killed and reaped when the block leaves while it still runs (a failed assertion)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 UP_LINE = "try: t2i reindex PATH"  # printed after the addresses, once every component is ready
 
 
@@ -112,7 +125,7 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
     data = tmp_path / "updata"
     proc = start_up(tiny_repo, data, env)
     printed = Printed(proc)
-    try:
+    with killed_at_exit(proc):
         addresses = printed.addresses()
         gateway = addresses["gateway"]
         assert gateway_serving(gateway)
@@ -132,10 +145,6 @@ def test_up_serves_and_sigterm_stops_every_child(tiny_repo: Path, tmp_path: Path
         milvus.close()
         proc.send_signal(signal.SIGTERM)
         output = printed.rest()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, output
     assert f"gateway  grpc://{gateway}" in output and "triton   grpc://127.0.0.1:" in output and "milvus   http://127.0.0.1:" in output
     assert "stopping" in output
@@ -155,7 +164,7 @@ def test_up_shapes_serves_the_shipped_model_and_the_page_finds_two_red_circles(t
         text=True,
     )
     printed = Printed(proc)
-    try:
+    with killed_at_exit(proc):
         printed.addresses(timeout_s=400, ready="t2i search 'two red circles'")
         page = re.search(r"open http://(\S+)/", printed.text)
         assert page is not None and "the shipped shapes model serves" in printed.text and "1200 indexed" in printed.text, printed.text
@@ -167,27 +176,19 @@ def test_up_shapes_serves_the_shipped_model_and_the_page_finds_two_red_circles(t
         assert len(hits) == 5 and shows[0] == wanted and sum(1 for found in shows if found == wanted) >= 3, shows
         proc.send_signal(signal.SIGTERM)
         output = printed.rest()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, output
 
 
 def test_a_sigkilled_up_leaves_no_server_and_a_taken_port_is_named(tiny_repo: Path, tmp_path: Path) -> None:
     data = tmp_path / "killed"
     proc = start_up(tiny_repo, data, up_env(), "--no-web")
-    try:
+    with killed_at_exit(proc):
         assert gateway_serving(Printed(proc).addresses()["gateway"])
         children = processes_mentioning(str(data))
         assert len(children) >= 3  # Milvus (and its sandbox), Triton and the gateway
         proc.send_signal(signal.SIGKILL)  # no chance to stop anything itself
         proc.wait(timeout=10)
         wait_for(lambda: processes_mentioning(str(data)) == [], 20, "every server of the killed t2i up to exit")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # A second stack whose gateway port is taken says by whom, and starts nothing that stays.
     # The squatter binds a port of its own (port 0): the killed gateway's port may already be another
     # process's outgoing port by now (seen in a fresh-clone run beside the session's stack).
