@@ -1,4 +1,4 @@
-"""Generate the Python gRPC stubs of every ``.proto`` under ``protos/`` beside it (needs grpcio-tools).
+"""Generate the Python gRPC stubs of every ``.proto`` under ``protos/`` beside it, except the released copies (needs grpcio-tools).
 
 The one way the stubs are made: the build backend runs it (``setup.py``'s ``build_py``, with
 grpcio-tools as a build requirement in ``pyproject.toml``), so every wheel and editable install holds
@@ -16,11 +16,18 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent
+# Copies of released contracts (``buf breaking`` compares the live proto with them); never compiled.
+RELEASED = ROOT / "released"
+
+
+def live_protos() -> list[Path]:
+    """Every ``.proto`` under ``protos/`` except the released copies under ``protos/released/``, sorted."""
+    return sorted(path for path in ROOT.rglob("*.proto") if not path.is_relative_to(RELEASED))
 
 
 def main() -> int:
-    """Run protoc (``--python_out``, ``--grpc_python_out``, ``--pyi_out``) over every proto file; its exit code."""
-    protos = sorted(str(path) for path in ROOT.rglob("*.proto"))
+    """Run protoc (``--python_out``, ``--grpc_python_out``, ``--pyi_out``) over every live proto file; its exit code."""
+    protos = [str(path) for path in live_protos()]
     if not protos:
         print(f"no .proto files under {ROOT}", file=sys.stderr)
         return 1
