@@ -8,14 +8,16 @@ DEPLOY_VENV := .venv-deploy
 BIN := $(VENV)/bin
 PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
+# buf (lint and breaking-change checks of the proto) from the npm registry, pinned by tools/package-lock.json.
+BUF := tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT)
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
 
 # Every extra, with the exact versions of constraints.txt; the project itself is editable.
 $(VENV)/.installed: constraints.txt requirements-nodeps.txt pyproject.toml
@@ -43,6 +45,23 @@ $(PROTO_OUT): $(PROTO) protos/build_stubs.py $(VENV)/.installed
 	$(BIN)/python protos/build_stubs.py
 
 protos: $(PROTO_OUT)
+
+# buf at the version of tools/package-lock.json (npm ci; no install scripts run: the binary comes in
+# its platform package, @bufbuild/buf-linux-x64 here).
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	cd tools && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# The proto contract (buf.yaml): buf lint (STANDARD, two exceptions with their reasons) on the live
+# module, and buf breaking (FILE) against every released copy in protos/released/ (no git tags, no
+# network). tests/unit/test_proto_contract.py runs the same and plants a breaking change and a lint error.
+lint-proto: tools/node_modules/.installed
+	$(BUF) lint
+	for released in protos/released/v*/; do $(BUF) breaking --against $$released || exit 1; done
+
+# docs/api.md from the proto's comments (protos/api_doc.py); tests/unit/test_api_doc.py fails when it is stale.
+docs-api: $(VENV)/.installed
+	$(BIN)/python protos/api_doc.py
 
 # Export CLIP (the real checkpoint, or random ViT-B/32 weights when the hub is unreachable),
 # start Milvus, Triton and the gateway on loopback, index sample photos, query, stop; then the
@@ -104,7 +123,7 @@ promtool:
 	fi
 	@promtool --version | head -1
 
-lint: install lint-deploy
+lint: install lint-deploy lint-proto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
