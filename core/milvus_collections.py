@@ -17,7 +17,7 @@ from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailab
 from core.milvus_calls import ADMIN_TIMEOUT_S, MilvusCalls
 from core.milvus_errors import ALIAS_NOT_FOUND
 from core.milvus_port import MilvusPort
-from core.records import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, SCHEMA_VERSION, ModelStamp
+from core.records import MAX_FORMAT_BYTES, MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_LABELS, MAX_URI_BYTES, SCHEMA_VERSION, ModelStamp
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class MilvusCollections(MilvusCalls):
             schema.add_field("labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_LABELS, max_length=MAX_LABEL_BYTES)
             schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
             schema.add_field("source", DataType.VARCHAR, max_length=MAX_URI_BYTES)  # schema 2
+            for field in ("width", "height", "bytes", "modified_time", "capture_time"):  # schema 3: typed metadata (core.records.ImageMetadata)
+                schema.add_field(field, DataType.INT64)
+            schema.add_field("format", DataType.VARCHAR, max_length=MAX_FORMAT_BYTES)
             index = client.prepare_index_params()
             index.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": self.hnsw.m, "efConstruction": self.hnsw.ef_construction})
             client.create_collection(name, schema=schema, index_params=index, consistency_level="Session", timeout=timeout)

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import NotFound
+from core.errors import FailedPrecondition, NotFound
+from core.filters import schema_needed
 from core.milvus_calls import ADMIN_TIMEOUT_S, MilvusCalls
 from core.milvus_port import MilvusPort
-from core.records import SCHEMA_FIELDS, Hit, Record
+from core.records import NO_METADATA_ROW, SCHEMA_FIELDS, Hit, ImageMetadata, Record, hit_fields
 
 _QUERY_PAGE = 1000
 
@@ -35,6 +36,20 @@ def _get_rows(client: MilvusPort, timeout: float, collection: str, ids: list[str
 
 class MilvusRows(MilvusCalls):
     """The rows of one collection at a time: written, deleted, scanned, read and searched."""
+
+    def require_schema(self, collection: str, expression: str, deadline: float | None = None) -> int:
+        """The schema version of ``collection``, after checking that it has the fields ``expression`` filters on.
+
+        Raises:
+            FailedPrecondition: the expression filters on typed metadata and the collection predates it.
+        """
+        version = self.schema_version(collection, deadline)
+        if schema_needed(expression) > version:
+            raise FailedPrecondition(
+                f"collection {collection} was built before typed metadata (schema {version}): run 't2i reindex --full' to filter on width, "
+                "height, bytes, format or times"
+            )
+        return version
 
     def seal(self, collection: str, wait_s: float = 600.0) -> bool:
         """Flush, then wait until the HNSW index covers every row; True when it does within ``wait_s``.
@@ -122,7 +137,10 @@ class MilvusRows(MilvusCalls):
         for start in range(0, len(ids), _QUERY_PAGE):
             get = functools.partial(_get_rows, collection=from_collection, ids=list(ids[start : start + _QUERY_PAGE]), fields=fields)
             found = self._call("get", get)
-            rows = [{**{key: row[key] for key in ("id", *fields)}, "source": row.get("source") or origins.get(row["id"], "")} for row in found]
+            # Rows of an older schema get the fields it lacks as unknown (the typed metadata: read again at the next reindex).
+            rows = [
+                {**NO_METADATA_ROW, **{key: row[key] for key in ("id", *fields)}, "source": row.get("source") or origins.get(row["id"], "")} for row in found
+            ]
             self.upsert(to_collection, rows)
             copied += [row["id"] for row in rows]
         return copied
@@ -163,9 +181,10 @@ class MilvusRows(MilvusCalls):
         return np.asarray(rows[0]["vector"], dtype=np.float32)
 
     def records(self, collection: str, ids: Sequence[str], deadline: float | None = None) -> list[Record]:
-        """The stored uri and labels of ``ids`` that are indexed, in the order asked."""
-        rows = self._call("get", lambda c, t: c.get(collection, ids=list(ids), output_fields=["uri", "labels"], timeout=t), deadline)
-        found = {str(row["id"]): Record(str(row["id"]), str(row.get("uri", "")), list(row.get("labels") or [])) for row in rows}
+        """The stored uri, labels and typed metadata of ``ids`` that are indexed, in the order asked."""
+        fields = hit_fields(self.schema_version(collection, deadline))
+        rows = self._call("get", lambda c, t: c.get(collection, ids=list(ids), output_fields=fields, timeout=t), deadline)
+        found = {str(row["id"]): Record(str(row["id"]), str(row.get("uri", "")), list(row.get("labels") or []), ImageMetadata.of_row(row)) for row in rows}
         return [found[item_id] for item_id in ids if item_id in found]
 
     def labels(self, collection: str, max_rows: int, deadline: float | None = None) -> tuple[list[str], bool]:
@@ -191,6 +210,7 @@ class MilvusRows(MilvusCalls):
 
     def count(self, collection: str, deadline: float | None = None, expression: str = "") -> int:
         """Number of rows (that match ``expression``, a Milvus filter built by this project, when given)."""
+        self.require_schema(collection, expression, deadline)
         rows = self._call(
             "count", lambda c, t: c.query(collection, filter=expression, output_fields=["count(*)"], timeout=t, consistency_level="Strong"), deadline
         )
@@ -205,13 +225,17 @@ class MilvusRows(MilvusCalls):
         min_score: float | None = None,
         deadline: float | None = None,
     ) -> list[Hit]:
-        """Nearest neighbours by cosine similarity, best first."""
+        """Nearest neighbours by cosine similarity, best first (with their typed metadata, in a collection that stores it)."""
+        fields = hit_fields(self.require_schema(collection, expression, deadline))
         params = {"metric_type": "COSINE", "params": {"ef": max(self.hnsw.ef, top_k)}}
         data = [vector.astype(np.float32).tolist()]
         result = self._call(
             "search",
-            lambda c, t: c.search(collection, data=data, limit=top_k, filter=expression, output_fields=["uri", "labels"], search_params=params, timeout=t),
+            lambda c, t: c.search(collection, data=data, limit=top_k, filter=expression, output_fields=fields, search_params=params, timeout=t),
             deadline,
         )
-        hits = [Hit(str(r["id"]), r["entity"].get("uri", ""), float(r["distance"]), list(r["entity"].get("labels") or [])) for r in result[0]]
+        hits = [
+            Hit(str(r["id"]), r["entity"].get("uri", ""), float(r["distance"]), list(r["entity"].get("labels") or []), ImageMetadata.of_row(r["entity"]))
+            for r in result[0]
+        ]
         return [h for h in hits if min_score is None or h.score >= min_score]

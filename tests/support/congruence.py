@@ -28,7 +28,7 @@ from pymilvus import MilvusException
 from core.filters import SearchFilter, build_expression, literal
 from core.index import ImageIndex
 from core.milvus_port import MilvusPort
-from core.records import ModelStamp, make_row
+from core.records import SCHEMA_VERSION, ModelStamp, make_row
 from devstack.stack import LocalStack
 from tests.unit.fake_milvus import FakeMilvusClient
 
@@ -391,7 +391,7 @@ def orphans_are_the_family_collections_no_alias_points_at(b: Backend) -> object:
     return [found, outcome(lambda: index.drop(f"{b.alias}_orphan"))]
 
 
-@case([True, 2, True, "FailedPrecondition", "FailedPrecondition", True])
+@case([True, SCHEMA_VERSION, True, "FailedPrecondition", "FailedPrecondition", True])
 def the_model_stamp_and_schema_version_in_the_description(b: Backend) -> object:
     index, mine = b.filled()
     theirs_index = b.index_for(OTHER)

@@ -76,8 +76,9 @@ class _Pages:
 
 # -- expressions ----------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>!=|[\[\](),]))')
-_SCALAR_FIELDS = frozenset({"id", "uri", "source", "content_hash"})
+_TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<int>-?[0-9]+)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>!=|>=|<=|[\[\](),]))')
+_SCALAR_FIELDS = frozenset({"id", "uri", "source", "content_hash", "format"})
+_INT_FIELDS = frozenset({"width", "height", "bytes", "modified_time", "capture_time"})  # the typed metadata (schema 3)
 _ARRAY_FIELDS = frozenset({"labels"})
 
 
@@ -100,7 +101,7 @@ def _tokens(expression: str) -> list[tuple[str, str]]:
 class _Parser:
     """The expression forms this project builds: ``(term) and (term) ...``, each term one of
     ``array_contains_all(labels, [..])``, ``array_contains_any(labels, [..])``, ``not array_contains_any(labels, [..])``,
-    ``FIELD in [..]``, ``FIELD != "..."`` and ``FIELD like "prefix%"``."""
+    ``FIELD in [..]``, ``FIELD != "..."``, ``FIELD like "prefix%"``, and ``FIELD >= INT`` or ``FIELD <= INT`` on the integer fields."""
 
     def __init__(self, expression: str, fields: frozenset[str] | None) -> None:
         self.expression = expression
@@ -157,7 +158,19 @@ class _Parser:
             if name == "array_contains_all":
                 return lambda row: wanted <= set(row.get(field) or [])
             return lambda row: bool(wanted & set(row.get(field) or []))
+        if name in _INT_FIELDS:
+            return self.bound(self.field(_INT_FIELDS, name))
         return self.comparison(self.field(_SCALAR_FIELDS, name))
+
+    def bound(self, field: str) -> Predicate:
+        """``FIELD >= INT`` or ``FIELD <= INT``, the forms ``core.filters.metadata_conditions`` builds."""
+        operator = self.take("punct")
+        if operator not in (">=", "<="):
+            raise self.refuse(f"operator {operator} on {field}")
+        value = int(self.take("int"))
+        if operator == ">=":
+            return lambda row: int(row[field]) >= value
+        return lambda row: int(row[field]) <= value
 
     def comparison(self, field: str) -> Predicate:
         operator = self.peek()
