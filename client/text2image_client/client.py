@@ -1,0 +1,241 @@
+"""``Client``: the blocking client of the gateway's three services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from text2image.v1 import text2image_pb2 as pb
+from text2image.v1 import text2image_pb2_grpc as pb_grpc
+from text2image_client import _requests as build
+from text2image_client._channel import Tls, channel_options, open_channel
+from text2image_client.types import (
+    Cutoff,
+    DuplicatePair,
+    DuplicatesChunk,
+    Embeddings,
+    Filter,
+    Hit,
+    ImageItem,
+    ImageRecord,
+    IndexInfo,
+    Labels,
+    Query,
+    SearchFailure,
+    SearchResult,
+    Term,
+    UpsertResult,
+    batch_results,
+)
+
+FilterArg = Filter | pb.Filter | None
+
+
+class Client:
+    """Blocking client for ``SearchService``, ``EmbeddingService`` and ``IndexService``.
+
+    Args:
+        address: ``host:port``, any gRPC target (``ipv4:10.0.0.1:50051,10.0.0.2:50051``,
+            ``dns:///gateway-headless.ns.svc:50051``), or a list of ``ip:port`` gateways. Calls go round
+            robin over every address the target resolves to; UNAVAILABLE is retried on another one.
+        token: the bearer token sent on every call (``None``: none). Writes need a write-scope token.
+        tls: TLS settings (``Tls.from_files(ca=...)``; with ``cert`` and ``key``: mutual TLS). ``None``: plaintext.
+        timeout: the default deadline of each call in seconds; every method takes its own ``timeout``.
+        attempts: tries per call on UNAVAILABLE (1..5).
+        options: extra gRPC channel options (appended to the defaults).
+
+    Errors are ``grpc.RpcError`` with the gateway's status and message (``.code()``, ``.details()``).
+    ``search_stub``, ``embedding_stub`` and ``index_stub`` are the generated stubs on the same channel, and
+    every result's ``raw`` is its response message.
+    """
+
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        *,
+        token: str | None = None,
+        tls: Tls | None = None,
+        timeout: float = 30.0,
+        attempts: int = 4,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.timeout = timeout
+        self.channel = open_channel(address, token, tls, [*channel_options(attempts), *options])
+        self.search_stub = pb_grpc.SearchServiceStub(self.channel)
+        self.embedding_stub = pb_grpc.EmbeddingServiceStub(self.channel)
+        self.index_stub = pb_grpc.IndexServiceStub(self.channel)
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    # --- Search -------------------------------------------------------------------------------------
+
+    def search_text(
+        self,
+        query: str,
+        top_k: int = 10,
+        *,
+        filter: FilterArg = None,
+        min_score: float | None = None,
+        cutoff: Cutoff | None = None,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """Images ranked by similarity to a sentence (``SearchText``)."""
+        request = build.search_text(query, top_k, filter, min_score, cutoff, page_token)
+        return SearchResult.from_proto(self.search_stub.SearchText(request, timeout=self._deadline(timeout)))
+
+    def search_image(
+        self,
+        image: bytes | None = None,
+        top_k: int = 10,
+        *,
+        id: str | None = None,
+        filter: FilterArg = None,
+        min_score: float | None = None,
+        exclude_self: bool = False,
+        cutoff: Cutoff | None = None,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """Images ranked by similarity to image bytes or to an indexed image (``id=``) (``SearchImage``)."""
+        request = build.search_image(image, id, top_k, filter, min_score, exclude_self, cutoff, page_token)
+        return SearchResult.from_proto(self.search_stub.SearchImage(request, timeout=self._deadline(timeout)))
+
+    def search(
+        self,
+        terms: Sequence[Term | str] | Term | str,
+        top_k: int = 10,
+        *,
+        filter: FilterArg = None,
+        min_score: float | None = None,
+        cutoff: Cutoff | None = None,
+        exclude_ids: bool = False,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """Images ranked by a weighted sum of terms (``Search``): ``["a beach", Term(text="crowded", weight=-0.5)]``."""
+        request = build.search(terms, top_k, filter, min_score, cutoff, exclude_ids, page_token)
+        return SearchResult.from_proto(self.search_stub.Search(request, timeout=self._deadline(timeout)))
+
+    def search_batch(self, queries: Sequence[Query], *, timeout: float | None = None) -> list[SearchResult | SearchFailure]:
+        """Several searches in one call (``SearchBatch``): a result or a failure per query, in order."""
+        request = pb.SearchBatchRequest(requests=[query.to_proto() for query in queries])
+        return batch_results(self.search_stub.SearchBatch(request, timeout=self._deadline(timeout)))
+
+    # --- Pages --------------------------------------------------------------------------------------
+
+    def pages(self, call: Callable[[int, str], SearchResult], page_size: int = 100, max_results: int | None = None) -> Iterator[SearchResult]:
+        """The pages of a search: ``call(top_k, page_token)`` again with each ``next_page_token``, until the last page or ``max_results``."""
+        page_size, max_results = build.page_sizes(page_size, max_results)
+        seen, token = 0, ""
+        while (top_k := build.next_top_k(page_size, max_results, seen)) > 0:
+            page = call(top_k, token)
+            yield page
+            seen += len(page.hits)
+            token = page.next_page_token
+            if not token or not page.hits:
+                return
+
+    def iter_search_text(self, query: str, page_size: int = 100, max_results: int | None = None, **fields: Any) -> Iterator[Hit]:
+        """Every hit of ``search_text(query, **fields)``, page after page (at most ``max_results``)."""
+        for page in self.pages(lambda top_k, token: self.search_text(query, top_k, page_token=token, **fields), page_size, max_results):
+            yield from page.hits
+
+    def iter_search_image(
+        self, image: bytes | None = None, page_size: int = 100, max_results: int | None = None, *, id: str | None = None, **fields: Any
+    ) -> Iterator[Hit]:
+        """Every hit of ``search_image(image or id=, **fields)``, page after page (at most ``max_results``)."""
+        for page in self.pages(lambda top_k, token: self.search_image(image, top_k, id=id, page_token=token, **fields), page_size, max_results):
+            yield from page.hits
+
+    def iter_search(self, terms: Sequence[Term | str] | Term | str, page_size: int = 100, max_results: int | None = None, **fields: Any) -> Iterator[Hit]:
+        """Every hit of ``search(terms, **fields)``, page after page (at most ``max_results``)."""
+        for page in self.pages(lambda top_k, token: self.search(terms, top_k, page_token=token, **fields), page_size, max_results):
+            yield from page.hits
+
+    # --- Duplicates ---------------------------------------------------------------------------------
+
+    def duplicate_chunks(
+        self,
+        min_score: float | None = None,
+        *,
+        filter: FilterArg = None,
+        max_neighbors: int = 0,
+        max_images: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[DuplicatesChunk]:
+        """The messages of one ``FindDuplicates`` stream (the last one's ``next_page_token`` goes on after ``max_images``)."""
+        request = build.find_duplicates(min_score, filter, max_neighbors, max_images, page_token)
+        for message in self.search_stub.FindDuplicates(request, timeout=self._deadline(timeout)):
+            yield DuplicatesChunk.from_proto(message)
+
+    def find_duplicates(
+        self, min_score: float | None = None, *, filter: FilterArg = None, max_neighbors: int = 0, max_images: int = 0, timeout: float | None = None
+    ) -> Iterator[DuplicatePair]:
+        """Every near-duplicate pair (cosine at least ``min_score``, server default 0.95), following the streams' tokens.
+
+        With ``max_images``, each stream scans that many images and the next one goes on from its token;
+        ``timeout`` is the deadline of each stream.
+        """
+        token = ""
+        while True:
+            last = ""
+            for chunk in self.duplicate_chunks(min_score, filter=filter, max_neighbors=max_neighbors, max_images=max_images, page_token=token, timeout=timeout):
+                yield from chunk.pairs
+                last = chunk.next_page_token or last
+            if not last:
+                return
+            token = last
+
+    # --- Embeddings ---------------------------------------------------------------------------------
+
+    def embed_text(self, texts: Sequence[str], *, timeout: float | None = None) -> Embeddings:
+        """Normalized text embeddings, in order (``EmbedText``)."""
+        request = pb.EmbedTextRequest(texts=build.strings(texts, "embed_text"))
+        return Embeddings.from_proto(self.embedding_stub.EmbedText(request, timeout=self._deadline(timeout)))
+
+    def embed_image(self, images: Sequence[bytes], *, timeout: float | None = None) -> Embeddings:
+        """Normalized image embeddings, in order (``EmbedImage``)."""
+        if isinstance(images, bytes):
+            raise TypeError("embed_image takes a list of encoded images; wrap one in a list")
+        request = pb.EmbedImageRequest(images=list(images))
+        return Embeddings.from_proto(self.embedding_stub.EmbedImage(request, timeout=self._deadline(timeout)))
+
+    # --- The index ----------------------------------------------------------------------------------
+
+    def upsert(self, items: Sequence[ImageItem | pb.ImageItem], *, timeout: float | None = None) -> UpsertResult:
+        """Add or replace images (``UpsertImages``); each item succeeds or fails on its own. Needs a write token."""
+        return UpsertResult.from_proto(self.index_stub.UpsertImages(build.upsert(items), timeout=self._deadline(timeout)))
+
+    def delete(self, ids: Sequence[str], *, timeout: float | None = None) -> int:
+        """Remove images by id (``DeleteImages``); how many were there. Needs a write token."""
+        request = pb.DeleteImagesRequest(ids=build.strings(ids, "delete"))
+        return self.index_stub.DeleteImages(request, timeout=self._deadline(timeout)).deleted
+
+    def get_images(self, ids: Sequence[str], *, timeout: float | None = None) -> list[ImageRecord]:
+        """The records of the ids that are indexed, in request order (``GetImages``)."""
+        request = pb.GetImagesRequest(ids=build.strings(ids, "get_images"))
+        return [ImageRecord.from_proto(image) for image in self.index_stub.GetImages(request, timeout=self._deadline(timeout)).images]
+
+    def info(self, *, timeout: float | None = None) -> IndexInfo:
+        """Count, model and collection of the active index (``GetIndexInfo``)."""
+        return IndexInfo.from_proto(self.index_stub.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=self._deadline(timeout)))
+
+    def labels(self, max_rows: int = 0, *, timeout: float | None = None) -> Labels:
+        """The labels in use (``ListLabels``; ``max_rows`` 0: the server's default scan)."""
+        answer = self.index_stub.ListLabels(pb.ListLabelsRequest(max_rows=max_rows), timeout=self._deadline(timeout))
+        return Labels(tuple(answer.labels), answer.complete)
+
+    # --- Lifetime -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
