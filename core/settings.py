@@ -159,6 +159,7 @@ class GatewaySettings(Settings):
     metrics_port: int = Field(9464, description="Prometheus metrics port on the listen host; 0 disables")
     request_timeout_s: float = Field(15.0, gt=0, description="server-side limit when the client sets no deadline")
     max_top_k: int = Field(1000, ge=1, le=16384, description="largest top_k accepted")
+    max_page_depth: int = Field(10_000, ge=1, le=16_376, description="deepest hit a walk through pages reaches (offset + top_k of a paged search)")
     alias_refresh_s: float = Field(1.0, ge=0, description="how long searches reuse the alias's collection before asking Milvus again (0: every request)")
     embedding_cache_size: int = Field(10000, ge=0, description="query embeddings kept in the LRU cache (0 disables it)")
     health_interval_s: float = Field(2.0, gt=0, description="how often readiness is re-checked")

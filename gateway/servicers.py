@@ -58,6 +58,7 @@ def to_response(result: SearchResult) -> pb.SearchResponse:
         cutoff=CUTOFF_VALUES[result.cutoff],
         cutoff_score=result.cutoff_score,
         cutoff_dropped=result.cutoff_dropped,
+        next_page_token=result.next_page_token,
     )
 
 
@@ -72,7 +73,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         min_score = request.min_score if request.HasField("min_score") else None
         cutoff = to_cutoff(request.cutoff)
         deadline = deadline_of(context, self.default_timeout_s)
-        return to_response(await self.engine.search_text(request.query, request.top_k, to_filter(request.filter), min_score, deadline, cutoff))
+        search_filter = to_filter(request.filter)
+        return to_response(await self.engine.search_text(request.query, request.top_k, search_filter, min_score, deadline, cutoff, request.page_token))
 
     async def SearchImage(self, request: pb.SearchImageRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         source = request.WhichOneof("source")
@@ -86,6 +88,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             request.exclude_self,
             deadline_of(context, self.default_timeout_s),
             to_cutoff(request.cutoff),
+            request.page_token,
         )
         return to_response(result)
 

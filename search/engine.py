@@ -37,6 +37,7 @@ from inference.images import ImageLimits, load_pixels
 from inference.models import catalog_from_settings
 from search.cache import CachedText, EmbeddingCache
 from search.cutoff import Cut, Cutoff, apply_cutoff, threshold_for
+from search.pages import DEFAULT_MAX_DEPTH, identity, open_window
 from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,15 @@ class SearchResult:
     cutoff: Cutoff = Cutoff.NONE
     cutoff_score: float | None = None  # the lowest score a hit needed (None: nothing cut by rule)
     cutoff_dropped: int = 0  # hits the cut-off dropped
+    next_page_token: str = ""  # "" on the last page (``search.pages``)
 
     @classmethod
-    def of(cls, cut: Cut, collection: str, start: float, model_id: str, query_tokens: int = 0, truncated: bool = False) -> SearchResult:
+    def of(
+        cls, cut: Cut, collection: str, start: float, model_id: str, query_tokens: int = 0, truncated: bool = False, next_page_token: str = ""
+    ) -> SearchResult:
         """The result of a search whose hits went through ``cut``, timed from ``start`` (``time.perf_counter``)."""
-        return cls(cut.hits, collection, (time.perf_counter() - start) * 1000, model_id, query_tokens, truncated, cut.cutoff, cut.score, cut.dropped)
+        took_ms = (time.perf_counter() - start) * 1000
+        return cls(cut.hits, collection, took_ms, model_id, query_tokens, truncated, cut.cutoff, cut.score, cut.dropped, next_page_token)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class SearchEngine:
         milvus_threads: int = 4,
         decode_threads: int = 2,
         max_query_bytes: int = MAX_QUERY_BYTES,
+        max_page_depth: int = DEFAULT_MAX_DEPTH,
     ):
         """Wire the adapters, limits and the query-embedding cache together.
 
@@ -123,6 +129,7 @@ class SearchEngine:
         self.max_top_k = max_top_k
         self.max_batch = max_batch
         self.max_query_bytes = max_query_bytes
+        self.max_page_depth = max_page_depth
         self.limits = limits
         self._milvus_pool = ThreadPoolExecutor(milvus_threads, thread_name_prefix="milvus")
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
@@ -219,14 +226,22 @@ class SearchEngine:
         return embedded
 
     async def search_text(
-        self, query: str, top_k: int, search_filter: SearchFilter, min_score: float | None, deadline: float | None, cutoff: Cutoff = Cutoff.NONE
+        self,
+        query: str,
+        top_k: int,
+        search_filter: SearchFilter,
+        min_score: float | None,
+        deadline: float | None,
+        cutoff: Cutoff = Cutoff.NONE,
+        page_token: str = "",
     ) -> SearchResult:
-        """Images ranked by similarity to ``query``, then cut by ``cutoff`` (``search.cutoff``; no second Milvus call)."""
+        """Images ranked by similarity to ``query``, then cut by ``cutoff`` (``search.cutoff``; no second Milvus call); one page of them (``search.pages``)."""
         start = time.perf_counter()
         text = require_query(query, self.max_query_bytes)
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
         expression = build_expression(search_filter)
+        window = open_window(page_token, identity("text", query=text, filter=search_filter, min_score=min_score, cutoff=cutoff), top_k, self.max_page_depth)
         embedded: CachedText | None = None
         threshold: float | None = None
 
@@ -236,9 +251,11 @@ class SearchEngine:
             embedded = await self._embed_text(encoder, text, deadline)
             return embedded.vector
 
-        collection, encoder, hits = await self._search(encode, top_k, expression, min_score, deadline)
+        collection, encoder, hits = await self._search(encode, window.fetch, expression, min_score, deadline)
         assert embedded is not None
-        return SearchResult.of(apply_cutoff(hits, cutoff, threshold), collection, start, encoder.manifest.model_id, embedded.tokens, embedded.truncated)
+        page = window.finish(collection, hits, lambda found: apply_cutoff(found, cutoff, threshold))
+        model_id = encoder.manifest.model_id
+        return SearchResult.of(page.cut, collection, start, model_id, embedded.tokens, embedded.truncated, page.next_page_token)
 
     async def search_image(
         self,
@@ -250,11 +267,15 @@ class SearchEngine:
         exclude_self: bool,
         deadline: float | None,
         cutoff: Cutoff = Cutoff.NONE,
+        page_token: str = "",
     ) -> SearchResult:
-        """Images ranked by similarity to uploaded bytes or to an indexed image, then cut by ``cutoff``."""
+        """Images ranked by similarity to uploaded bytes or to an indexed image, then cut by ``cutoff``; one page of them (``search.pages``)."""
         start = time.perf_counter()
         require_top_k(top_k, self.max_top_k)
         require_min_score(min_score)
+        source = {"id": image_id, "exclude_self": exclude_self} if image_id is not None else {"image": image}
+        digest = identity("image", **source, filter=search_filter, min_score=min_score, cutoff=cutoff)
+        window = open_window(page_token, digest, top_k, self.max_page_depth)
         if image_id is not None:
             require_id(image_id)
             collection = await self._resolve(deadline)
@@ -262,8 +283,10 @@ class SearchEngine:
             collection, vector = await self._read("get", self.index.vector_of, image_id, deadline=deadline, collection=collection)
             expression = build_expression(search_filter, exclude_id=image_id if exclude_self else None)
             # The stored vector and the collection's rows come from the same model.
-            collection, hits = await self._read("search", self.index.search, vector, top_k, expression, min_score, deadline=deadline, collection=collection)
-            return SearchResult.of(apply_cutoff(hits, cutoff, by_id), collection, start, self.index.checked_stamp(collection).model_id)
+            search = self.index.search
+            collection, hits = await self._read("search", search, vector, window.fetch, expression, min_score, deadline=deadline, collection=collection)
+            page = window.finish(collection, hits, lambda found: apply_cutoff(found, cutoff, by_id))
+            return SearchResult.of(page.cut, collection, start, self.index.checked_stamp(collection).model_id, next_page_token=page.next_page_token)
         if image is None:
             raise InvalidArgument("set either image (bytes) or id (an indexed image)")
         expression = build_expression(search_filter)
@@ -276,8 +299,9 @@ class SearchEngine:
             with downstream("triton", "encode_image"):
                 return (await encoder.encode_pixels(pixels[None], deadline))[0]
 
-        collection, encoder, hits = await self._search(encode, top_k, expression, min_score, deadline)
-        return SearchResult.of(apply_cutoff(hits, cutoff, threshold), collection, start, encoder.manifest.model_id)
+        collection, encoder, hits = await self._search(encode, window.fetch, expression, min_score, deadline)
+        page = window.finish(collection, hits, lambda found: apply_cutoff(found, cutoff, threshold))
+        return SearchResult.of(page.cut, collection, start, encoder.manifest.model_id, next_page_token=page.next_page_token)
 
     async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> Embeddings:
         """Normalized text vectors (of the active collection's model) and whether each text was truncated."""
@@ -404,4 +428,5 @@ def engine_from_settings(settings: GatewaySettings) -> SearchEngine:
         settings.milvus_threads,
         settings.decode_threads,
         settings.max_text_request_kb * 1024,
+        settings.max_page_depth,
     )
