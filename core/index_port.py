@@ -81,6 +81,10 @@ class SearchIndex(Protocol):
         """True when ``collection`` is loaded for search."""
         ...
 
+    def schema_version(self, collection: str, deadline: float | None = None) -> int:
+        """The row schema version of ``collection`` (``core.records.SCHEMA_FIELDS``): whether it stores the typed metadata."""
+        ...
+
 
 class ReindexIndex(Protocol):
     """What the reindex job asks of the index: collections to fill, their rows, and the alias swap at the end."""

@@ -8,6 +8,7 @@ import grpc
 
 from core.errors import InvalidArgument
 from core.filters import SearchFilter
+from gateway.metadata import modified_time_of, to_conditions, to_message
 from search.cutoff import Cutoff
 from search.engine import SearchEngine, SearchResult, UpsertItem
 from text2image.v1 import text2image_pb2 as pb
@@ -23,7 +24,8 @@ def deadline_of(context: grpc.aio.ServicerContext, default_s: float) -> float:
 def to_filter(message: pb.Filter) -> SearchFilter:
     """The engine's filter for a protobuf ``Filter``."""
     labels = message.labels
-    return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix)
+    metadata = to_conditions(message.metadata)
+    return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix, metadata)
 
 
 CUTOFFS: dict[int, Cutoff] = {
@@ -49,7 +51,7 @@ def to_cutoff(value: int) -> Cutoff:
 def to_response(result: SearchResult) -> pb.SearchResponse:
     """A ``SearchResponse`` for an engine result."""
     return pb.SearchResponse(
-        hits=[pb.Hit(id=h.id, uri=h.uri, score=h.score, labels=h.labels) for h in result.hits],
+        hits=[pb.Hit(id=h.id, uri=h.uri, score=h.score, labels=h.labels, metadata=to_message(h.metadata)) for h in result.hits],
         model_id=result.model_id,
         took_ms=result.took_ms,
         query_truncated=result.truncated,
@@ -119,7 +121,7 @@ class IndexServicer(pb_grpc.IndexServiceServicer):
         self.default_timeout_s = default_timeout_s
 
     async def UpsertImages(self, request: pb.UpsertImagesRequest, context: grpc.aio.ServicerContext) -> pb.UpsertImagesResponse:
-        items = [UpsertItem(i.id, i.content, i.uri, tuple(i.labels)) for i in request.items]
+        items = [UpsertItem(i.id, i.content, i.uri, tuple(i.labels), modified_time_of(i)) for i in request.items]
         outcomes = await self.engine.upsert(items, deadline_of(context, self.default_timeout_s))
         results = [pb.ItemResult(id=o.id, ok=o.ok, error=o.error, unchanged=o.unchanged) for o in outcomes]
         upserted = sum(1 for o in outcomes if o.ok and not o.unchanged)
@@ -142,7 +144,7 @@ class IndexServicer(pb_grpc.IndexServiceServicer):
 
     async def GetImages(self, request: pb.GetImagesRequest, context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:
         records = await self.engine.images(list(request.ids), deadline_of(context, self.default_timeout_s))
-        return pb.GetImagesResponse(images=[pb.ImageRecord(id=r.id, uri=r.uri, labels=r.labels) for r in records])
+        return pb.GetImagesResponse(images=[pb.ImageRecord(id=r.id, uri=r.uri, labels=r.labels, metadata=to_message(r.metadata)) for r in records])
 
     async def ListLabels(self, request: pb.ListLabelsRequest, context: grpc.aio.ServicerContext) -> pb.ListLabelsResponse:
         labels, complete = await self.engine.labels(request.max_rows, deadline_of(context, self.default_timeout_s))

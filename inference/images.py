@@ -7,6 +7,7 @@ exactly (shortest-edge bicubic resize, center crop, rescale, normalize) for an R
 
 from __future__ import annotations
 
+import datetime
 import functools
 import io
 import json
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from core.errors import InvalidArgument
+from core.records import ImageMetadata
 from core.settings import Settings
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"})
@@ -83,7 +85,52 @@ class PreprocessConfig:
 
 
 def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Decode untrusted image bytes to an upright RGB image.
+    """Decode untrusted image bytes to an upright RGB image (``decode_with_metadata`` without the metadata)."""
+    return decode_with_metadata(data, limits)[0]
+
+
+EXIF_DATE_TIME_ORIGINAL, EXIF_DATE_TIME = 36867, 306
+
+
+def exif_time(raw: object) -> int | None:
+    """An EXIF date-time (``YYYY:MM:DD HH:MM:SS``, read as UTC) in microseconds since the epoch; None when it is not one."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = datetime.datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S").replace(tzinfo=datetime.UTC)
+    except ValueError:  # "0000:00:00 00:00:00", blanks, another layout: unknown
+        return None
+    return (parsed - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)) // datetime.timedelta(microseconds=1)
+
+
+def capture_time(image: Image.Image) -> int | None:
+    """The EXIF DateTimeOriginal (in the Exif IFD, or IFD0), else DateTime, of an opened image, read as UTC; None without one.
+
+    Malformed EXIF is no error: the time is then unknown.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF: the time is unknown then, which is no news for the log
+            exif = image.getexif()
+            candidates = [exif.get_ifd(ExifTags.IFD.Exif).get(EXIF_DATE_TIME_ORIGINAL), exif.get(EXIF_DATE_TIME_ORIGINAL), exif.get(EXIF_DATE_TIME)]
+    except Exception:  # noqa: BLE001 - broken EXIF of an otherwise good image: no capture time
+        return None
+    return next((found for found in map(exif_time, candidates) if found is not None), None)
+
+
+def metadata_format(image_format: str | None) -> str:
+    """The format name ImageMetadata records: Pillow's, with MPO (a JPEG with more pictures after the first) as JPEG."""
+    return "JPEG" if image_format == "MPO" else str(image_format or "")
+
+
+def decode_with_metadata(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[Image.Image, ImageMetadata]:
+    """Decode untrusted image bytes to an upright RGB image, and what was read on the way (one decode).
+
+    The metadata's width and height are the upright image's (EXIF orientation applied), bytes
+    ``len(data)``, the format Pillow's name (``metadata_format``) and the capture time the EXIF's
+    (``capture_time``); the modification time is the caller's to set.
 
     Applies EXIF orientation, takes the first frame of animations, composites transparency onto
     white, and maps 16-bit and CMYK images to 8-bit RGB.
@@ -121,8 +168,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     try:
         image.seek(0)
         image.load()
+        captured = capture_time(image)
         upright: Image.Image = ImageOps.exif_transpose(image) or image
-        return to_rgb(upright)
+        return to_rgb(upright), ImageMetadata(upright.width, upright.height, len(data), metadata_format(image.format), None, captured)
     except BAD_DATA_ERRORS as exc:
         raise InvalidArgument(f"image data is corrupt or truncated: {exc}") from exc
     except Exception as exc:
@@ -213,3 +261,15 @@ def load_pixels(data: bytes, config: PreprocessConfig, limits: ImageLimits = Ima
 def load_crop(data: bytes, config: PreprocessConfig, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """Decode, resize and crop one encoded image to ``uint8 [crop, crop, 3]`` (for process pools; ``normalize`` after)."""
     return crop_pixels(decode_image(data, limits), config)
+
+
+def load_pixels_with_metadata(data: bytes, config: PreprocessConfig, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, ImageMetadata]:
+    """``load_pixels`` and the image's metadata, from one decode."""
+    image, metadata = decode_with_metadata(data, limits)
+    return preprocess_one(image, config), metadata
+
+
+def load_crop_with_metadata(data: bytes, config: PreprocessConfig, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, ImageMetadata]:
+    """``load_crop`` and the image's metadata, from one decode."""
+    image, metadata = decode_with_metadata(data, limits)
+    return crop_pixels(image, config), metadata

@@ -13,6 +13,7 @@ request and no query compared across models.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -24,16 +25,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from core.errors import FailedPrecondition, InvalidArgument, T2IError
-from core.filters import SearchFilter, build_expression
+from core.filters import MAX_TIME_US, MIN_TIME_US, SearchFilter, build_expression
 from core.index import index_from_settings
 from core.index_port import SearchIndex
 from core.metrics import downstream
 from core.milvus_errors import CollectionMissing
-from core.records import Hit, IndexInfo, ModelStamp, Record, item_hash, make_row
+from core.records import METADATA_SCHEMA, Hit, ImageMetadata, IndexInfo, ModelStamp, Record, item_hash, make_row
 from core.settings import GatewaySettings
 from core.tracing import span
 from inference.encoder_port import Encoder, EncoderCatalog
-from inference.images import ImageLimits, load_pixels
+from inference.images import ImageLimits, load_pixels, load_pixels_with_metadata
 from inference.models import catalog_from_settings
 from search.cache import CachedText, EmbeddingCache
 from search.cutoff import Cut, Cutoff, apply_cutoff, threshold_for
@@ -88,6 +89,7 @@ class UpsertItem:
     content: bytes
     uri: str
     labels: Sequence[str]
+    modified_time: int | None = None  # microseconds since the epoch (ImageItem.modified_time); None: unknown
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,11 @@ class SearchEngine:
                     raise
                 collection = await self._active(deadline)
         raise AssertionError("unreachable")
+
+    async def _pixels_with_metadata(self, data: bytes, encoder: Encoder) -> tuple[np.ndarray, ImageMetadata]:
+        """``_pixels`` and the image's metadata (``inference.images.decode_with_metadata``), from one decode."""
+        with span("decode", bytes=len(data)):
+            return await asyncio.get_running_loop().run_in_executor(self._decode_pool, load_pixels_with_metadata, data, encoder.preprocess_config, self.limits)
 
     async def _pixels(self, data: bytes, encoder: Encoder) -> np.ndarray:
         with span("decode", bytes=len(data)):
@@ -342,24 +349,35 @@ class SearchEngine:
             problem = check_item(item.id, item.uri, item.labels)
             if problem is None and item.id in seen:
                 problem = "duplicate id in this request"
+            if problem is None and item.modified_time is not None and not MIN_TIME_US <= item.modified_time <= MAX_TIME_US:
+                problem = "modified_time is not a valid timestamp (years 1 to 9999)"
             seen.add(item.id)
             if problem:
                 outcomes[position] = ItemOutcome(item.id, False, problem)
-        hashes = {i: item_hash(item.content, item.uri, item.labels) for i, item in enumerate(items) if i not in outcomes}
+        # A collection that stores the modification time rewrites a row whose time changed (core.records.item_hash).
+        timed = await self._milvus("schema", self.index.schema_version, collection, deadline) >= METADATA_SCHEMA
+        hashes = {i: item_hash(item.content, item.uri, item.labels, item.modified_time if timed else None) for i, item in enumerate(items) if i not in outcomes}
         stored = await self._milvus("hashes", self.index.hashes, collection, [items[i].id for i in hashes], deadline)
         pending: list[tuple[int, np.ndarray]] = []
+        metadata: dict[int, ImageMetadata] = {}
         for i, content_hash in hashes.items():
             if stored.get(items[i].id) == content_hash:
                 outcomes[i] = ItemOutcome(items[i].id, True, unchanged=True)
                 continue
             try:
-                pending.append((i, await self._pixels(items[i].content, encoder)))
+                pixels, read = await self._pixels_with_metadata(items[i].content, encoder)
             except InvalidArgument as exc:
                 outcomes[i] = ItemOutcome(items[i].id, False, str(exc))
+                continue
+            pending.append((i, pixels))
+            metadata[i] = dataclasses.replace(read, modified_time=items[i].modified_time)
         if pending:
             with downstream("triton", "encode_image"):
                 vectors = await encoder.encode_pixels(np.stack([p for _, p in pending]), deadline)
-            rows = [make_row(items[i].id, vector, items[i].uri, items[i].labels, hashes[i]) for (i, _), vector in zip(pending, vectors, strict=True)]
+            rows = [
+                make_row(items[i].id, vector, items[i].uri, items[i].labels, hashes[i], metadata=metadata[i])
+                for (i, _), vector in zip(pending, vectors, strict=True)
+            ]
             await self._milvus("upsert", self.index.upsert, collection, rows, deadline)
             outcomes.update({i: ItemOutcome(items[i].id, True) for i, _ in pending})
         return [outcomes[i] for i in range(len(items))]
