@@ -27,6 +27,18 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+def answer_for(error: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """What a client of ``method`` gets for ``error``, logged: a ``T2IError``'s status and message, or INTERNAL with an incident id
+    (the traceback is logged under it). The interceptor answers a call with it, and ``SearchBatch`` each failed search."""
+    if isinstance(error, T2IError):
+        code, message = status_for(error)
+        logger.info("%s -> %s: %s", method, code.name, message)
+        return code, message
+    incident = uuid.uuid4().hex[:12]
+    logger.error("%s failed (incident %s)", method, incident, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the gateway log"
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Maps ``T2IError`` subclasses to their status; anything else to INTERNAL with a logged traceback."""
 
@@ -40,15 +52,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await inner(request, context)
-            except T2IError as exc:
-                code, message = status_for(exc)
-                logger.info("%s -> %s: %s", method, code.name, message)
-                await context.abort(code, message)
             except grpc.aio.AbortError:  # the handler chose its status itself
                 raise
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                logger.exception("%s failed (incident %s)", method, incident)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the gateway log")
+            except Exception as exc:  # noqa: BLE001 (answer_for logs it with its traceback)
+                await context.abort(*answer_for(exc, method))
 
         return rewrapped(handler, mapped)

@@ -6,11 +6,13 @@ import time
 
 import grpc
 
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, T2IError
 from core.filters import SearchFilter
+from gateway.errors import answer_for
 from gateway.metadata import modified_time_of, to_conditions, to_message
 from search.cutoff import Cutoff
 from search.engine import SearchEngine, SearchResult, UpsertItem
+from search.terms import Kind, Term, TermsQuery
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
@@ -64,6 +66,38 @@ def to_response(result: SearchResult) -> pb.SearchResponse:
     )
 
 
+def to_term(message: pb.QueryTerm) -> Term:
+    """The engine's term for a ``QueryTerm`` (kind None when none is set: the engine refuses it, naming the term)."""
+    kind = message.WhichOneof("term")
+    weight = message.weight if message.HasField("weight") else None
+    if kind is None:
+        return Term(None, weight=weight)
+    return Term(Kind(kind), tuple(message.vector.values) if kind == "vector" else getattr(message, kind), weight)
+
+
+def to_terms_query(request: pb.SearchRequest) -> TermsQuery:
+    """The engine's combined search for a ``SearchRequest``."""
+    min_score = request.min_score if request.HasField("min_score") else None
+    terms = [to_term(term) for term in request.terms]
+    return TermsQuery(terms, request.top_k, to_filter(request.filter), min_score, to_cutoff(request.cutoff), request.exclude_ids, request.page_token)
+
+
+def converted(request: pb.SearchRequest) -> TermsQuery | T2IError:
+    """``to_terms_query``, or the error it raised (one search of a batch that does not convert fails alone)."""
+    try:
+        return to_terms_query(request)
+    except T2IError as exc:
+        return exc
+
+
+def to_batch_result(outcome: SearchResult | BaseException) -> pb.SearchBatchResult:
+    """A search's response, or its error as the error interceptor would have answered that search alone."""
+    if isinstance(outcome, SearchResult):
+        return pb.SearchBatchResult(response=to_response(outcome))
+    code, message = answer_for(outcome, "SearchBatch")
+    return pb.SearchBatchResult(error=pb.SearchError(code=code.value[0], status=code.name, message=message))
+
+
 class SearchServicer(pb_grpc.SearchServiceServicer):
     """``text2image.v1.SearchService``."""
 
@@ -93,6 +127,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             request.page_token,
         )
         return to_response(result)
+
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        return to_response(await self.engine.search(to_terms_query(request), deadline_of(context, self.default_timeout_s)))
+
+    async def SearchBatch(self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext) -> pb.SearchBatchResponse:
+        outcomes = await self.engine.search_batch([converted(r) for r in request.requests], deadline_of(context, self.default_timeout_s))
+        return pb.SearchBatchResponse(results=[to_batch_result(outcome) for outcome in outcomes])
 
 
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):

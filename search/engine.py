@@ -39,13 +39,16 @@ from inference.models import catalog_from_settings
 from search.cache import CachedText, EmbeddingCache
 from search.cutoff import Cut, Cutoff, apply_cutoff, threshold_for
 from search.pages import DEFAULT_MAX_DEPTH, identity, open_window
+from search.terms import Kind, Term, TermsQuery, check_dimensions, check_terms, combine, excluding, name, require_calibratable, reworded, token_report
 from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Prepared = dict[tuple[str, str], CachedText]  # (model checksum, bounded text) -> its embedding, encoded ahead (SearchBatch)
 
 DEFAULT_LABEL_ROWS, MAX_LABEL_ROWS = 100_000, 1_000_000  # rows ListLabels scans
 NOTHING_INDEXED = "nothing indexed yet: run 't2i reindex PATH' or send UpsertImages"
+TEXT_CHUNK = 32  # texts per Triton call when a SearchBatch encodes ahead (the CPU config's max_batch_size)
 
 
 @dataclass(frozen=True)
@@ -194,17 +197,24 @@ class SearchEngine:
     async def _search(
         self, encode: Callable[[Encoder], Awaitable[np.ndarray]], top_k: int, expression: str, min_score: float | None, deadline: float | None
     ) -> tuple[str, Encoder, list[Hit]]:
-        """Encode with the model of the collection that answers, and search it.
+        """Encode with the model of the collection that answers, and search it (``_search_in``)."""
+        return await self._search_in(lambda _collection, encoder: encode(encoder), top_k, expression, min_score, deadline)
+
+    async def _search_in(
+        self, encode: Callable[[str, Encoder], Awaitable[np.ndarray]], top_k: int, expression: str, min_score: float | None, deadline: float | None
+    ) -> tuple[str, Encoder, list[Hit]]:
+        """Encode with the model of the collection that answers (``encode(collection, encoder)``), and search it.
 
         The collection is resolved (and model-checked) before any encoding. If it was dropped
-        meanwhile, the alias is resolved afresh and, should the new collection hold another
-        model's vectors, the query is encoded again with that model.
+        meanwhile (before the search, or before a read of ``encode``'s), the alias is resolved
+        afresh and, should the new collection hold another model's vectors, the query is encoded
+        again with that model.
         """
         collection = await self._resolve(deadline)
         for attempt in (1, 2):
             encoder = self._encoder_for(collection)
-            vector = await encode(encoder)
             try:
+                vector = await encode(collection, encoder)
                 return collection, encoder, await self._milvus("search", self.index.search, collection, vector, top_k, expression, min_score, deadline=deadline)
             except CollectionMissing:
                 if attempt == 2:
@@ -309,6 +319,105 @@ class SearchEngine:
         collection, encoder, hits = await self._search(encode, window.fetch, expression, min_score, deadline)
         page = window.finish(collection, hits, lambda found: apply_cutoff(found, cutoff, threshold))
         return SearchResult.of(page.cut, collection, start, encoder.manifest.model_id, next_page_token=page.next_page_token)
+
+    async def _embed_texts(self, encoder: Encoder, texts: Sequence[str], deadline: float | None, prepared: Prepared | None = None) -> list[CachedText]:
+        """The vectors of ``texts`` from ``encoder``'s model: from ``prepared`` or the cache, the others in ONE Triton batch."""
+        checksum = encoder.manifest.checksum
+        bounded = [encoder.tokenizer.bound(text)[0] for text in texts]
+        found: dict[str, CachedText] = {}
+        for text in bounded:
+            entry = (prepared or {}).get((checksum, text)) or self.cache.get(checksum, text)
+            if entry is not None:
+                found[text] = entry
+        if missing := list(dict.fromkeys(text for text in bounded if text not in found)):
+            with downstream("triton", "encode_text"):
+                vectors, tokens = await encoder.encode_texts(missing, deadline)
+            for position, text in enumerate(missing):
+                found[text] = CachedText(vectors[position], tokens.lengths[position], tokens.truncated[position])
+                self.cache.put(checksum, text, found[text])
+        return [found[text] for text in bounded]
+
+    async def _embed_terms(
+        self, terms: Sequence[Term], collection: str, encoder: Encoder, deadline: float | None, prepared: Prepared | None
+    ) -> tuple[list[np.ndarray], list[CachedText]]:
+        """Each checked term's vector (ids: stored; images: decoded on the decode pool, one Triton batch; texts: one batch) and the texts' entries."""
+        check_dimensions(terms, encoder.manifest.dimension)
+        kinds = {kind: [i for i, term in enumerate(terms) if term.kind is kind] for kind in Kind}
+        vectors: dict[int, np.ndarray] = {i: np.asarray(terms[i].value, dtype=np.float32) for i in kinds[Kind.VECTOR]}
+        stored = await first_error(
+            [self._milvus("get", self.index.vector_of, collection, terms[i].text, deadline) for i in kinds[Kind.ID]], [name(i, "id") for i in kinds[Kind.ID]]
+        )
+        vectors.update(zip(kinds[Kind.ID], stored, strict=True))
+        pixels = await first_error([self._pixels(terms[i].image, encoder) for i in kinds[Kind.IMAGE]], [name(i, "image") for i in kinds[Kind.IMAGE]])
+        texts = await self._embed_texts(encoder, [terms[i].text for i in kinds[Kind.TEXT]], deadline, prepared) if kinds[Kind.TEXT] else []
+        vectors.update((i, entry.vector) for i, entry in zip(kinds[Kind.TEXT], texts, strict=True))
+        if pixels:
+            with downstream("triton", "encode_image"):
+                vectors.update(zip(kinds[Kind.IMAGE], await encoder.encode_pixels(np.stack(pixels), deadline), strict=True))
+        return [vectors[i] for i in range(len(terms))], texts
+
+    async def search(self, query: TermsQuery, deadline: float | None, prepared: Prepared | None = None) -> SearchResult:
+        """Images ranked by cosine similarity to the normalized weighted sum of the terms' embeddings (``search.terms``), then cut."""
+        start = time.perf_counter()
+        terms = check_terms(query.terms, self.max_query_bytes)
+        require_top_k(query.top_k, self.max_top_k)
+        require_min_score(query.min_score)
+        require_calibratable(terms, query.cutoff)
+        expression = excluding(build_expression(query.search_filter), [t.text for t in terms if t.kind is Kind.ID] if query.exclude_ids else [])
+        digest = identity("search", terms=terms, filter=query.search_filter, min_score=query.min_score, cutoff=query.cutoff, exclude_ids=query.exclude_ids)
+        window = open_window(query.page_token, digest, query.top_k, self.max_page_depth)
+        threshold: float | None = None
+        texts: list[CachedText] = []
+
+        async def encode(collection: str, encoder: Encoder) -> np.ndarray:
+            nonlocal threshold, texts
+            threshold = threshold_for(query.cutoff, encoder.manifest, "text")  # an uncalibrated model fails before any encoding
+            embeddings, texts = await self._embed_terms(terms, collection, encoder, deadline, prepared)
+            return combine(embeddings, [term.weight or 1.0 for term in terms])
+
+        collection, encoder, hits = await self._search_in(encode, window.fetch, expression, query.min_score, deadline)
+        page = window.finish(collection, hits, lambda found: apply_cutoff(found, query.cutoff, threshold))
+        tokens, truncated = token_report([t.tokens for t in texts], [t.truncated for t in texts])
+        return SearchResult.of(page.cut, collection, start, encoder.manifest.model_id, tokens, truncated, page.next_page_token)
+
+    async def search_batch(self, queries: Sequence[TermsQuery | T2IError], deadline: float | None) -> list[SearchResult | BaseException]:
+        """Each search's result or its error, in order; an entry that is already an error (it did not convert) stays one.
+
+        The text terms of all searches are encoded first, in as few Triton batches as possible
+        (``TEXT_CHUNK`` texts each), with the model of the collection resolved now; a search
+        answered by another collection (an alias swap meanwhile) encodes its own.
+
+        Raises:
+            InvalidArgument: no searches, or more than ``max_batch``.
+        """
+        require_batch(queries, self.max_batch, "requests")
+        prepared = await self._prepare_texts([q for q in queries if isinstance(q, TermsQuery)], deadline)
+
+        async def one(query: TermsQuery | T2IError) -> SearchResult:
+            if isinstance(query, T2IError):
+                raise query
+            return await self.search(query, deadline, prepared)
+
+        return list(await asyncio.gather(*(one(query) for query in queries), return_exceptions=True))
+
+    async def _prepare_texts(self, queries: Sequence[TermsQuery], deadline: float | None) -> Prepared:
+        """The text terms of the well-formed ``queries``, encoded in batches; empty when that fails (each search then tries alone)."""
+        texts: list[str] = []
+        for query in queries:
+            try:
+                texts += [term.text for term in check_terms(query.terms, self.max_query_bytes) if term.kind is Kind.TEXT]
+            except T2IError:
+                continue  # that search reports its own error
+        if not texts:
+            return {}
+        try:
+            encoder = self._encoder_for(await self._resolve(deadline))
+            unique = list(dict.fromkeys(encoder.tokenizer.bound(text)[0] for text in texts))
+            chunks = [await self._embed_texts(encoder, unique[i : i + TEXT_CHUNK], deadline) for i in range(0, len(unique), TEXT_CHUNK)]
+        except T2IError:
+            return {}
+        checksum = encoder.manifest.checksum
+        return {(checksum, text): entry for text, entry in zip(unique, (e for chunk in chunks for e in chunk), strict=True)}
 
     async def embed_texts(self, texts: Sequence[str], deadline: float | None) -> Embeddings:
         """Normalized text vectors (of the active collection's model) and whether each text was truncated."""
@@ -428,6 +537,17 @@ class SearchEngine:
         except T2IError as exc:
             logger.warning("not ready: %s", exc)
             return False
+
+
+async def first_error(calls: Sequence[Awaitable[T]], names: Sequence[str]) -> list[T]:
+    """The results of ``calls``, run together; the error of the first (in order) that failed, prefixed by its name."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result, where in zip(results, names, strict=True):
+        if isinstance(result, T2IError):
+            raise reworded(result, where) from result
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)  # type: ignore[arg-type]
 
 
 def engine_from_settings(settings: GatewaySettings) -> SearchEngine:
