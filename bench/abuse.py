@@ -61,11 +61,13 @@ def seed_requests() -> dict[str, list[Message]]:
             pb.SearchTextRequest(query="a red square on a grey background", top_k=5),
             pb.SearchTextRequest(query="two dogs on a beach", top_k=1, filter=pb.Filter(labels=labels)),
             pb.SearchTextRequest(query="a photo of the sea", top_k=10, min_score=-0.5, filter=pb.Filter(ids=list(SEED_IDS), uri_prefix="mem://")),
+            pb.SearchTextRequest(query="a red square", top_k=1, filter=pb.Filter(ids=list(SEED_IDS))),  # a first page: its next page is a seed too
         ],
         f"{SERVICE}SearchService/SearchImage": [
             pb.SearchImageRequest(image=png, top_k=5),
             pb.SearchImageRequest(id=first, top_k=3, exclude_self=True),
             pb.SearchImageRequest(image=jpeg, top_k=2, filter=pb.Filter(labels=labels)),
+            pb.SearchImageRequest(id=second, top_k=1, filter=pb.Filter(ids=list(SEED_IDS))),  # a first page: its next page is a seed too
         ],
         f"{SERVICE}EmbeddingService/EmbedText": [pb.EmbedTextRequest(texts=["a red car", "two cats on a sofa"])],
         f"{SERVICE}EmbeddingService/EmbedImage": [pb.EmbedImageRequest(images=[png, jpeg])],
@@ -163,6 +165,23 @@ def mutated(message: Message, rng: random.Random) -> tuple[str, bytes]:
     return "odd value + bytes", mutate(odd.SerializeToString(), rng)
 
 
+def next_page(message: Message, answer: bytes) -> Message | None:
+    """The request for the next page of a search seed whose answer holds a ``next_page_token`` (None otherwise).
+
+    A valid token comes only from a live answer (it names the collection that answered), so the
+    fuzz makes these seeds as it goes; mutations of the seeds then reach the token's checks.
+    """
+    if not isinstance(message, (pb.SearchTextRequest, pb.SearchImageRequest)) or message.page_token:
+        return None
+    token = pb.SearchResponse.FromString(answer).next_page_token
+    if not token:
+        return None
+    following = type(message)()
+    following.CopyFrom(message)
+    following.page_token = token
+    return following
+
+
 def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     """Every seed unmutated (each must answer OK), then ``cases`` mutated ones spread over every RPC, as raw bytes.
 
@@ -173,10 +192,12 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     seeds = seed_requests()
     channel = open_channel(address, token)
 
+    answers: list[bytes] = []
+
     def send(method: str, payload: bytes) -> tuple[str, str]:
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
-            call(payload, timeout=20)
+            answers[:] = [call(payload, timeout=20)]
             return "OK", ""
         except grpc.RpcError as exc:
             return exc.code().name, str(exc.details())[:200]
@@ -185,6 +206,7 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     by_kind: dict[str, Counter[str]] = {}
     seed_codes: Counter[str] = Counter()
     not_ok = []
+    pages = 0
     try:
         for method, messages in seeds.items():
             for number, message in enumerate(messages):
@@ -192,6 +214,9 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
                 seed_codes[code] += 1
                 if code != "OK":
                     not_ok.append({"method": method.rsplit("/", 1)[1], "seed": number, "code": code, "detail": detail})
+                elif (following := next_page(message, answers[0])) is not None:
+                    messages.append(following)  # sent (and must answer OK) after this RPC's other seeds, and mutated as they are
+                    pages += 1
         methods = list(seeds)
         for n in range(cases):
             method = methods[n % len(methods)]
@@ -203,7 +228,7 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
         channel.close()
     totals = sum(by_method.values(), Counter())
     return {
-        "seeds": {"sent": sum(seed_codes.values()), "codes": dict(seed_codes), "not_ok": not_ok},
+        "seeds": {"sent": sum(seed_codes.values()), "codes": dict(seed_codes), "not_ok": not_ok, "pages": pages},
         "cases": cases,
         "codes": dict(totals),
         "by_method": {m: dict(c) for m, c in by_method.items()},
