@@ -20,6 +20,18 @@ import numpy as np
 from core.records import Hit, IndexInfo, ModelStamp, Record
 
 
+class VectorPages(Protocol):
+    """An open scan (``SearchIndex.scan_vectors``): pages of ``(id, vector)`` in id order, until an empty one."""
+
+    def next(self, deadline: float | None = None) -> list[tuple[str, np.ndarray]]:
+        """The next page; empty when the scan is over."""
+        ...
+
+    def close(self) -> None:
+        """Release the scan on the server."""
+        ...
+
+
 class SearchIndex(Protocol):
     """What the search engine asks of the index: the active collection, and rows read and written within a deadline."""
 
@@ -75,6 +87,24 @@ class SearchIndex(Protocol):
 
     def info(self, deadline: float | None = None) -> IndexInfo:
         """Count, stamp and names of the active collection."""
+        ...
+
+    def count(self, collection: str, deadline: float | None = None, expression: str = "") -> int:
+        """Number of rows (that match ``expression``, when given)."""
+        ...
+
+    def scan_vectors(self, collection: str, expression: str = "", after: str | None = None, batch: int = 1000, deadline: float | None = None) -> VectorPages:
+        """An open scan of ``(id, vector)`` rows (that match ``expression``) whose id sorts after ``after``, in id order."""
+        ...
+
+    def vectors_of(self, collection: str, ids: Sequence[str], deadline: float | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of the ``ids`` that are indexed."""
+        ...
+
+    def range_search(
+        self, collection: str, vectors: np.ndarray, min_score: float, limit: int, expression: str = "", deadline: float | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """For each of ``vectors``, up to ``limit`` ``(id, cosine)`` of rows at cosine >= ``min_score``, best first (Milvus range search)."""
         ...
 
     def loaded(self, collection: str, deadline: float | None = None) -> bool:

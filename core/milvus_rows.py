@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from core.errors import FailedPrecondition, NotFound
-from core.filters import schema_needed
+from core.filters import literal, schema_needed
 from core.milvus_calls import ADMIN_TIMEOUT_S, MilvusCalls
-from core.milvus_port import MilvusPort
-from core.records import NO_METADATA_ROW, SCHEMA_FIELDS, Hit, ImageMetadata, Record, hit_fields
+from core.milvus_port import MilvusPort, RowIterator
+from core.records import MAX_ID_BYTES, NO_METADATA_ROW, SCHEMA_FIELDS, Hit, ImageMetadata, Record, hit_fields
 
 _QUERY_PAGE = 1000
 
@@ -239,3 +239,65 @@ class MilvusRows(MilvusCalls):
             for r in result[0]
         ]
         return [h for h in hits if min_score is None or h.score >= min_score]
+
+    def scan_vectors(
+        self, collection: str, expression: str = "", after: str | None = None, batch: int = _QUERY_PAGE, deadline: float | None = None
+    ) -> VectorScan:
+        """An open scan of the rows (that match ``expression``) whose id sorts after ``after``, in id order; close it.
+
+        One query iterator for the whole scan: pymilvus sets each iterator up with a query that waits
+        for the server's time tick (about a second on Milvus 2.3), so a scan that resumes anywhere
+        (FindDuplicates) opens one per stream, not one per page. Milvus returns its pages in primary
+        key order (UTF-8 byte order, which is Python's order of ``str``), some shorter than ``batch``.
+        """
+        self.require_schema(collection, expression, deadline)
+        resume = f"id > {literal(after, MAX_ID_BYTES, 'id')}" if after is not None else ""
+        condition = " and ".join(f"({part})" for part in (expression, resume) if part)
+        iterator = self._call(
+            "scan",
+            lambda c, t: c.query_iterator(collection, batch_size=batch, filter=condition, output_fields=["id", "vector"], timeout=t),
+            deadline,
+        )
+        return VectorScan(self, iterator)
+
+    def vectors_of(self, collection: str, ids: Sequence[str], deadline: float | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of the ``ids`` that are indexed."""
+        rows = self._call("get", lambda c, t: c.get(collection, ids=list(ids), output_fields=["vector"], timeout=t), deadline) if ids else []
+        return {str(row["id"]): np.asarray(row["vector"], dtype=np.float32) for row in rows}
+
+    def range_search(
+        self, collection: str, vectors: np.ndarray, min_score: float, limit: int, expression: str = "", deadline: float | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """For each of ``vectors`` (one call, nq = len(vectors)), up to ``limit`` ``(id, cosine)`` of rows at cosine >= ``min_score``, best first.
+
+        A Milvus 2.3 range search keeps ``radius < score <= range_filter`` for COSINE (and IP), so the
+        radius is the float32 just below ``min_score``: a score equal to it counts (scores are float32;
+        measured on the server, the congruence suite holds the fake to it). No ``range_filter``: the
+        upper bound stays open, since identical images score 1.0 give or take a rounding.
+        """
+        radius = float(np.nextafter(np.float32(min_score), np.float32(-2.0)))
+        params = {"metric_type": "COSINE", "params": {"ef": max(self.hnsw.ef, limit), "radius": radius}}
+        data = vectors.astype(np.float32).tolist()
+        result = self._call(
+            "range search",
+            lambda c, t: c.search(collection, data=data, limit=limit, filter=expression, output_fields=[], search_params=params, timeout=t),
+            deadline,
+        )
+        return [[(str(r["id"]), float(r["distance"])) for r in hits if float(r["distance"]) >= min_score] for hits in result]
+
+
+class VectorScan:
+    """The pages of ``MilvusRows.scan_vectors``: ``(id, vector)`` rows in id order, until an empty page."""
+
+    def __init__(self, rows: MilvusRows, iterator: RowIterator):
+        self._rows = rows
+        self._iterator = iterator
+
+    def next(self, deadline: float | None = None) -> list[tuple[str, np.ndarray]]:
+        """The next page (empty when the scan is over)."""
+        page = self._rows._call("scan", lambda c, t: self._iterator.next(), deadline)
+        return [(str(row["id"]), np.asarray(row["vector"], dtype=np.float32)) for row in page]
+
+    def close(self) -> None:
+        """Release the iterator on the server."""
+        self._iterator.close()

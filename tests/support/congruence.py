@@ -267,6 +267,97 @@ def search_an_empty_collection(b: Backend) -> object:
     return hits(index, index.new_collection(f"{b.alias}_empty"))
 
 
+# -- range search and id-ordered scans (FindDuplicates, search.duplicates) -------------------------
+
+# Two rows exactly along QUERY (cosine 1.0 in float32 on both backends: a boundary both compute exactly).
+ALONG = {"x1": [2.0, 0.0, 0.0, 0.0], "x2": [1.0, 0.0, 0.0, 0.0]}
+
+
+def with_along(b: Backend) -> tuple[ImageIndex, str]:
+    index, collection = b.filled()
+    index.upsert(collection, [make_row(i, np.asarray(v, np.float32), f"mem://along/{i}", ["along"], f"h-{i}", source="/src/along") for i, v in ALONG.items()])
+    return index, collection
+
+
+def in_range(query: np.ndarray, low: float, ids: list[str] | None = None, strict: bool = False, high: float = 2.0) -> list[tuple[str, float]]:
+    """``(id, cosine)`` of the rows (ROWS and ALONG) with ``low <= cosine`` (``<`` when ``strict``) and ``cosine <= high``, best first, ties by id, by numpy."""
+    vectors = {**{i: row[0] for i, row in ROWS.items()}, **ALONG}
+    scores = [(i, float(np.float32(np.dot(query, v) / np.linalg.norm(query) / np.linalg.norm(v)))) for i, v in vectors.items() if ids is None or i in ids]
+    kept = [(i, s) for i, s in scores if (s > low if strict else s >= low) and s <= high]
+    return sorted(kept, key=lambda pair: (-round(pair[1], 5), pair[0]))
+
+
+def by_score_then_id(found: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    return sorted(found, key=lambda pair: (-round(pair[1], 5), pair[0]))
+
+
+@case([in_range(QUERY, 0.5), in_range(SIDEWAYS, 0.5), in_range(QUERY, 1.0), in_range(QUERY, 0.9)[:3]])
+def range_search_keeps_the_scores_at_least_min_score(b: Backend) -> object:
+    """nq > 1 in one call, each query on its own; a score equal to min_score counts (the rows along QUERY score exactly 1.0); limit caps each list."""
+    index, collection = with_along(b)
+    both = index.range_search(collection, np.stack([QUERY, SIDEWAYS]), 0.5, 20)
+    return [
+        *map(by_score_then_id, both),
+        by_score_then_id(index.range_search(collection, QUERY[None], 1.0, 20)[0]),
+        by_score_then_id(index.range_search(collection, QUERY[None], 0.9, 3)[0]),
+    ]
+
+
+@case([in_range(QUERY, 0.3, ["a", "c", "e", "f"]), in_range(SIDEWAYS, -1.0, ["x1", "x2"]), []])
+def range_search_with_filters(b: Backend) -> object:
+    index, collection = with_along(b)
+    labels = build_expression(SearchFilter(any_of=["cat", "grass"]))
+    return [
+        by_score_then_id(index.range_search(collection, QUERY[None], 0.3, 20, labels)[0]),
+        by_score_then_id(index.range_search(collection, SIDEWAYS[None], -1.0, 20, build_expression(SearchFilter(uri_prefix="mem://along/")))[0]),
+        index.range_search(collection, QUERY[None], 0.3, 20, build_expression(SearchFilter(ids=["e"])))[0],
+    ]
+
+
+@case([in_range(QUERY, 0.5, high=1.0), in_range(QUERY, 0.5, high=0.99), in_range(QUERY, 1.0, strict=True), in_range(QUERY, 0.99, strict=True)])
+def range_search_bounds_of_the_port(b: Backend) -> object:
+    """What ``MilvusRows.range_search`` relies on, through the port: ``radius < score <= range_filter`` for COSINE."""
+    index, collection = with_along(b)
+    port: MilvusPort = index._connect()
+
+    def ranged(params: dict[str, float]) -> list[tuple[str, float]]:
+        search_params = {"metric_type": "COSINE", "params": {"ef": 64, **params}}
+        hits = port.search(collection, data=[QUERY.tolist()], limit=20, filter="", output_fields=[], search_params=search_params, timeout=30)[0]
+        return by_score_then_id([(str(h["id"]), float(h["distance"])) for h in hits])
+
+    return [
+        ranged({"radius": 0.5, "range_filter": 1.0}),
+        ranged({"radius": 0.5, "range_filter": 0.99}),
+        ranged({"radius": 1.0, "range_filter": 2.0}),
+        ranged({"radius": 0.99}),
+    ]
+
+
+def scanned(index: ImageIndex, collection: str, expression: str = "", after: str | None = None, batch: int = 2) -> list[str]:
+    scan = index.scan_vectors(collection, expression, after, batch)
+    ids: list[str] = []
+    try:
+        while page := scan.next():
+            ids += [item_id for item_id, _ in page]
+    finally:
+        scan.close()
+    return ids
+
+
+@case([sorted([*ROWS, *ALONG]), sorted(i for i in [*ROWS, *ALONG] if i > "c"), ["e", "f"], [], list(map(float, ROWS["d"][0])), ["a", "f"]])
+def scans_in_id_order_and_resume_after_an_id(b: Backend) -> object:
+    index, collection = with_along(b)
+    vectors = index.vectors_of(collection, ["f", "not-there", "a"])
+    return [
+        scanned(index, collection),
+        scanned(index, collection, after="c"),
+        scanned(index, collection, build_expression(SearchFilter(any_of=["cat"])), after="c"),
+        scanned(index, collection, after="x2"),
+        [float(x) for x in index.scan_vectors(collection, build_expression(SearchFilter(ids=["d"])), batch=5).next()[0][1]],
+        sorted(vectors),
+    ]
+
+
 # -- rows: upsert, delete, count, reads ------------------------------------------------------------
 
 

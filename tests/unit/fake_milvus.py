@@ -6,6 +6,7 @@ the congruence suite (``tests/support/congruence.py``) holds it against the real
 
 - searches rank the stored vectors by the collection's metric (COSINE or IP), best first, after
   the filter, and honour ``limit`` (and an ``offset`` in the search parameters) as Milvus does;
+  a range search (``radius``, ``range_filter``) keeps ``radius < score <= range_filter`` on float32 scores;
 - filters are parsed, not guessed: only the expression forms this project builds
   (``core.filters.build_expression``, ``id in [...]`` of the hash queries, ``source in [...]`` of
   the reindex count) are understood, and anything else raises ``FakeRefused`` instead of being
@@ -76,7 +77,7 @@ class _Pages:
 
 # -- expressions ----------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<int>-?[0-9]+)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>!=|>=|<=|[\[\](),]))')
+_TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<int>-?[0-9]+)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>!=|>=|<=|[\[\](),>]))')
 _SCALAR_FIELDS = frozenset({"id", "uri", "source", "content_hash", "format"})
 _INT_FIELDS = frozenset({"width", "height", "bytes", "modified_time", "capture_time"})  # the typed metadata (schema 3)
 _ARRAY_FIELDS = frozenset({"labels"})
@@ -182,6 +183,10 @@ class _Parser:
             self.at += 1
             value = self.string()
             return lambda row: row.get(field) != value
+        if operator == ("punct", ">") and field == "id":  # a scan resumed after an id (MilvusRows.scan_vectors); Milvus compares UTF-8 bytes
+            self.at += 1
+            after = self.string()
+            return lambda row: str(row["id"]) > after
         if operator == ("word", "like"):
             self.at += 1
             pattern = self.string()
@@ -231,6 +236,17 @@ def _score(metric: str, query: np.ndarray, stored: np.ndarray) -> float:
         norms = float(np.linalg.norm(query) * np.linalg.norm(stored))
         return float(np.dot(query, stored) / norms) if norms else 0.0
     raise FakeRefused(f"the fake ranks by COSINE or IP, not {metric}")
+
+
+def _range(params: Mapping[str, Any]) -> Callable[[float], bool]:
+    """Which scores a range search keeps: ``radius < score <= range_filter`` (COSINE and IP, Milvus 2.3), on float32 scores."""
+    radius, ceiling = params.get("radius"), params.get("range_filter")
+    if radius is None:
+        if ceiling is not None:
+            raise FakeRefused("the fake models a range_filter only with a radius")
+        return lambda score: True
+    low, high = np.float32(radius), np.float32(ceiling if ceiling is not None else np.inf)
+    return lambda score: bool(low < np.float32(score) <= high)
 
 
 class FakeMilvusClient:
@@ -435,6 +451,7 @@ class FakeMilvusClient:
         if metric != entry["metric"]:
             raise FakeRefused(f"the fake searches {collection_name} by its index's metric {entry['metric']}, not {metric}")
         offset = int(search_params.get("offset", 0))
+        within = _range(search_params.get("params", {}))
         matching = self._matching(entry, filter)
         results = []
         for query in data:
@@ -446,6 +463,7 @@ class FakeMilvusClient:
                 if "vector" not in row:
                     raise FakeRefused(f"row {row['id']!r} of {collection_name} has no vector to rank (give the rows of the test one)")
                 scored.append((_score(metric, vector, np.asarray(row["vector"], dtype=np.float32)), row))
+            scored = [(score, row) for score, row in scored if within(score)]
             scored.sort(key=lambda pair: -pair[0])  # stable: equal scores keep the order of insertion
             hits = [{"id": row["id"], "distance": score, "entity": {f: row[f] for f in output_fields if f in row}} for score, row in scored]
             results.append(hits[offset : offset + limit])
