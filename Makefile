@@ -19,12 +19,13 @@ EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
 
-# Every extra, with the exact versions of constraints.txt; the project itself is editable.
-$(VENV)/.installed: constraints.txt requirements-nodeps.txt pyproject.toml
+# Every extra, with the exact versions of constraints.txt; the project itself is editable, and so is
+# text2image-client (client/: the stubs and the typed client), which the server depends on.
+$(VENV)/.installed: constraints.txt requirements-nodeps.txt pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (the Triton python-backend stub embeds 3.11); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ".[$(EXTRAS)]"
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
@@ -147,7 +148,7 @@ lint-deploy: $(DEPLOY_VENV)/.installed
 GATEWAY_ENV ?= /tmp/t2i-gateway-env
 gateway-env: $(PROTO_OUT)
 	rm -rf $(GATEWAY_ENV) && $(PYTHON) -m venv $(GATEWAY_ENV)
-	$(GATEWAY_ENV)/bin/pip install --quiet -c constraints.txt ".[gateway,reindex,web]"
+	$(GATEWAY_ENV)/bin/pip install --quiet -c constraints.txt ./client ".[gateway,reindex,web]"
 	$(GATEWAY_ENV)/bin/python -c 'import sys, gateway.server, reindex.main, web.server; heavy = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]; sys.exit(f"loaded {heavy}" if heavy else 0)'
 	cd /tmp && $(GATEWAY_ENV)/bin/python -m gateway.server --help > /dev/null
 	@du -sh $(GATEWAY_ENV) $(VENV)

@@ -1,8 +1,8 @@
 """Generate the Python gRPC stubs of every ``.proto`` under ``protos/`` beside it, except the released copies (needs grpcio-tools).
 
-The one way the stubs are made: the build backend runs it (``setup.py``'s ``build_py``, with
-grpcio-tools as a build requirement in ``pyproject.toml``), so every wheel and editable install holds
-them, the wheels the images build (``docker/*.Dockerfile``) included; ``make install`` (the
+The one way the stubs are made: the build backend of text2image-client runs it (``client/setup.py``'s
+``build_py``, with grpcio-tools as a build requirement in ``client/pyproject.toml``), so every wheel and
+editable install of the client holds them, the wheels the images build (``docker/*.Dockerfile``) included; ``make install`` (the
 ``$(PROTO_OUT)`` rule) also runs ``python protos/build_stubs.py``. ``tests/integration/test_base_install.py``
 checks a wheel built from a clean copy of the repository.
 """

@@ -1,7 +1,8 @@
 """The base install (no extras) from a wheel built from a clean copy of the repository.
 
-The wheel is built with build isolation, as ``pip install .`` builds it from a clone: the build
-backend (setup.py) must make the protobuf stubs itself. The base environment's ``t2i`` then starts,
+The wheels (the server's and text2image-client's, which it depends on) are built with build isolation, as
+``pip install ./client .`` builds them from a clone: the client's build backend (client/setup.py) must
+make the protobuf stubs itself. The base environment's ``t2i`` then starts,
 answers ``info`` against the session's stack, and names the extra that ``serve`` needs.
 The gateway-only environment (the wheel with the runtime image's extras, no torch or transformers)
 runs the unit tests that are not marked ``torch``, from the same archive, importing the wheel.
@@ -44,28 +45,43 @@ def extract(archive: bytes, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(head_archive: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of HEAD, built from a clean copy (``git archive``)."""
+    """The server's wheel of HEAD, built from a clean copy (``git archive``) with the client's beside it."""
     work = tmp_path_factory.mktemp("wheel")
     source = extract(head_archive, work / "src")
     assert not list((source / "protos").rglob("*_pb2*.py")), "the clean copy holds no generated stubs"
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "dist"), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "dist"), str(source / "client"), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    print(f"wheel built from a clean copy in {time.monotonic() - started:.0f} s")
+    print(f"wheels built from a clean copy in {time.monotonic() - started:.0f} s")
     (built,) = (work / "dist").glob("text2image_search-*.whl")
     return built
 
 
-def test_the_wheel_holds_the_stubs(wheel: Path) -> None:
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for stub in ("text2image/v1/text2image_pb2.py", "text2image/v1/text2image_pb2_grpc.py", "text2image/v1/text2image_pb2.pyi"):
-        assert stub in names, f"{stub} missing from {wheel.name}"
-    assert "t2i/cli.py" in names and "relevance/shapes.py" in names and not any(name.startswith("bench/") for name in names)
+def client_wheel(wheel: Path) -> Path:
+    """text2image-client's wheel, built beside the server's."""
+    (built,) = wheel.parent.glob("text2image_client-*.whl")
+    return built
+
+
+def test_the_client_wheel_holds_the_stubs_and_the_server_wheel_none(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(client_wheel(wheel)).namelist())
+    for stub in ("text2image/v1/text2image_pb2.py", "text2image/v1/text2image_pb2_grpc.py", "text2image/v1/text2image_pb2.pyi", "text2image/v1/text2image.proto"):  # fmt: skip
+        assert stub in names, f"{stub} missing from the client's wheel"
+    assert "text2image_client/client.py" in names and "text2image_client/py.typed" in names
+    server = set(zipfile.ZipFile(wheel).namelist())
+    assert "t2i/cli.py" in server and "relevance/shapes.py" in server and not any(name.startswith("bench/") for name in server)
+    assert not any(name.startswith(("text2image/", "text2image_client/")) for name in server), "the server's wheel packages the proto again"
+
+
+def pip_install(venv: Path, find_links: Path | None = None) -> list[str]:
+    """``pip install`` of ``venv`` pinned by constraints.txt, finding the client's wheel in ``find_links``."""
+    links = ["--find-links", str(find_links)] if find_links else []
+    return [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"), *links]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +94,7 @@ def base_env(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     result = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+        [*pip_install(venv, wheel.parent), str(wheel)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -149,7 +165,7 @@ def gateway_env(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("gateway-env") / "venv"
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt")]
+    pip = pip_install(venv, wheel.parent)
     result = subprocess.run([*pip, f"{wheel}[{GATEWAY_EXTRAS}]", *TEST_TOOLS], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     print(f"gateway-only environment installed in {time.monotonic() - started:.0f} s")

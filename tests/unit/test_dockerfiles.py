@@ -16,6 +16,7 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
 # The product's images (the others are the local CPU Triton and Milvus, which hold no project code).
 PROJECT_IMAGES = [ROOT / "docker" / "runtime.Dockerfile", ROOT / "docker" / "tools.Dockerfile"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+CLIENT = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())
 
 
 def load(name: str) -> ModuleType:
@@ -28,13 +29,19 @@ def load(name: str) -> ModuleType:
 
 
 def package_folders() -> set[str]:
-    """The top-level folders that hold the distribution's packages (``text2image`` lives in ``protos/``)."""
+    """The top-level folders that hold the distributions' packages: the server's, ``client/`` and ``protos/``.
+
+    The client's ``text2image`` is a link into ``protos/``.
+    """
     setuptools = PYPROJECT["tool"]["setuptools"]
     package_dir = setuptools.get("package-dir", {})
     folders = set()
     for package in setuptools["packages"]:
         top = package.split(".")[0]
         folders.add(Path(package_dir.get(top, top)).parts[0])
+    for package in CLIENT["tool"]["setuptools"]["packages"]:
+        folder = (ROOT / "client" / package.split(".")[0]).resolve()
+        folders.add(folder.relative_to(ROOT).parts[0])
     return folders
 
 
@@ -86,7 +93,7 @@ def test_dockerfile_builds_and_installs_the_wheel(dockerfile: Path) -> None:
     steps = instructions(dockerfile.read_text())
     runs = [" ".join(args) for word, args in steps if word == "RUN"]
     assert ("COPY", [".", "."]) in steps, "the wheel is built from the whole context (.dockerignore decides)"
-    assert any("pip wheel" in run and "--no-deps" in run for run in runs)
+    assert any("pip wheel" in run and "--no-deps" in run and "./client" in run for run in runs), "the client's wheel is built with the server's"
     installs = [run for run in runs if "text2image-search[${EXTRAS}]" in run]
     assert installs and all("-c " in run and "--no-index" in run for run in installs), (
         "the wheel is installed with its extras, pinned, from the dependency layer"
@@ -110,7 +117,8 @@ def test_the_stubs_come_from_the_build_backend(dockerfile: Path) -> None:
     if any("--no-build-isolation" in run for run in wheels):
         # Then the build backend finds its requirements (grpcio-tools, setuptools) only where the Dockerfile installs them.
         built_with = next(run for run in runs if "pip install" in run and "grpcio-tools" in run)
-        names = [re.split(r"[=<>]", requirement)[0] for requirement in PYPROJECT["build-system"]["requires"]]
+        build = [*PYPROJECT["build-system"]["requires"], *CLIENT["build-system"]["requires"]]
+        names = [re.split(r"[=<>]", requirement)[0] for requirement in build]
         assert all(name in built_with for name in names) and "-c constraints.txt" in built_with, built_with
     # The context carries no stubs generated on the host, so the image's are the backend's.
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
@@ -150,7 +158,11 @@ def test_requirements_are_pyprojects(tmp_path: Path) -> None:
     requirements = load("requirements").requirements
     listed = requirements(ROOT / "pyproject.toml", ["gateway", "web"])
     project = PYPROJECT["project"]
-    assert listed == [*project["dependencies"], *project["optional-dependencies"]["gateway"], *project["optional-dependencies"]["web"]]
+    every = [*project["dependencies"], *project["optional-dependencies"]["gateway"], *project["optional-dependencies"]["web"]]
+    # The client is built from the repository in the wheel stage (no index has it); its dependencies are the server's too.
+    assert listed == [requirement for requirement in every if not requirement.startswith("text2image-client")]
+    assert len(listed) == len(every) - 1 and "grpcio>=1.81.1" in listed
+    assert load("requirements").name_of("Text2Image_Client[x] ==0.1.0") == "text2image-client"
     assert "torch==2.13.0" in requirements(ROOT / "pyproject.toml", ["export"])
     with pytest.raises(SystemExit, match="unknown extras"):
         requirements(ROOT / "pyproject.toml", ["gateway", "no-such-extra"])

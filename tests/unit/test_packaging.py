@@ -38,9 +38,11 @@ def test_the_check_sees_a_heavy_import() -> None:
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# text2image-client (client/): the stubs (text2image.v1) and the typed client (text2image_client).
+CLIENT = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())
 # Root packages of the import contracts that the distribution does not ship (benchmarks run from the clone).
 NOT_SHIPPED = {"bench"}
-# Generated code that mypy and the import contracts leave alone (protos/text2image).
+# Generated code that mypy and the import contracts leave alone (protos/text2image, shipped by the client).
 GENERATED = {"text2image"}
 
 
@@ -49,18 +51,81 @@ def shipped_top_level() -> set[str]:
     return {package.split(".")[0] for package in PYPROJECT["tool"]["setuptools"]["packages"]}
 
 
+def client_top_level() -> set[str]:
+    """The client distribution's top-level packages (client/pyproject.toml)."""
+    return {package.split(".")[0] for package in CLIENT["tool"]["setuptools"]["packages"]}
+
+
 def test_every_package_list_is_the_distributions() -> None:
     from core.logs import PROJECT_LOGGERS
 
-    shipped = shipped_top_level()
+    shipped, client = shipped_top_level(), client_top_level()
     tool = PYPROJECT["tool"]
-    assert set(PROJECT_LOGGERS) == shipped, "core/logs.py PROJECT_LOGGERS"
-    assert set(tool["mypy"]["files"]) == (shipped - GENERATED) | NOT_SHIPPED | {"tests"}, "[tool.mypy] files (and bench/, tests/)"
-    assert set(tool["importlinter"]["root_packages"]) == (shipped - GENERATED) | NOT_SHIPPED, "[tool.importlinter] root_packages"
-    assert set(tool["ruff"]["lint"]["isort"]["known-first-party"]) == shipped | NOT_SHIPPED | {"tests"}, "isort known-first-party"
+    assert client == GENERATED | {"text2image_client"} and client.isdisjoint(shipped), "the client ships the stubs and text2image_client, the server neither"
+    assert set(PROJECT_LOGGERS) == shipped | GENERATED, "core/logs.py PROJECT_LOGGERS"
+    assert set(tool["mypy"]["files"]) == shipped | NOT_SHIPPED | {"tests", "client/text2image_client"}, "[tool.mypy] files (and bench/, tests/, the client)"
+    assert set(tool["importlinter"]["root_packages"]) == shipped | NOT_SHIPPED, "[tool.importlinter] root_packages"
+    assert set(tool["ruff"]["lint"]["isort"]["known-first-party"]) == shipped | client | NOT_SHIPPED | {"tests"}, "isort known-first-party"
     layered = {name.strip() for layer in tool["importlinter"]["contracts"][0]["layers"] for name in layer.split("|")}
-    assert layered == (shipped - GENERATED) | NOT_SHIPPED, "the layers contract names every root package"
+    assert layered == shipped | NOT_SHIPPED, "the layers contract names every root package"
     assert NOT_SHIPPED.isdisjoint(shipped)
+
+
+# --- The client distribution: the stubs and the typed client, on grpcio and protobuf alone ------------
+
+
+def requirements_of(pyproject: dict[str, Any]) -> dict[str, SpecifierSet]:
+    return {requirement.name: requirement.specifier for requirement in map(Requirement, pyproject["project"]["dependencies"])}
+
+
+def test_the_client_depends_on_grpcio_and_protobuf_only_at_the_servers_floors() -> None:
+    client, server = requirements_of(CLIENT), requirements_of(PYPROJECT)
+    assert set(client) == {"grpcio", "protobuf"}, client
+    assert all(client[name] == server[name] for name in client), f"the client's {client} and the server's floors differ"
+    assert CLIENT["project"].get("optional-dependencies", {}) == {}
+
+
+def test_the_server_depends_on_the_client_at_the_same_version() -> None:
+    version = CLIENT["project"]["version"]
+    assert version == PYPROJECT["project"]["version"]
+    assert requirements_of(PYPROJECT)["text2image-client"] == SpecifierSet(f"=={version}")
+    import text2image_client
+
+    assert text2image_client.__version__ == version
+
+
+def test_the_proto_has_one_home_and_one_distribution() -> None:
+    """protos/text2image/v1/text2image.proto is the only live proto; the client packages it, the server does not."""
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "*.proto"], capture_output=True, text=True, check=True).stdout.split()
+    assert [path for path in tracked if not path.startswith("protos/released/")] == ["protos/text2image/v1/text2image.proto"]
+    link = ROOT / "client" / "text2image"
+    assert link.is_symlink() and link.resolve() == ROOT / "protos" / "text2image", "the client's text2image is the protos/ folder"
+    server = PYPROJECT["tool"]["setuptools"]
+    assert not any(package.startswith("text2image") for package in server["packages"]) and "package-dir" not in server
+    assert not any(key.startswith("text2image") for key in server.get("package-data", {}))
+    assert CLIENT["tool"]["setuptools"]["package-data"]["text2image.v1"] == ["*.proto", "*.pyi"]
+
+
+def imported_top_level(path: Path) -> set[str]:
+    """The top-level modules that ``path``'s import statements name (relative imports left out)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_client_imports_nothing_but_grpc_protobuf_and_the_standard_library() -> None:
+    allowed = set(sys.stdlib_module_names) | {"grpc", "google", "text2image", "text2image_client", "__future__"}
+    modules = sorted((ROOT / "client" / "text2image_client").glob("*.py"))
+    assert len(modules) >= 4
+    imported = {path.name: imported_top_level(path) - allowed for path in modules}
+    assert all(not extra for extra in imported.values()), imported
+    assert "core" in imported_top_level(ROOT / "t2i" / "client.py"), "the check reads what a module imports"
 
 
 SUBCOMMAND_MODULES = (
@@ -137,8 +202,9 @@ def test_the_cli_names_real_extras_and_the_gateways_flags() -> None:
 
 
 def test_the_build_requirements_are_pinned_as_constraints_pins_them() -> None:
-    """The stubs a wheel holds are generated by the build's grpcio-tools: the same release as the one the project pins."""
-    build = PYPROJECT["build-system"]["requires"]
+    """The stubs the client's wheel holds are generated by its build's grpcio-tools: the release the project pins."""
+    assert not any(requirement.startswith("grpcio-tools") for requirement in PYPROJECT["build-system"]["requires"]), "the server builds no stubs"
+    build = CLIENT["build-system"]["requires"]
     pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
     pinned = [requirement for requirement in build if "==" in requirement]
     assert pinned, build
@@ -182,15 +248,15 @@ def test_the_runtime_floors_admit_no_runtime_the_stubs_refuse(tmp_path: Path) ->
     So ``pip install .`` without constraints.txt must not resolve to one: pyproject's floor is at least the generated
     code's version, and constraints.txt's pin meets the floor.
     """
-    build_pin = next(requirement for requirement in PYPROJECT["build-system"]["requires"] if requirement.startswith("grpcio-tools=="))
+    build_pin = next(requirement for requirement in CLIENT["build-system"]["requires"] if requirement.startswith("grpcio-tools=="))
     assert f"grpcio-tools=={importlib.metadata.version('grpcio-tools')}" == build_pin, "this environment's grpcio-tools is not the build's"
     needed = generated_for(tmp_path)
-    dependencies = {requirement.name: requirement.specifier for requirement in map(Requirement, PYPROJECT["project"]["dependencies"])}
     pins = constraints_pins()
-    for name, version in needed.items():
-        lowest = floor(dependencies[name])
-        assert lowest is not None and lowest >= version, f"pyproject's {name}{dependencies[name]} admits a {name} older than the stubs' {version}"
-        assert dependencies[name].contains(pins[name]), f"constraints.txt's {name}=={pins[name]} does not meet pyproject's {name}{dependencies[name]}"
+    for dependencies in (requirements_of(CLIENT), requirements_of(PYPROJECT)):
+        for name, version in needed.items():
+            lowest = floor(dependencies[name])
+            assert lowest is not None and lowest >= version, f"pyproject's {name}{dependencies[name]} admits a {name} older than the stubs' {version}"
+            assert dependencies[name].contains(pins[name]), f"constraints.txt's {name}=={pins[name]} does not meet pyproject's {name}{dependencies[name]}"
 
 
 def test_the_floor_check_sees_a_missing_or_low_floor() -> None:
@@ -214,10 +280,10 @@ def test_an_editable_install_fails_when_the_stubs_cannot_be_generated(monkeypatc
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
-    runpy.run_path(str(ROOT / "setup.py"))
+    runpy.run_path(str(ROOT / "client" / "setup.py"))
     monkeypatch.setitem(sys.modules, "grpc_tools", None)  # import grpc_tools raises ImportError
     monkeypatch.chdir(tmp_path)
-    editable = editable_wheel(Distribution({"name": "text2image-search", "packages": [], "cmdclass": seen["cmdclass"]}))
+    editable = editable_wheel(Distribution({"name": "text2image-client", "packages": [], "cmdclass": seen["cmdclass"]}))
     with pytest.raises(SystemExit, match="grpcio-tools is a build requirement") as stopped:
         editable._safely_run("build_py")
     assert isinstance(stopped.value.__cause__, ImportError)
