@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pymilvus import MilvusException
+from pymilvus import DataType, MilvusException
 
-from core.filters import SearchFilter, build_expression, literal
+from core.filters import MetadataConditions, Range, SearchFilter, build_expression, literal
 from core.index import ImageIndex
 from core.milvus_port import MilvusPort
-from core.records import SCHEMA_VERSION, ModelStamp, make_row
+from core.records import SCHEMA_VERSION, ImageMetadata, ModelStamp, make_row
 from devstack.stack import LocalStack
 from tests.unit.fake_milvus import FakeMilvusClient
 
@@ -355,6 +355,107 @@ def scans_in_id_order_and_resume_after_an_id(b: Backend) -> object:
         scanned(index, collection, after="x2"),
         [float(x) for x in index.scan_vectors(collection, build_expression(SearchFilter(ids=["d"])), batch=5).next()[0][1]],
         sorted(vectors),
+    ]
+
+
+# -- typed metadata (row schema 3) -----------------------------------------------------------------
+
+# id: the metadata stored with ROWS (f: none, as a row carried over from an older collection); times in microseconds.
+META: dict[str, ImageMetadata | None] = {
+    "a": ImageMetadata(100, 50, 1000, "PNG", 1_600_000_000_000_000, None),
+    "b": ImageMetadata(200, 100, 5000, "JPEG", 1_700_000_000_000_000, 1_500_000_000_000_000),
+    "c": ImageMetadata(300, 300, 20000, "JPEG", None, 1_650_000_000_000_000),
+    "d": ImageMetadata(50, 80, 800, "GIF", 1_650_000_000_000_000, None),
+    "e": ImageMetadata(640, 480, 123456, "WEBP", 1_600_000_000_000_000, -1_000_000),
+    "f": None,
+}
+METADATA_FILTERS: dict[str, MetadataConditions] = {
+    "width 100..300 (inclusive)": MetadataConditions(width=Range(100, 300)),
+    "height up to 80 (unknown left out)": MetadataConditions(height=Range(None, 80)),
+    "bytes from 5000": MetadataConditions(bytes=Range(5000)),
+    "formats jpeg, Gif": MetadataConditions(formats=("jpeg", "Gif")),
+    "modified 1.6e15..1.65e15": MetadataConditions(modified_time=Range(1_600_000_000_000_000, 1_650_000_000_000_000)),
+    "modified until 1.65e15 (unknown left out)": MetadataConditions(modified_time=Range(None, 1_650_000_000_000_000)),
+    "captured since -1 s": MetadataConditions(capture_time=Range(-1_000_000)),
+    "captured until the epoch": MetadataConditions(capture_time=Range(None, 0)),
+    "width from 100, JPEG": MetadataConditions(width=Range(100), formats=("JPEG",)),
+}
+METADATA_SELECTS = {
+    "width 100..300 (inclusive)": ["a", "b", "c"],
+    "height up to 80 (unknown left out)": ["a", "d"],
+    "bytes from 5000": ["b", "c", "e"],
+    "formats jpeg, Gif": ["b", "c", "d"],
+    "modified 1.6e15..1.65e15": ["a", "d", "e"],
+    "modified until 1.65e15 (unknown left out)": ["a", "d", "e"],
+    "captured since -1 s": ["b", "c", "e"],
+    "captured until the epoch": ["e"],
+    "width from 100, JPEG": ["b", "c"],
+}
+
+
+def metadata_rows(*ids: str) -> list[dict[str, Any]]:
+    """``rows`` with the metadata of ``META``."""
+    return [make_row(i, np.asarray(ROWS[i][0], dtype=np.float32), ROWS[i][1], ROWS[i][2], f"h-{i}", ROWS[i][3], META[i]) for i in ids or ROWS]
+
+
+def with_metadata(b: Backend) -> tuple[ImageIndex, str]:
+    index = b.index
+    collection = index.new_collection(f"{b.alias}_typed")
+    index.upsert(collection, metadata_rows())
+    return index, collection
+
+
+def schema2_collection(b: Backend) -> tuple[ImageIndex, str]:
+    """A collection of row schema 2, made through the port as the code before typed metadata made it."""
+    index = b.index
+    port: MilvusPort = index._connect()
+    name = f"{b.alias}_schema2"
+    schema = port.create_schema(auto_id=False, enable_dynamic_field=False, description=STAMP.describe(2))
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=STAMP.dimension)
+    schema.add_field("uri", DataType.VARCHAR, max_length=2048)
+    schema.add_field("labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=32, max_length=128)
+    schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+    schema.add_field("source", DataType.VARCHAR, max_length=2048)
+    params = port.prepare_index_params()
+    params.add_index("vector", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 64})
+    port.create_collection(name, schema=schema, index_params=params, consistency_level="Session", timeout=60)
+    port.load_collection(name, timeout=60)
+    index.upsert(name, metadata_rows())  # the typed metadata is left out: schema 2 has no fields for it
+    return index, name
+
+
+@case({name: ranked(QUERY, ids) for name, ids in METADATA_SELECTS.items()})
+def search_metadata_ranges(b: Backend) -> object:
+    index, collection = with_metadata(b)
+    return {name: hits(index, collection, search_filter=SearchFilter(metadata=conditions)) for name, conditions in METADATA_FILTERS.items()}
+
+
+@case([[("b", META["b"]), ("f", None)], [("c", META["c"]), ("f", None)], [6, 3]])
+def metadata_comes_back_with_hits_and_records(b: Backend) -> object:
+    index, collection = with_metadata(b)
+    found = {h.id: h.metadata for h in index.search(collection, QUERY, 10)}
+    records = [(r.id, r.metadata) for r in index.records(collection, ["c", "f"])]
+    counted = [index.count(collection), index.count(collection, expression=build_expression(SearchFilter(metadata=MetadataConditions(bytes=Range(5000)))))]
+    return [[(i, found[i]) for i in ("b", "f")], records, counted]
+
+
+@case([2, ranked(QUERY), [None, None], "FailedPrecondition", "FailedPrecondition", ranked(QUERY, ["a", "b"]), ["f"], [None]])
+def a_schema_2_collection_serves_without_metadata(b: Backend) -> object:
+    index, old = schema2_collection(b)
+    metadata_filter = SearchFilter(metadata=MetadataConditions(width=Range(1)))
+    new = index.new_collection(f"{b.alias}_moved")
+    index.upsert(new, metadata_rows("a", "b"))
+    copied = index.copy_rows(old, new, ["f"], {})  # carried over into schema 3: its metadata unknown
+    return [
+        index.schema_version(old),
+        hits(index, old),
+        [h.metadata for h in index.search(old, QUERY, 2)],
+        outcome(lambda: hits(index, old, search_filter=metadata_filter)),
+        outcome(lambda: index.count(old, expression=build_expression(metadata_filter))),
+        hits(index, new, search_filter=metadata_filter),  # the carried row has no width: left out
+        copied,
+        [r.metadata for r in index.records(new, ["f"])],
     ]
 
 
