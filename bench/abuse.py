@@ -25,6 +25,7 @@ from PIL import Image
 
 from t2i.client import open_channel
 from text2image.v1 import text2image_pb2 as pb
+from text2image.v1 import text2image_pb2_grpc as pb_grpc
 
 ODD = ["", "\u0000", "\u202e" * 50, "🐕" * 3000, "ǅ" * 100, "\ud7ff", "x" * 20_000, " \t\n" * 500, "%", "_" * 64, "id\u0000null"]
 ODD_INTS = (0, -1, 10**6, 2**31 - 1, -(2**31))
@@ -43,9 +44,13 @@ def sample_image(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
     return buffer.getvalue()
 
 
-def seed_requests() -> dict[str, list[Message]]:
-    """Valid requests of every RPC, in the order they are first sent: the upsert first, so that the searches by id find its rows."""
+def seed_requests(dimension: int = 2) -> dict[str, list[Message]]:
+    """Valid requests of every RPC, in the order they are first sent: the upsert first, so that the searches by id find its rows.
+
+    ``dimension`` is the served model's (the vector terms of Search), as ``fuzz`` reads it from GetIndexInfo.
+    """
     png, jpeg = sample_image("PNG"), sample_image("JPEG")
+    vector = pb.Vector(values=[1.0] + [0.5] * (dimension - 1))
     labels = pb.LabelFilter(all_of=["chaos"], any_of=["chaos", "jpeg"], none_of=["never"])
     first, second = SEED_IDS
     return {
@@ -69,6 +74,10 @@ def seed_requests() -> dict[str, list[Message]]:
             pb.SearchImageRequest(image=jpeg, top_k=2, filter=pb.Filter(labels=labels)),
             pb.SearchImageRequest(id=second, top_k=1, filter=pb.Filter(ids=list(SEED_IDS))),  # a first page: its next page is a seed too
         ],
+        f"{SERVICE}SearchService/Search": [*terms_seeds(png, vector, labels)],
+        f"{SERVICE}SearchService/SearchBatch": [
+            pb.SearchBatchRequest(requests=[*terms_seeds(png, vector, labels), pb.SearchRequest(terms=[pb.QueryTerm(id="chaos-seed-absent")], top_k=1)])
+        ],
         f"{SERVICE}EmbeddingService/EmbedText": [pb.EmbedTextRequest(texts=["a red car", "two cats on a sofa"])],
         f"{SERVICE}EmbeddingService/EmbedImage": [pb.EmbedImageRequest(images=[png, jpeg])],
         f"{SERVICE}IndexService/DeleteImages": [pb.DeleteImagesRequest(ids=["chaos-seed-absent"])],
@@ -76,6 +85,27 @@ def seed_requests() -> dict[str, list[Message]]:
         f"{SERVICE}IndexService/GetImages": [pb.GetImagesRequest(ids=[first, "chaos-seed-absent"])],
         f"{SERVICE}IndexService/ListLabels": [pb.ListLabelsRequest(max_rows=100)],
     }
+
+
+def terms_seeds(png: bytes, vector: pb.Vector, labels: pb.LabelFilter) -> list[pb.SearchRequest]:
+    """Search requests with each kind of term (text, image, id, vector), and all four weighted (no two cancel out, on any model)."""
+    first, _ = SEED_IDS
+    return [
+        pb.SearchRequest(terms=[pb.QueryTerm(text="a red square")], top_k=5),
+        pb.SearchRequest(terms=[pb.QueryTerm(image=png), pb.QueryTerm(text="on grass", weight=-0.5)], top_k=2, filter=pb.Filter(labels=labels)),
+        pb.SearchRequest(terms=[pb.QueryTerm(id=first)], top_k=3, exclude_ids=True, min_score=-1.0),
+        pb.SearchRequest(terms=[pb.QueryTerm(vector=vector)], top_k=2),
+        pb.SearchRequest(
+            terms=[
+                pb.QueryTerm(text="a red square", weight=1.0),
+                pb.QueryTerm(image=png, weight=-0.5),
+                pb.QueryTerm(id=first, weight=0.75),
+                pb.QueryTerm(vector=vector, weight=0.25),
+            ],
+            top_k=4,
+            cutoff=pb.CUTOFF_AUTOCUT,
+        ),
+    ]
 
 
 def leaves(message: Message) -> list[tuple[Message, FieldDescriptor]]:
@@ -127,6 +157,10 @@ def with_odd_value(message: Message, rng: random.Random) -> Message | None:
             del container[:]
             container.extend([b"x" if field.type == FieldDescriptor.TYPE_BYTES else "x"] * rng.choice([65, 1000]))
     else:
+        for _ in range(8):  # a value equal to the field's own (an unset string set to "") would change nothing: draw again
+            if value != getattr(owner, field.name):
+                break
+            value = odd_value(field, rng)
         setattr(owner, field.name, value)
     return copy
 
@@ -182,6 +216,14 @@ def next_page(message: Message, answer: bytes) -> Message | None:
     return following
 
 
+def served_dimension(channel: grpc.Channel) -> int:
+    """The dimension of the served model (GetIndexInfo), for the seeds' vector terms; 2 when it does not answer."""
+    try:
+        return pb_grpc.IndexServiceStub(channel).GetIndexInfo(pb.GetIndexInfoRequest(), timeout=20).dimension or 2
+    except grpc.RpcError:
+        return 2
+
+
 def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     """Every seed unmutated (each must answer OK), then ``cases`` mutated ones spread over every RPC, as raw bytes.
 
@@ -189,8 +231,8 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     did not answer OK (``bench.chaos`` counts each as a broken invariant).
     """
     rng = random.Random(seed)
-    seeds = seed_requests()
     channel = open_channel(address, token)
+    seeds = seed_requests(served_dimension(channel))
 
     answers: list[bytes] = []
 
