@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -10,10 +11,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 import numpy as np
 
 from core.lifetime import die_with_parent
-from inference.images import ImageLimits, PreprocessConfig, load_crop
+from core.records import ImageMetadata
+from inference.images import ImageLimits, PreprocessConfig, load_crop_with_metadata
 from reindex.sources import ImageFile, Source
 
 Entry = tuple[Source, ImageFile]
+Decoded = tuple[np.ndarray, ImageMetadata]  # the uint8 crop, and what the decode read (with the listing's modification time)
 
 
 def _ready() -> bool:
@@ -21,13 +24,15 @@ def _ready() -> bool:
     return True
 
 
-def _load(source: Source, image: ImageFile, config: PreprocessConfig, limits: ImageLimits) -> np.ndarray:
-    """Worker: read, decode, resize and crop one file (runs in the process pool).
+def _load(source: Source, image: ImageFile, config: PreprocessConfig, limits: ImageLimits) -> Decoded:
+    """Worker: read, decode, resize and crop one file (runs in the process pool), and read its metadata on the way.
 
     It returns the uint8 crop, a quarter of the bytes of the float32 pixels: the pipe back from
-    the pool cost more than the decoding (docs/benchmarks.md, the GPU section).
+    the pool cost more than the decoding (docs/benchmarks.md, the GPU section). The metadata's
+    bytes are the file's size as read, its modification time the listing's.
     """
-    return load_crop(source.read(image, limits.max_bytes), config, limits)
+    crop, metadata = load_crop_with_metadata(source.read(image, limits.max_bytes), config, limits)
+    return crop, dataclasses.replace(metadata, modified_time=image.modified_time)
 
 
 class Decoders:
@@ -47,12 +52,12 @@ class Decoders:
             executor.submit(_ready)
         return executor
 
-    def submit(self, entry: Entry, config: PreprocessConfig, limits: ImageLimits) -> Future[np.ndarray]:
+    def submit(self, entry: Entry, config: PreprocessConfig, limits: ImageLimits) -> Future[Decoded]:
         """Decode one file in a worker; a pool that broke meanwhile answers with the failure."""
         try:
             return self.executor.submit(_load, entry[0], entry[1], config, limits)
         except RuntimeError as exc:  # BrokenProcessPool: the caller starts a new pool and retries
-            future: Future[np.ndarray] = Future()
+            future: Future[Decoded] = Future()
             future.set_exception(exc)
             return future
 

@@ -1,8 +1,11 @@
 """The batch reindex job: folders or S3 prefixes of images in (``reindex.sources``), vectors in Milvus out.
 
-Incremental by default: files whose content hash (bytes, uri and labels) matches the stored row
-are skipped, changed ones re-encoded, and rows of this run's sources whose file is removed, gone or
-rejected are deleted. Each file ends as one outcome of ``reindex.report``: a file that could not
+Incremental by default: files whose content hash (bytes, uri, labels and, in a collection of
+schema 3, the modification time) matches the stored row are skipped, changed ones re-encoded, and
+rows of this run's sources whose file is removed, gone or rejected are deleted. Rows of schema 3
+hold the typed metadata (``core.records.ImageMetadata``): width, height and format from the
+decode the workers make anyway, bytes as read, the listing's modification time, the EXIF capture
+time. Each file ends as one outcome of ``reindex.report``: a file that could not
 be read (an I/O or network error after the retries, a worker crash) is *failed*, and its row is
 kept, never deleted. Rows record the source they came from (schema 2), so a run deletes only rows
 of its own sources; ``mirror`` deletes every row its sources do not list (the old behaviour, for a
@@ -36,10 +39,10 @@ from tqdm import tqdm
 from core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from core.filters import literal
 from core.index_port import ReindexIndex
-from core.records import SCHEMA_VERSION, item_hash, make_row
+from core.records import METADATA_SCHEMA, SCHEMA_VERSION, ImageMetadata, item_hash, make_row
 from inference.encoder_port import ImageEncoder
 from inference.images import DecoderFailure, ImageLimits, normalize
-from reindex.decoding import Decoders, Entry
+from reindex.decoding import Decoded, Decoders, Entry
 from reindex.report import ReindexReport
 from reindex.sources import ImageFile, Shard, Source
 
@@ -63,6 +66,7 @@ class _Plan:
     scoped: bool = True  # deletions are limited to the rows of this run's sources (schema 2)
     may_delete: bool = True
     replaced: str | None = None  # a full run: the collection the alias points at now
+    schema: int = SCHEMA_VERSION  # the row schema of the collection it writes (a full run: a new one, the current schema)
 
 
 def _batches(items: list[Entry], size: int) -> Iterator[list[Entry]]:
@@ -179,7 +183,7 @@ class Reindexer:
         else:
             collection = await asyncio.to_thread(self.index.ensure_active)
         schema = await asyncio.to_thread(self.index.schema_version, collection)
-        plan = _Plan(collection, keys, entries, scoped=schema >= 2 and not mirror, may_delete=schema >= 2 or mirror)
+        plan = _Plan(collection, keys, entries, scoped=schema >= 2 and not mirror, may_delete=schema >= 2 or mirror, schema=schema)
         for item_id, (digest, origin) in (await asyncio.to_thread(self.index.stored, collection)).items():
             if not shard.owns(item_id):
                 continue  # other shards' rows are theirs
@@ -264,7 +268,9 @@ class Reindexer:
                 owners.add(owner)
                 continue
             try:
-                hashes[image.id] = item_hash(await asyncio.to_thread(source.read, image, self.limits.max_bytes), image.uri, image.labels)
+                data = await asyncio.to_thread(source.read, image, self.limits.max_bytes)
+                # A collection that stores the modification time rewrites a file whose time changed (core.records.item_hash).
+                hashes[image.id] = item_hash(data, image.uri, image.labels, image.modified_time if plan.schema >= METADATA_SCHEMA else None)
                 in_a_row = 0
             except Exception as exc:  # every failure is one file's outcome
                 await self._outcome(report, source, image, exc)
@@ -298,7 +304,7 @@ class Reindexer:
             report.deleted = await asyncio.to_thread(self.index.delete, report.collection, stale)
         elif stale:
             report.notes.append(
-                f"{report.collection} predates row schema {SCHEMA_VERSION}: its rows do not record their source, so the {len(stale)} rows of "
+                f"{report.collection} predates row schema 2: its rows do not record their source, so the {len(stale)} rows of "
                 "files that are not listed were not deleted; 't2i reindex --full' moves it to the new schema (or --mirror, if this is its only source)"
             )
 
@@ -378,7 +384,7 @@ class Reindexer:
         in_flight: deque[asyncio.Task[None]] = deque()
         try:
 
-            def submit(batch: list[Entry]) -> list[tuple[Entry, Future[np.ndarray]]]:
+            def submit(batch: list[Entry]) -> list[tuple[Entry, Future[Decoded]]]:
                 return [(entry, pool.submit(entry, config, self.limits)) for entry in batch]
 
             batches = list(_batches(todo, self.batch_size))
@@ -388,13 +394,14 @@ class Reindexer:
                 pending = decoding.popleft()
                 if upcoming := next(queued, None):
                     decoding.append(submit(upcoming))
-                crops, good, restarted = await self._collect(pending, pool, report)
+                decoded, good, restarted = await self._collect(pending, pool, report)
                 if restarted:  # the batches decoding ahead were in the dead pool too: they start again in the new one
                     decoding = deque(submit([entry for entry, _ in batch]) for batch in decoding)
                 if good:
                     # Several batches in flight keep Triton busy while the last one's rows are inserted.
-                    pixels = normalize(np.stack(crops), config)
-                    in_flight.append(asyncio.create_task(self._encode_and_insert(good, pixels, hashes, report, creating)))
+                    pixels = normalize(np.stack([crop for crop, _ in decoded]), config)
+                    metadata = [read for _, read in decoded]
+                    in_flight.append(asyncio.create_task(self._encode_and_insert(good, metadata, pixels, hashes, report, creating)))
                     if len(in_flight) >= self.in_flight:
                         await in_flight.popleft()
                 bar.update(len(pending))
@@ -405,16 +412,15 @@ class Reindexer:
                 task.cancel()
             bar.close()
 
-    async def _collect(
-        self, pending: list[tuple[Entry, Future[np.ndarray]]], pool: Decoders, report: ReindexReport
-    ) -> tuple[list[np.ndarray], list[Entry], bool]:
-        """The crops of one batch and their files (the others get their outcome), and whether the pool had to be restarted.
+    async def _collect(self, pending: list[tuple[Entry, Future[Decoded]]], pool: Decoders, report: ReindexReport) -> tuple[list[Decoded], list[Entry], bool]:
+        """The crops (and metadata) of one batch and their files (the others get their outcome), and whether the pool had to be restarted.
 
         A worker that died takes every file it was given: those are decoded again one at a time in
         a new pool, so only a file that kills a worker again fails.
         """
         loop = asyncio.get_running_loop()
-        crops, good, orphaned = [], [], []
+        crops: list[Decoded] = []
+        good, orphaned = [], []
         for entry, future in pending:
             try:
                 crops.append(await asyncio.wrap_future(future, loop=loop))
@@ -430,7 +436,7 @@ class Reindexer:
                 good.append(entry)
         return crops, good, bool(orphaned)
 
-    async def _alone(self, pool: Decoders, entries: list[Entry], report: ReindexReport) -> list[tuple[Entry, np.ndarray]]:
+    async def _alone(self, pool: Decoders, entries: list[Entry], report: ReindexReport) -> list[tuple[Entry, Decoded]]:
         """Decode files one at a time after a worker died; a file that fails (killing a worker again, or not) gets its outcome."""
         decoded = []
         for entry in entries:
@@ -446,13 +452,14 @@ class Reindexer:
     async def _encode_and_insert(
         self,
         images: list[Entry],
+        metadata: list[ImageMetadata],
         pixels: np.ndarray,
         hashes: dict[str, str],
         report: ReindexReport,
         creating: asyncio.Task[str] | None,
     ) -> None:
         vectors = await self.encoder.encode_pixels(pixels)
-        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id], source.key) for (source, f), v in zip(images, vectors, strict=True)]
+        rows = [make_row(f.id, v, f.uri, f.labels, hashes[f.id], source.key, read) for (source, f), read, v in zip(images, metadata, vectors, strict=True)]
         if not report.collection and creating is not None:
             report.collection = await creating
         await asyncio.to_thread(self.index.upsert, report.collection, rows)

@@ -14,10 +14,12 @@ order, on any machine.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +38,36 @@ NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirect
 
 @dataclass(frozen=True)
 class ImageFile:
-    """One image found at the source: its id (key relative to the root), uri, labels and size in bytes."""
+    """One image found at the source: its id (key relative to the root), uri, labels, size in bytes and modification time.
+
+    ``modified_time`` is in microseconds since the epoch (None when the listing gives none).
+    """
 
     id: str
     uri: str
     labels: tuple[str, ...]
     size: int
+    modified_time: int | None = None
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def modified_time(info: Mapping[str, object]) -> int | None:
+    """The modification time in a listing entry, in microseconds since the epoch: a local file's ``mtime`` (seconds),
+    an S3 object's ``LastModified`` (a datetime; naive ones are UTC), or another fsspec filesystem's ``mtime``; None when there is none."""
+    value = info.get("mtime", info.get("LastModified"))
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+        return (moment - _EPOCH) // datetime.timedelta(microseconds=1)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return round(value * 1_000_000)
+    return None
 
 
 def shard_of(item_id: str, shards: int) -> int:
@@ -133,7 +159,7 @@ class Source:
             relative = path[len(self.root) :].lstrip("/")
             if info.get("type") == "file" and os.path.splitext(relative)[1].lower() in IMAGE_SUFFIXES:
                 parts = relative.split("/")
-                files.append(ImageFile(self.id_prefix + relative, self.uri(path), tuple(parts[:-1]), int(info.get("size") or 0)))
+                files.append(ImageFile(self.id_prefix + relative, self.uri(path), tuple(parts[:-1]), int(info.get("size") or 0), modified_time(info)))
         return sorted(files, key=lambda f: f.id)
 
     def uri(self, path: str) -> str:

@@ -194,7 +194,7 @@ def test_sharded_reindex_over_s3(scale_stack: LocalStack, scale_index: ImageInde
         assert sorted(f.id for f in files) == sorted(local) and all(f.uri == f"s3://photos/catalog/2026/{f.id}" for f in files)
         stored = scale_index.hashes(scale_index.active_collection() or "")
         assert sorted(stored) == sorted(local)
-        assert all(stored[f.id] == item_hash(source.read(f, 1 << 30), f.uri, f.labels) for f in files)
+        assert all(stored[f.id] == item_hash(source.read(f, 1 << 30), f.uri, f.labels, f.modified_time) for f in files)
     finally:
         os.environ.clear()
         os.environ.update(env_before)

@@ -71,5 +71,5 @@ def expected_rows(folder: Path) -> dict[str, str]:
             raise  # a decoder bug would shrink the expected rows and the stored ones alike: fail instead
         except InvalidArgument:
             continue  # rejected files are not indexed
-        rows[image.id] = item_hash(data, image.uri, image.labels)
+        rows[image.id] = item_hash(data, image.uri, image.labels, image.modified_time)  # a collection of the current schema
     return rows

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from core.errors import FailedPrecondition, InvalidArgument, Unavailable
-from core.records import ModelStamp, item_hash
+from core.records import SCHEMA_VERSION, ModelStamp, item_hash
 from inference.images import DecoderFailure, decode_image
 from reindex.job import MAX_READ_FAILURES_IN_A_ROW, Reindexer
 from reindex.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNSETTLED, ReindexReport
@@ -63,7 +63,7 @@ def indexed(folder: Path) -> tuple[MemoryIndex, dict[str, tuple[str, str]]]:
 
 def listing_rows(source: Source) -> dict[str, tuple[str, str]]:
     """What the collection must hold for ``source`` alone: every listed file, at its current bytes."""
-    return {f.id: (item_hash(source.read(f, 2**30), f.uri, f.labels), source.key) for f in source.list()}
+    return {f.id: (item_hash(source.read(f, 2**30), f.uri, f.labels, f.modified_time), source.key) for f in source.list()}
 
 
 def test_failed_reads_keep_their_rows_and_a_rerun_converges(tmp_path: Path, faults: Path) -> None:
@@ -256,7 +256,7 @@ def test_a_schema_1_collection_is_served_but_not_pruned_and_full_moves_it(tmp_pa
     assert any("predates row schema 2" in note and "--full" in note for note in report.notes)
 
     full = run(index, Source(str(photos)), full=True)
-    assert full.promoted and index.schemas[index.alias or ""] == 2
+    assert full.promoted and index.schemas[index.alias or ""] == SCHEMA_VERSION
     assert set(index.rows) == {"a.png", "b.png"}
     assert any("does not hold 1 rows" in note and "no recorded source" in note for note in full.notes)
 
