@@ -283,7 +283,8 @@ class MilvusRows(MilvusCalls):
             lambda c, t: c.search(collection, data=data, limit=limit, filter=expression, output_fields=[], search_params=params, timeout=t),
             deadline,
         )
-        return [[(str(r["id"]), float(r["distance"])) for r in hits if float(r["distance"]) >= min_score] for hits in result]
+        floor = np.float32(min_score)
+        return [[(str(r["id"]), float(r["distance"])) for r in hits if np.float32(r["distance"]) >= floor] for hits in result]
 
 
 class VectorScan:

@@ -18,7 +18,7 @@ deserializer, which never raises: it hands the call a ``Refused`` instead, and t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -27,7 +27,17 @@ from prometheus_client import Counter, Gauge
 
 from core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, T2IError
 from gateway.errors import status_for
-from gateway.interceptors import Continuation, method_name, observed, rewrapped, unary_behavior
+from gateway.interceptors import (
+    Continuation,
+    StreamBehavior,
+    method_name,
+    observed,
+    observed_stream,
+    rewrapped,
+    rewrapped_stream,
+    stream_behavior,
+    unary_behavior,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,11 +157,16 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        method = method_name(handler_call_details)
+        admission = self.admission if handler_call_details.method.startswith("/text2image.") else None
+        stream = stream_behavior(handler)
+        if handler is not None and stream is not None:
+            return rewrapped_stream(
+                handler, admitted_stream(stream, method, admission), guarded(handler.request_deserializer, method, self.caps.get(method), admission)
+            )
         inner = unary_behavior(handler)
         if handler is None or inner is None:
             return handler
-        method = method_name(handler_call_details)
-        admission = self.admission if handler_call_details.method.startswith("/text2image.") else None
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, Refused):
@@ -165,3 +180,27 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             return await observed(inner, request, context, lambda code, seconds, _: admission.release(method, seconds, code == grpc.StatusCode.OK))
 
         return rewrapped(handler, admitted, guarded(handler.request_deserializer, method, self.caps.get(method), admission))
+
+
+def admitted_stream(inner: StreamBehavior, method: str, admission: Admission | None) -> StreamBehavior:
+    """A server-streaming call under the same bound: it holds its slot until the stream ends.
+
+    Its deadline is not held to a usual latency, and its time does not feed one: how long a stream
+    runs depends on what it asks (FindDuplicates' max_images), not on the load.
+    """
+
+    async def admitted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        if isinstance(request, Refused):
+            await refuse(context, method, request.error)
+        if admission is None:
+            async for response in inner(request, context):
+                yield response
+            return
+        try:
+            admission.admit(method, None)
+        except T2IError as exc:  # full
+            await refuse(context, method, exc)
+        async for response in observed_stream(inner, request, context, lambda code, seconds, _: admission.release(method, seconds, False)):
+            yield response
+
+    return admitted

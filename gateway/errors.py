@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from core.errors import T2IError
-from gateway.interceptors import Continuation, method_name, rewrapped, unary_behavior
+from gateway.interceptors import Continuation, StreamBehavior, method_name, rewrapped, rewrapped_stream, stream_behavior, unary_behavior
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        method = method_name(handler_call_details)
+        stream = stream_behavior(handler)
+        if handler is not None and stream is not None:
+            return rewrapped_stream(handler, mapped_stream(stream, method))
         inner = unary_behavior(handler)
         if handler is None or inner is None:
             return handler
-        method = method_name(handler_call_details)
 
         async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
@@ -58,3 +62,18 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(*answer_for(exc, method))
 
         return rewrapped(handler, mapped)
+
+
+def mapped_stream(inner: StreamBehavior, method: str) -> StreamBehavior:
+    """``inner`` with its domain errors mapped as the unary calls' are: an error after some responses ends the stream with that status."""
+
+    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for response in inner(request, context):
+                yield response
+        except grpc.aio.AbortError:  # the handler chose its status itself
+            raise
+        except Exception as exc:  # noqa: BLE001 (answer_for logs it with its traceback)
+            await context.abort(*answer_for(exc, method))
+
+    return mapped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -11,6 +12,7 @@ from core.filters import SearchFilter
 from gateway.errors import answer_for
 from gateway.metadata import modified_time_of, to_conditions, to_message
 from search.cutoff import Cutoff
+from search.duplicates import DuplicatesQuery
 from search.engine import SearchEngine, SearchResult, UpsertItem
 from search.terms import Kind, Term, TermsQuery
 from text2image.v1 import text2image_pb2 as pb
@@ -134,6 +136,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     async def SearchBatch(self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext) -> pb.SearchBatchResponse:
         outcomes = await self.engine.search_batch([converted(r) for r in request.requests], deadline_of(context, self.default_timeout_s))
         return pb.SearchBatchResponse(results=[to_batch_result(outcome) for outcome in outcomes])
+
+    async def FindDuplicates(self, request: pb.FindDuplicatesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FindDuplicatesResponse]:
+        min_score = request.min_score if request.HasField("min_score") else None
+        query = DuplicatesQuery(min_score, to_filter(request.filter), request.max_neighbors, request.page_token, request.max_images)
+        async for chunk in self.engine.find_duplicates(query, deadline_of(context, self.default_timeout_s)):
+            yield pb.FindDuplicatesResponse(
+                pairs=[pb.DuplicatePair(a=p.a, b=p.b, score=p.score) for p in chunk.pairs],
+                scanned=chunk.scanned,
+                total=chunk.total,
+                next_page_token=chunk.next_page_token,
+                collection=chunk.collection,
+            )
 
 
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):

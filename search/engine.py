@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from inference.images import ImageLimits, load_pixels, load_pixels_with_metadata
 from inference.models import catalog_from_settings
 from search.cache import CachedText, EmbeddingCache
 from search.cutoff import Cut, Cutoff, apply_cutoff, threshold_for
+from search.duplicates import SCAN_BATCH, Chunk, DuplicatesQuery, find_duplicates
 from search.pages import DEFAULT_MAX_DEPTH, identity, open_window
 from search.terms import Kind, Term, TermsQuery, check_dimensions, check_terms, combine, excluding, name, require_calibratable, reworded, token_report
 from search.validation import MAX_QUERY_BYTES, check_item, require_batch, require_id, require_ids, require_min_score, require_query, require_top_k
@@ -515,6 +516,10 @@ class SearchEngine:
         if collection is None:
             return [], True
         return await self._milvus("labels", self.index.labels, collection, max_rows or DEFAULT_LABEL_ROWS, deadline)
+
+    def find_duplicates(self, query: DuplicatesQuery, deadline: float | None, batch: int = SCAN_BATCH) -> AsyncIterator[Chunk]:
+        """The pairs of indexed images at least ``query.min_score`` alike, in chunks of ``batch`` images (``search.duplicates``; the alias resolved afresh)."""
+        return find_duplicates(query, self.index, self._milvus, self._active, deadline, batch)
 
     async def info(self, deadline: float | None = None) -> IndexInfo:
         """Facts about the active collection (count 0 and no collection name before the first index)."""
