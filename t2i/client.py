@@ -1,15 +1,13 @@
-"""A small gRPC client for the gateway, used by ``t2i search`` and the demo.
+"""The gateway client of ``t2i``, the demos, the benchmarks and the tests: a thin layer over text2image_client.
 
-It presents a bearer token (``token=``, default ``T2I_TOKEN``, ``T2I_TOKEN_FILE``, or the token
-that ``t2i up`` generated) and talks TLS when given ``TlsFiles`` (``tls=``).
+The client library (``client/``, the ``text2image-client`` distribution) holds the channel, the round
+robin and retries, TLS and the typed calls. What it must not know stays here: the bearer token
+defaults to ``client_token(scope)`` (``T2I_TOKEN``, ``T2I_TOKEN_FILE``, or the token that ``t2i up``
+generated, found through ``Settings``), and TLS comes from ``TlsFiles``.
 """
 
 from __future__ import annotations
 
-import collections
-import json
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,106 +15,68 @@ import grpc
 from core.auth import client_token
 from core.settings import Settings, TlsFiles
 from text2image.v1 import text2image_pb2 as pb
-from text2image.v1 import text2image_pb2_grpc as pb_grpc
+from text2image_client import Client, Tls
+from text2image_client import _channel as library
+from text2image_client._channel import BearerToken
 
-MAX_MESSAGE = 64 * 2**20
-SERVICES = ("text2image.v1.SearchService", "text2image.v1.EmbeddingService", "text2image.v1.IndexService")
-# Balance per request over every address the target resolves to, and retry a request that a
-# gateway going away answered with UNAVAILABLE on another one. Every RPC is safe to retry: writes
-# are upserts and deletes by id.
-SERVICE_CONFIG = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [
-        {
-            "name": [{"service": service} for service in SERVICES],
-            "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-}
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
-    ("grpc.enable_retries", 1),
-]
+MAX_MESSAGE = library.MAX_MESSAGE
+SERVICES = library.SERVICES
+SERVICE_CONFIG = library.SERVICE_CONFIG
+CHANNEL_OPTIONS = library.CHANNEL_OPTIONS
+
+__all__ = ["CHANNEL_OPTIONS", "MAX_MESSAGE", "SERVICES", "SERVICE_CONFIG", "BearerToken", "GatewayClient", "channel_credentials", "format_hits", "open_channel"]
 
 
-class _CallDetails(
-    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
-class BearerToken(grpc.UnaryUnaryClientInterceptor):
-    """Adds ``authorization: Bearer <token>`` to every call."""
-
-    def __init__(self, token: str):
-        self.header = ("authorization", f"Bearer {token}")
-
-    def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails, request: Any) -> Any:
-        details = client_call_details
-        metadata = [*(details.metadata or ()), self.header]
-        return continuation(
-            _CallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression),
-            request,
-        )
+def tls_of(tls: TlsFiles | None) -> Tls | None:
+    """The client library's ``Tls`` from the PEM files of ``TlsFiles`` (``None``: plaintext)."""
+    return Tls.from_files(ca=tls.ca, cert=tls.cert, key=tls.key) if tls else None
 
 
 def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
     """TLS credentials from PEM files (no CA: the system's roots; a certificate and key: mutual TLS)."""
-
-    def read(path: Path | None) -> bytes | None:
-        return Path(path).read_bytes() if path else None
-
-    return grpc.ssl_channel_credentials(root_certificates=read(tls.ca), private_key=read(tls.key), certificate_chain=read(tls.cert))
+    return Tls.from_files(ca=tls.ca, cert=tls.cert, key=tls.key).credentials()
 
 
 def open_channel(address: str, token: str | None = None, tls: TlsFiles | None = None, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """A blocking channel to the gateway with ``token`` on every call, over TLS when ``tls`` is given."""
-    options = options if options is not None else CHANNEL_OPTIONS
-    channel = grpc.secure_channel(address, channel_credentials(tls), options=options) if tls else grpc.insecure_channel(address, options=options)
-    return grpc.intercept_channel(channel, BearerToken(token)) if token else channel
+    return library.open_channel(address, token, tls_of(tls), options)
 
 
 class GatewayClient:
-    """Blocking client for the three services.
+    """Blocking client for the three services: the generated stubs, and ``api``, the typed ``text2image_client.Client``.
 
     ``address`` is one ``host:port``, or a target that resolves to several gateways:
     ``ipv4:10.0.0.1:50051,10.0.0.2:50051`` or ``dns:///gateway-headless.ns.svc:50051`` (a headless
     Service). Requests go round robin over all of them, and UNAVAILABLE is retried (``SERVICE_CONFIG``).
     ``token`` defaults to ``client_token(scope)``: ``T2I_TOKEN``, ``T2I_TOKEN_FILE``, or the local
-    stack's token of ``scope`` (``read`` or ``write``).
+    stack's token of ``scope`` (``read`` or ``write``); an empty one sends none.
+    ``search``, ``embedding`` and ``index`` are the stubs (raw messages); ``api`` has the typed calls.
     """
 
     def __init__(self, address: str, timeout_s: float = 30.0, token: str | None = None, tls: TlsFiles | None = None, scope: str = "read"):
-        self.channel = open_channel(address, token if token is not None else client_token(scope, Settings().data_dir), tls)
-        self.search = pb_grpc.SearchServiceStub(self.channel)
-        self.embedding = pb_grpc.EmbeddingServiceStub(self.channel)
-        self.index = pb_grpc.IndexServiceStub(self.channel)
+        token = token if token is not None else client_token(scope, Settings().data_dir)
+        self.api = Client(address, token=token or None, tls=tls_of(tls), timeout=timeout_s)
+        self.channel = self.api.channel
+        self.search = self.api.search_stub
+        self.embedding = self.api.embedding_stub
+        self.index = self.api.index_stub
         self.timeout_s = timeout_s
 
     def search_text(self, query: str, top_k: int = 5, **fields: Any) -> pb.SearchResponse:
-        """``SearchText``."""
+        """``SearchText`` (the response message)."""
         return self.search.SearchText(pb.SearchTextRequest(query=query, top_k=top_k, **fields), timeout=self.timeout_s)
 
     def search_image(self, top_k: int = 5, **fields: Any) -> pb.SearchResponse:
-        """``SearchImage`` with ``image=bytes`` or ``id=str``."""
+        """``SearchImage`` with ``image=bytes`` or ``id=str`` (the response message)."""
         return self.search.SearchImage(pb.SearchImageRequest(top_k=top_k, **fields), timeout=self.timeout_s)
 
     def info(self) -> pb.GetIndexInfoResponse:
-        """``GetIndexInfo``."""
-        return self.index.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=self.timeout_s)
+        """``GetIndexInfo`` (the response message)."""
+        return self.api.info().raw
 
     def close(self) -> None:
         """Close the channel."""
-        self.channel.close()
+        self.api.close()
 
     def __enter__(self) -> GatewayClient:
         return self

@@ -1,5 +1,7 @@
 """The search page: a static page and a thin JSON API that calls the gateway over gRPC like any client.
 
+It is a client of the gateway like any other: its calls go through ``text2image_client.AsyncClient``.
+
 It never touches Triton or Milvus. Thumbnails are served by indexed id only: the id is looked up
 through the gateway (``GetImages``), and the stored uri is shown only when it resolves (symlinks
 followed) to a file under one of the configured image roots, or redirected to when it is an
@@ -27,8 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import client_token
 from core.settings import Settings, WebSettings
-from text2image.v1 import text2image_pb2 as pb
-from text2image.v1 import text2image_pb2_grpc as pb_grpc
+from text2image_client import AsyncClient, Cutoff, Filter, SearchResult
 from web.thumbnails import ThumbnailCache, make_thumbnail
 
 logger = logging.getLogger(__name__)
@@ -86,52 +87,47 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-CUTOFFS: dict[str, pb.Cutoff] = {"": pb.CUTOFF_UNSPECIFIED, "none": pb.CUTOFF_NONE, "autocut": pb.CUTOFF_AUTOCUT, "calibrated": pb.CUTOFF_CALIBRATED}
+CUTOFFS: dict[str, Cutoff | None] = {"": None, "none": "none", "autocut": "autocut", "calibrated": "calibrated"}
 
 
-def _cutoff(request: Request) -> pb.Cutoff:
+def _cutoff(request: Request) -> Cutoff | None:
     raw = request.query_params.get("cutoff", "")
     if raw not in CUTOFFS:
         raise BadRequest(f"cutoff must be none, autocut or calibrated; got {raw[:40]!r}")
     return CUTOFFS[raw]
 
 
-def _filter(request: Request) -> tuple[pb.Filter, float | None]:
+def _filter(request: Request) -> tuple[Filter, float | None]:
     labels = [label for label in request.query_params.getlist("label") if label]
     raw = request.query_params.get("min_score", "")
     try:
         min_score = float(raw) if raw else None
     except ValueError as exc:
         raise BadRequest(f"min_score must be a number between -1 and 1; got {raw[:40]!r}") from exc
-    return pb.Filter(labels=pb.LabelFilter(all_of=labels)), min_score
+    return Filter(all_of=labels), min_score
 
 
-def _hits(response: pb.SearchResponse) -> dict[str, Any]:
+def _hits(result: SearchResult) -> dict[str, Any]:
     return {
-        "hits": [{"id": h.id, "uri": h.uri, "score": h.score, "labels": list(h.labels), "thumb": "/thumb/" + quote(h.id, safe="")} for h in response.hits],
-        "model_id": response.model_id,
-        "took_ms": response.took_ms,
-        "query_truncated": response.query_truncated,
-        "collection": response.collection,
-        "cutoff": pb.Cutoff.Name(response.cutoff).removeprefix("CUTOFF_").lower(),
-        "cutoff_score": response.cutoff_score if response.HasField("cutoff_score") else None,
-        "cutoff_dropped": response.cutoff_dropped,
+        "hits": [{"id": h.id, "uri": h.uri, "score": h.score, "labels": list(h.labels), "thumb": "/thumb/" + quote(h.id, safe="")} for h in result.hits],
+        "model_id": result.model_id,
+        "took_ms": result.took_ms,
+        "query_truncated": result.query_truncated,
+        "collection": result.collection,
+        "cutoff": result.cutoff,
+        "cutoff_score": result.cutoff_score,
+        "cutoff_dropped": result.cutoff_dropped,
     }
 
 
 class SearchPage:
-    """The page's API over one gateway channel; ``routes`` wires it into Starlette."""
+    """The page's API over one gateway client (its deadline is ``settings.timeout_s``); ``routes`` wires it into Starlette."""
 
-    def __init__(self, settings: WebSettings, channel: grpc.aio.Channel, token: str | None = None) -> None:
+    def __init__(self, settings: WebSettings, client: AsyncClient) -> None:
         self.settings = settings
-        self.search = pb_grpc.SearchServiceStub(channel)
-        self.index = pb_grpc.IndexServiceStub(channel)
+        self.client = client
         self.roots = settings.roots()
         self.cache = ThumbnailCache(settings.thumb_cache)
-        self.timeout = settings.timeout_s
-        # The gateway's read token (default T2I_TOKEN, T2I_TOKEN_FILE, or the local stack's), presented on every call.
-        token = token if token is not None else client_token("read", Settings().data_dir)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def routes(self) -> list[Route | Mount]:
         """Every route of the page."""
@@ -167,8 +163,8 @@ class SearchPage:
 
     async def info(self, request: Request) -> dict[str, Any]:
         """The model, the count and the labels in use."""
-        answer = await self.index.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=self.timeout, metadata=self.metadata)
-        labels = await self.index.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout, metadata=self.metadata)
+        answer = await self.client.info()
+        labels = await self.client.labels()
         return {
             "model_id": answer.model_id, "random_weights": answer.random_weights, "count": answer.count, "collection": answer.collection,
             "labels": list(labels.labels), "labels_complete": labels.complete,
@@ -177,27 +173,16 @@ class SearchPage:
     async def search_text(self, request: Request) -> dict[str, Any]:
         """``SearchText`` with ``q``, ``k``, ``label`` (repeated), ``min_score`` and ``cutoff`` (none, autocut, calibrated)."""
         search_filter, min_score = _filter(request)
-        message = pb.SearchTextRequest(
-            query=request.query_params.get("q", ""),
-            top_k=_int(request, "k", 12, 1, MAX_TOP_K),
-            filter=search_filter,
-            min_score=min_score,
-            cutoff=_cutoff(request),
-        )
-        return _hits(await self.search.SearchText(message, timeout=self.timeout, metadata=self.metadata))
+        query, top_k = request.query_params.get("q", ""), _int(request, "k", 12, 1, MAX_TOP_K)
+        return _hits(await self.client.search_text(query, top_k, filter=search_filter, min_score=min_score, cutoff=_cutoff(request)))
 
     async def similar(self, request: Request) -> dict[str, Any]:
         """``SearchImage`` by an indexed ``id``, without the image itself."""
         search_filter, min_score = _filter(request)
-        message = pb.SearchImageRequest(
-            id=request.query_params.get("id", ""),
-            top_k=_int(request, "k", 12, 1, MAX_TOP_K),
-            filter=search_filter,
-            min_score=min_score,
-            exclude_self=True,
-            cutoff=_cutoff(request),
+        image_id, top_k = request.query_params.get("id", ""), _int(request, "k", 12, 1, MAX_TOP_K)
+        return _hits(
+            await self.client.search_image(id=image_id, top_k=top_k, filter=search_filter, min_score=min_score, exclude_self=True, cutoff=_cutoff(request))
         )
-        return _hits(await self.search.SearchImage(message, timeout=self.timeout, metadata=self.metadata))
 
     async def search_image(self, request: Request) -> dict[str, Any]:
         """``SearchImage`` with the request body as the image (at most ``max_upload_mb``)."""
@@ -211,16 +196,15 @@ class SearchPage:
                 raise BadRequest(f"the image is over the {self.settings.max_upload_mb} MiB limit")
         search_filter, min_score = _filter(request)
         top_k = _int(request, "k", 12, 1, MAX_TOP_K)
-        message = pb.SearchImageRequest(image=bytes(body), top_k=top_k, filter=search_filter, min_score=min_score, cutoff=_cutoff(request))
-        return _hits(await self.search.SearchImage(message, timeout=self.timeout, metadata=self.metadata))
+        return _hits(await self.client.search_image(bytes(body), top_k, filter=search_filter, min_score=min_score, cutoff=_cutoff(request)))
 
     async def thumbnail(self, request: Request) -> Response:
         """The thumbnail of an indexed image, by id: a file under an image root, or a redirect to its http(s) URL."""
         try:
-            found = await self.index.GetImages(pb.GetImagesRequest(ids=[request.path_params["id"]]), timeout=self.timeout, metadata=self.metadata)
-            if not found.images:
+            found = await self.client.get_images([request.path_params["id"]])
+            if not found:
                 raise FileNotFoundError("no indexed image has this id")
-            uri = found.images[0].uri
+            uri = found[0].uri
             if urlsplit(uri).scheme in ("http", "https"):
                 return RedirectResponse(uri, status_code=302)
             return Response(await self.thumbnail_of(self.shown_file(uri)), media_type="image/jpeg", headers={"cache-control": "private, max-age=300"})
@@ -264,20 +248,25 @@ class SearchPage:
         return real
 
 
-def create_app(settings: WebSettings, channel: grpc.aio.Channel | None = None, token: str | None = None) -> Starlette:
-    """The page and its API for ``settings``; the channel to the gateway is opened (and closed) here unless given.
+def create_app(settings: WebSettings, client: AsyncClient | None = None, token: str | None = None) -> Starlette:
+    """The page and its API for ``settings``; the client of the gateway is opened (and closed) here unless given.
 
-    ``token`` is the gateway read token (default: ``core.auth.client_token``).
+    ``token`` is the gateway read token presented on every call (default: ``core.auth.client_token``:
+    ``T2I_TOKEN``, ``T2I_TOKEN_FILE``, or the local stack's); it is not used with a given ``client``.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        link = channel or grpc.aio.insecure_channel(settings.gateway)
-        app.router.routes.extend(SearchPage(settings, link, token).routes())
+        if client is None:
+            read_token = token if token is not None else client_token("read", Settings().data_dir)
+            link = AsyncClient(settings.gateway, token=read_token or None, timeout=settings.timeout_s)
+        else:
+            link = client
+        app.router.routes.extend(SearchPage(settings, link).routes())
         try:
             yield
         finally:
-            if channel is None:
+            if client is None:
                 await link.close()
 
     app = Starlette(lifespan=lifespan)

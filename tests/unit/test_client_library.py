@@ -90,6 +90,10 @@ class Scripted(pb_grpc.SearchServiceServicer, pb_grpc.IndexServiceServicer, pb_g
         self.record(context, request)
         return pb.GetIndexInfoResponse(count=len(IDS), model_id="m", dimension=4, collection=self.name, alias="images")
 
+    def ListLabels(self, request: pb.ListLabelsRequest, context: grpc.ServicerContext) -> pb.ListLabelsResponse:
+        self.record(context, request)
+        return pb.ListLabelsResponse(labels=["x"], complete=True)
+
     def EmbedText(self, request: pb.EmbedTextRequest, context: grpc.ServicerContext) -> pb.EmbedTextResponse:
         self.record(context, request)
         return pb.EmbedTextResponse(embeddings=[pb.Embedding(values=[1, 0, 0, 0]) for _ in request.texts], model_id="m", dimension=4)
@@ -220,6 +224,22 @@ def test_without_retries_the_unavailable_gateway_fails_calls(pair: tuple[Served,
             except grpc.RpcError as error:
                 codes.append(error.code())
     assert codes and set(codes) == {grpc.StatusCode.UNAVAILABLE} and len(codes) == len(down.servicer.calls)
+
+
+def test_the_page_calls_the_gateway_through_the_async_client_with_its_token(served: Served) -> None:
+    from starlette.testclient import TestClient
+
+    from core.settings import WebSettings
+    from web.app import create_app
+
+    with TestClient(create_app(WebSettings(gateway=served.address), token="page-token")) as page:
+        answer = page.get("/api/search", params={"q": "a dog", "k": "3", "label": "x", "cutoff": "autocut"})
+        info = page.get("/api/info")
+    assert answer.status_code == 200 and [hit["id"] for hit in answer.json()["hits"]] == IDS[:3] and answer.json()["cutoff"] == "none"
+    assert info.status_code == 200 and info.json()["count"] == 25 and info.json()["labels"] == ["x"]
+    sent = served.servicer.calls[0]
+    assert sent["metadata"]["authorization"] == "Bearer page-token" and sent["remaining"] <= WebSettings().timeout_s
+    assert sent["request"].cutoff == pb.CUTOFF_AUTOCUT and list(sent["request"].filter.labels.all_of) == ["x"]
 
 
 def test_inputs_are_checked_before_anything_is_sent() -> None:
