@@ -53,11 +53,19 @@ def seed_requests(dimension: int = 2) -> dict[str, list[Message]]:
     vector = pb.Vector(values=[1.0] + [0.5] * (dimension - 1))
     labels = pb.LabelFilter(all_of=["chaos"], any_of=["chaos", "jpeg"], none_of=["never"])
     first, second = SEED_IDS
+    metadata = pb.MetadataFilter(
+        width=pb.Int64Range(min=16, max=4096),
+        height=pb.Int64Range(max=4096),
+        bytes=pb.Int64Range(min=1),
+        formats=["png", "JPEG"],
+        modified_time=pb.TimeRange(since={"seconds": 0}),
+        capture_time=pb.TimeRange(until={"seconds": 4_000_000_000}),
+    )
     return {
         f"{SERVICE}IndexService/UpsertImages": [
             pb.UpsertImagesRequest(
                 items=[
-                    pb.ImageItem(id=first, content=png, uri=f"mem://{first}", labels=["chaos"]),
+                    pb.ImageItem(id=first, content=png, uri=f"mem://{first}", labels=["chaos"], modified_time={"seconds": 1_600_000_000, "nanos": 500}),
                     pb.ImageItem(id=second, content=jpeg, uri=f"mem://{second}", labels=["chaos", "jpeg"]),
                 ]
             )
@@ -67,6 +75,7 @@ def seed_requests(dimension: int = 2) -> dict[str, list[Message]]:
             pb.SearchTextRequest(query="two dogs on a beach", top_k=1, filter=pb.Filter(labels=labels)),
             pb.SearchTextRequest(query="a photo of the sea", top_k=10, min_score=-0.5, filter=pb.Filter(ids=list(SEED_IDS), uri_prefix="mem://")),
             pb.SearchTextRequest(query="a red square", top_k=1, filter=pb.Filter(ids=list(SEED_IDS))),  # a first page: its next page is a seed too
+            pb.SearchTextRequest(query="a small picture", top_k=5, filter=pb.Filter(metadata=metadata)),
         ],
         f"{SERVICE}SearchService/SearchImage": [
             pb.SearchImageRequest(image=png, top_k=5),
