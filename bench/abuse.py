@@ -33,6 +33,7 @@ ODD_FLOATS = (float("nan"), float("inf"), -2.0, 2.0)
 ODD_BYTES = (b"", b"\x89PNG" + b"\0" * 64, b"GIF89a", bytes(range(256)) * 4)
 SEED_IDS = ("chaos-seed-1", "chaos-seed-2")
 SERVICE = "/text2image.v1."
+STREAMING = frozenset({f"{SERVICE}SearchService/FindDuplicates"})  # server-streaming RPCs: sent with unary_stream, every message read
 
 
 def sample_image(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -86,6 +87,11 @@ def seed_requests(dimension: int = 2) -> dict[str, list[Message]]:
         f"{SERVICE}SearchService/Search": [*terms_seeds(png, vector, labels)],
         f"{SERVICE}SearchService/SearchBatch": [
             pb.SearchBatchRequest(requests=[*terms_seeds(png, vector, labels), pb.SearchRequest(terms=[pb.QueryTerm(id="chaos-seed-absent")], top_k=1)])
+        ],
+        f"{SERVICE}SearchService/FindDuplicates": [
+            pb.FindDuplicatesRequest(),
+            pb.FindDuplicatesRequest(min_score=0.5, max_neighbors=4, filter=pb.Filter(labels=labels)),
+            pb.FindDuplicatesRequest(min_score=0.5, max_images=1, filter=pb.Filter(ids=list(SEED_IDS))),  # a first page: its next page is a seed too
         ],
         f"{SERVICE}EmbeddingService/EmbedText": [pb.EmbedTextRequest(texts=["a red car", "two cats on a sofa"])],
         f"{SERVICE}EmbeddingService/EmbedImage": [pb.EmbedImageRequest(images=[png, jpeg])],
@@ -214,13 +220,15 @@ def next_page(message: Message, answer: bytes) -> Message | None:
     A valid token comes only from a live answer (it names the collection that answered), so the
     fuzz makes these seeds as it goes; mutations of the seeds then reach the token's checks.
     """
-    if not isinstance(message, (pb.SearchTextRequest, pb.SearchImageRequest)) or message.page_token:
+    if isinstance(message, pb.FindDuplicatesRequest):
+        token = pb.FindDuplicatesResponse.FromString(answer).next_page_token  # the answer is the stream's last message
+    elif isinstance(message, (pb.SearchTextRequest, pb.SearchImageRequest)):
+        token = pb.SearchResponse.FromString(answer).next_page_token
+    else:
         return None
-    token = pb.SearchResponse.FromString(answer).next_page_token
-    if not token:
+    if not token or message.page_token:
         return None
-    following = type(message)()
-    following.CopyFrom(message)
+    following = type(message).FromString(message.SerializeToString())
     following.page_token = token
     return following
 
@@ -246,8 +254,12 @@ def fuzz(address: str, token: str, cases: int, seed: int) -> dict[str, Any]:
     answers: list[bytes] = []
 
     def send(method: str, payload: bytes) -> tuple[str, str]:
-        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
+            if method in STREAMING:
+                stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method, request_serializer=None, response_deserializer=None)
+                answers[:] = list(stream(payload, timeout=20))[-1:]  # every message read: an error after the first ones still counts
+                return "OK", ""
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
             answers[:] = [call(payload, timeout=20)]
             return "OK", ""
         except grpc.RpcError as exc:
