@@ -18,7 +18,9 @@ returned twice, even when an approximate index finds on a deeper page (it search
 reaches past the hits fetched may have members the index did not return; when a page would end
 inside such a group it ends before it instead (a shorter page that still has a next page), so
 the next page sees the group whole. Only a group of equal scores longer than the page itself is
-split as the index returned it.
+split as the index returned it. A page is short, too, when the deeper search found hits before the
+cursor (HNSW's recall grows with ``ef``, which grows with the fetch): it still has a next page
+while the index returned every hit it was asked for.
 
 The maximum depth (``T2I_MAX_PAGE_DEPTH``): a request with a token whose ``offset + top_k`` passes
 it is ``INVALID_ARGUMENT``; a page after which the same ``top_k`` would pass it has no
@@ -211,8 +213,9 @@ class Window:
             after = (-self.cursor.score, self.cursor.id)
             ranked = [hit for hit in ranked if _key(hit) > after]
         page = ranked[: self.top_k]
-        more = len(ranked) > self.top_k
-        if more and self.pageable and len(hits) >= self.fetch:
+        whole = len(hits) < self.fetch  # the index returned all it had (after min_score): nothing lies beyond the fetch
+        more = len(ranked) > self.top_k or not whole
+        if more and self.pageable and not whole:
             page = _end_before_an_open_tie(page, ranked)
         done = cut(page)
         full = more and done.dropped == 0 and bool(done.hits)

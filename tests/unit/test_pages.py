@@ -188,6 +188,20 @@ def test_a_hit_ranked_before_the_cursor_on_a_deeper_page_is_not_repeated() -> No
     assert [h.id for h in page.hits] == ["c", "d"]
 
 
+def test_a_page_shortened_by_hits_found_before_the_cursor_still_has_a_next_page() -> None:
+    window = open_window(encode_token(Cursor("c1", DIGEST, 4, 0.5, "d")), DIGEST, 4, 10_000)
+    # The deeper search (a larger ef) found four hits that the first page missed, all before its last one.
+    before = [hit(f"m{i}", 0.9 - i / 100) for i in range(4)] + [hit(i, 0.8 - n / 10) for n, i in enumerate("abcd")]
+    after = [hit(f"z{i:02}", 0.45 - i / 100) for i in range(window.fetch - len(before))]
+    page = window.finish("c1", before + after, keep)
+    assert [h.id for h in page.hits] == ["z00", "z01", "z02", "z03"] and page.next_page_token
+    short = window.finish("c1", before + after[:3], keep)  # the index had no more than it returned: the last page
+    assert [h.id for h in short.hits] == ["z00", "z01", "z02"] and short.next_page_token == ""
+    crowded = [hit(f"m{i:02}", 0.99 - i / 100) for i in range(window.fetch - 6)] + before[4:]  # fetched in full, 2 hits after the cursor
+    page = window.finish("c1", crowded + after[:2], keep)
+    assert [h.id for h in page.hits] == ["z00"] and page.next_page_token  # z01, the last hit fetched, waits: an equal score may lie beyond
+
+
 def test_window_fetch_never_asks_milvus_past_its_limit() -> None:
     assert Window(DIGEST, 16384, 10_000, None).fetch == 16384
     assert Window(DIGEST, 100, 10_000, None).fetch == 100 + MARGIN
