@@ -1,6 +1,6 @@
 """``t2i``: the command line of text2image-search.
 
-Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``info``, ``reindex``, ``finalize``,
+Subcommands: ``export``, ``serve``, ``up``, ``demo``, ``search``, ``duplicates``, ``info``, ``reindex``, ``finalize``,
 ``rollback``, ``models``, ``dataset shapes``, ``finetune``, ``eval`` and ``shapes-demo``.
 Addresses and limits come from ``T2I_*`` environment variables (see ``core/settings.py``);
 flags override them. Errors a person can act on print one line and exit 2; bugs keep their
@@ -35,6 +35,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "up": ("devstack", "gateway", "export", "web", "reindex", "relevance"),  # reindex and relevance: for --shapes
     "demo": ("devstack", "gateway", "export", "reindex"),
     "search": (),
+    "duplicates": (),
     "info": (),
     "eval": ("relevance",),
     "reindex": ("reindex",),
@@ -248,6 +249,10 @@ def _client_arguments(command: argparse.ArgumentParser, name: str) -> None:
         command.add_argument(
             "--cutoff", choices=("none", "autocut", "calibrated"), default="none", help="relevance cut-off after the top-k (calibrated: t2i eval --calibrate)"
         )
+    elif name == "duplicates":
+        from t2i.duplicates import add_arguments
+
+        add_arguments(command)
     elif name == "eval":
         from t2i import evaluate as t2i_evaluate
 
@@ -302,6 +307,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "up": ("run Milvus, Triton and the gateway until Ctrl-C", lambda parser: _stack_arguments(parser, "up")),
     "demo": ("index sample photos, run example queries, stop", lambda parser: _stack_arguments(parser, "demo")),
     "search": ("query a running gateway", lambda parser: _client_arguments(parser, "search")),
+    "duplicates": ("list near-duplicate images of a running gateway's index (pairs or --groups)", lambda parser: _client_arguments(parser, "duplicates")),
     "info": ("show the active index of a running gateway", lambda parser: _client_arguments(parser, "info")),
     "eval": ("run judged queries through a running gateway: P@K, R@K, nDCG@K, MRR, mAP", lambda parser: _client_arguments(parser, "eval")),
     "reindex": ("index a folder or s3://bucket/prefix of images into Milvus (or one shard of it)", lambda parser: _batch_arguments(parser, "reindex")),
@@ -391,11 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         return _missing_extra_exit(command or "", exc)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
-    if args.command in ("search", "info", "eval"):
+    if args.command in ("search", "duplicates", "info", "eval"):
         args.address = args.address or GatewaySettings().listen
     try:
         if args.command in ("export", "up", "demo"):
             return _models_and_stack(args)
+        if args.command == "duplicates":
+            from t2i.duplicates import command as duplicates_command
+
+            return duplicates_command(args, _client(args))
         if args.command in ("search", "info"):
             return _search(args) if args.command == "search" else _info(args)
         if args.command in ("eval", "dataset", "finetune", "shapes-demo"):

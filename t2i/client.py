@@ -8,6 +8,7 @@ generated, found through ``Settings``), and TLS comes from ``TlsFiles``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -73,6 +74,10 @@ class GatewayClient:
     def info(self) -> pb.GetIndexInfoResponse:
         """``GetIndexInfo`` (the response message)."""
         return self.api.info().raw
+
+    def find_duplicates(self, timeout_s: float | None = None, **fields: Any) -> Iterator[pb.FindDuplicatesResponse]:
+        """One ``FindDuplicates`` stream (the response messages), with a deadline of ``timeout_s`` (default the client's) for the whole stream."""
+        return iter(self.search.FindDuplicates(pb.FindDuplicatesRequest(**fields), timeout=timeout_s or self.timeout_s))
 
     def close(self) -> None:
         """Close the channel."""

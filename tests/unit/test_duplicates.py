@@ -7,6 +7,8 @@ gateway's interceptors, so that a streamed error gets its status like a unary on
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +26,8 @@ from gateway.servicers import SearchServicer
 from gateway.telemetry import TelemetryInterceptor
 from search.duplicates import Chunk, DuplicatesQuery
 from search.engine import NOTHING_INDEXED
+from t2i import cli
+from t2i.duplicates import groups
 from tests.support.engine import Parts
 from tests.support.servers import real_server
 from text2image.v1 import text2image_pb2 as pb
@@ -187,3 +191,28 @@ async def test_the_rpc_streams_through_the_interceptors_and_maps_errors(gateway:
                 async for _ in stub.FindDuplicates(request, timeout=10):
                     pass
             assert raised.value.code() == code and message in (raised.value.details() or "")
+
+
+def test_groups_are_the_connected_components_of_the_pairs() -> None:
+    assert groups([("b", "c"), ("d", "e"), ("a", "b"), ("x", "y"), ("c", "a"), ("e", "f")]) == [["a", "b", "c"], ["d", "e", "f"], ["x", "y"]]
+    assert groups([]) == []
+
+
+async def test_t2i_duplicates_prints_pairs_groups_json_and_exits_2_on_a_bad_request(
+    gateway: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("T2I_TOKEN", "unused-on-an-open-gateway")
+    base = ["duplicates", "--address", gateway, "--min-score", "0.9", "--page-images", "3"]
+    assert await asyncio.to_thread(cli.main, base) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "7 pairs of near-duplicates" and out.splitlines()[1:3] == ["  0.9986  a  c", "  0.9962  d  e"]
+    assert "scanned 10 of 10 images" in err  # progress, page after page (4 calls of 3 images)
+    assert await asyncio.to_thread(cli.main, [*base, "--json", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert sorted((p["a"], p["b"]) for p in json.loads(out)) == sorted(expected_pairs(0.9)) and err == ""
+    assert await asyncio.to_thread(cli.main, [*base, "--groups", "--json", "--quiet"]) == 0
+    assert [g["ids"] for g in json.loads(capsys.readouterr().out)] == [["a", "b", "c"], ["f", "g", "h"], ["d", "e"]]
+    assert await asyncio.to_thread(cli.main, [*base, "--groups", "--quiet"]) == 0
+    assert "3 groups of near-duplicates (7 pairs)" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli.main, ["duplicates", "--address", gateway, "--min-score", "0.2"]) == 2
+    assert "error: INVALID_ARGUMENT: min_score must be between 0.5 and 1" in capsys.readouterr().err
