@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from tests.support.certs import Authority
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
 from text2image_client import AsyncClient, Client, Filter, ImageItem, Query, SearchFailure, Term, Tls, target
@@ -224,6 +226,34 @@ def test_without_retries_the_unavailable_gateway_fails_calls(pair: tuple[Served,
             except grpc.RpcError as error:
                 codes.append(error.code())
     assert codes and set(codes) == {grpc.StatusCode.UNAVAILABLE} and len(codes) == len(down.servicer.calls)
+
+
+def test_tls_and_mutual_tls(tmp_path: Path) -> None:
+    ours = Authority(tmp_path / "ca")
+    server_files, client_files = ours.issue("server", server=True), ours.issue("client", server=False)
+    servicer = Scripted("tls")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_IndexServiceServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials(
+        [(server_files.key.read_bytes(), server_files.cert.read_bytes())], root_certificates=ours.ca.read_bytes(), require_client_auth=True
+    )
+    address = f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', credentials)}"
+    server.start()
+    try:
+        mutual = Tls.from_files(ca=ours.ca, cert=client_files.cert, key=client_files.key)
+        with Client(address, token="over-tls", tls=mutual, timeout=10) as client:
+            assert client.info().collection == "tls"
+        with Client(address, tls=Tls.from_files(ca=ours.ca, cert=client_files.cert, key=client_files.key, server_name="localhost"), timeout=10) as named:
+            assert named.info().count == 25
+        refused = []
+        for tls in (Tls.from_files(ca=ours.ca), Tls.from_files(ca=ours.ca, cert=client_files.cert, key=client_files.key, server_name="elsewhere.test")):
+            with Client(address, tls=tls, timeout=5, attempts=1) as client, pytest.raises(grpc.RpcError) as caught:
+                client.info()
+            refused.append(caught.value.code())
+        assert refused == [grpc.StatusCode.UNAVAILABLE] * 2, "no client certificate, and a certificate checked for another name"
+        assert servicer.calls[0]["metadata"]["authorization"] == "Bearer over-tls" and len(servicer.calls) == 2
+    finally:
+        server.stop(None)
 
 
 def test_the_page_calls_the_gateway_through_the_async_client_with_its_token(served: Served) -> None:
