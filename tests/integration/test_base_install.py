@@ -143,7 +143,7 @@ GATEWAY_EXTRAS = "gateway,reindex,web"
 # The unit tests' own tools, from the dev extra (pinned by constraints.txt): pytest and its plugins, and what
 # the tests check with (certificates, starlette's test client, the stub generator's version).
 TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-timeout", "cryptography", "httpx", "grpcio-tools")
-PRODUCT = ("core", "inference", "search", "gateway", "reindex", "web", "t2i", "devstack", "text2image")
+PRODUCT = ("core", "inference", "search", "gateway", "reindex", "web", "t2i", "devstack", "text2image", "text2image_client")
 
 # A pytest plugin (outside the checkout) that writes where the packages of the run came from.
 ORIGIN_PROBE = """

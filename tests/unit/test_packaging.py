@@ -96,8 +96,9 @@ def test_the_server_depends_on_the_client_at_the_same_version() -> None:
 
 def test_the_proto_has_one_home_and_one_distribution() -> None:
     """protos/text2image/v1/text2image.proto is the only live proto; the client packages it, the server does not."""
-    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "*.proto"], capture_output=True, text=True, check=True).stdout.split()
-    assert [path for path in tracked if not path.startswith("protos/released/")] == ["protos/text2image/v1/text2image.proto"]
+    folders = [ROOT / "protos", ROOT / "client", *(ROOT / package for package in shipped_top_level())]  # rglob does not follow the link
+    found = sorted(str(path.relative_to(ROOT)) for folder in folders for path in folder.rglob("*.proto"))
+    assert [path for path in found if not path.startswith("protos/released/")] == ["protos/text2image/v1/text2image.proto"]
     link = ROOT / "client" / "text2image"
     assert link.is_symlink() and link.resolve() == ROOT / "protos" / "text2image", "the client's text2image is the protos/ folder"
     server = PYPROJECT["tool"]["setuptools"]
