@@ -44,9 +44,14 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if handler is not None and stream is not None:
 
             async def traced_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                with _server_span(full_name, context, attributes) as span:
+                # Not the current span: a context attached across the generator's yields cannot be detached when grpc
+                # closes it from another context (a cancelled stream); the span is ended by hand instead.
+                span = tracer.start_span(full_name, context=incoming(context.invocation_metadata()), kind=trace.SpanKind.SERVER, attributes=attributes)
+                try:
                     async for response in observed_stream(stream, request, context, _recorder(span, method)):
                         yield response
+                finally:
+                    span.end()
 
             return rewrapped_stream(handler, traced_stream)
         inner = unary_behavior(handler)

@@ -187,7 +187,8 @@ async def _scan(checked: Checked, collection: str, index: SearchIndex, run: Runn
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded(f"the deadline passed after {scanned} of {total} images; page with max_images, or set a longer deadline")
             page = await run("scan", pages.next, deadline)
-            if checked.max_images:
+            overflow = bool(checked.max_images) and len(page) > checked.max_images - scanned
+            if overflow:
                 page = page[: checked.max_images - scanned]
             if not page:
                 yield Chunk([], scanned, total, collection)  # the scan is over: the last chunk (possibly the only one)
@@ -195,11 +196,7 @@ async def _scan(checked: Checked, collection: str, index: SearchIndex, run: Runn
             found = await _batch_pairs(page, checked, collection, index, run, deadline, reported)
             scanned, last = scanned + len(page), page[-1][0]
             if checked.max_images and scanned >= checked.max_images:
-                more = await run("scan", index.scan_vectors, collection, checked.expression, last, 1, deadline)
-                try:
-                    left = bool(await run("scan", more.next, deadline))
-                finally:
-                    more.close()
+                left = overflow or bool(await run("scan", pages.next, deadline))  # any row after the last scanned one: a token
                 yield Chunk(found, scanned, total, collection, make_token(collection, last, checked) if left else "")
                 return
             yield Chunk(found, scanned, total, collection)

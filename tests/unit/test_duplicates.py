@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from core.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from core.filters import SearchFilter
@@ -216,3 +217,42 @@ async def test_t2i_duplicates_prints_pairs_groups_json_and_exits_2_on_a_bad_requ
     assert "3 groups of near-duplicates (7 pairs)" in capsys.readouterr().out
     assert await asyncio.to_thread(cli.main, ["duplicates", "--address", gateway, "--min-score", "0.2"]) == 2
     assert "error: INVALID_ARGUMENT: min_score must be between 0.5 and 1" in capsys.readouterr().err
+
+
+class HeldStream:
+    """An engine whose FindDuplicates stream sends one chunk, then waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def find_duplicates(self, query: DuplicatesQuery, deadline: float | None) -> AsyncIterator[Chunk]:
+        yield Chunk([], 1, 2, "held")
+        await self.release.wait()
+        yield Chunk([], 2, 2, "held")
+
+
+def requests_counted(code: str) -> float:
+    return REGISTRY.get_sample_value("t2i_requests_total", {"method": "FindDuplicates", "code": code}) or 0.0
+
+
+async def test_a_stream_holds_its_admission_slot_until_it_ends_and_is_counted_once() -> None:
+    engine, admission = HeldStream(), Admission(1)
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine, 10), server)  # type: ignore[arg-type]  # a stand-in engine
+
+    before = requests_counted("OK")
+    chain = [TelemetryInterceptor(), AdmissionInterceptor({}, admission), ErrorMappingInterceptor()]
+    async with real_server(chain, register) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.SearchServiceStub(channel)
+        held = stub.FindDuplicates(pb.FindDuplicatesRequest(), timeout=10)
+        assert (await held.read()).scanned == 1
+        assert admission.in_flight == 1
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in stub.FindDuplicates(pb.FindDuplicatesRequest(), timeout=10):
+                pass
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 1 requests in flight" in (refused.value.details() or "")
+        engine.release.set()
+        assert (await held.read()).scanned == 2 and await held.read() is grpc.aio.EOF
+    assert admission.in_flight == 0 and admission.latency_s == {}  # a stream's time feeds no usual latency
+    assert requests_counted("OK") == before + 1
