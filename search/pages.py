@@ -7,20 +7,22 @@ needs, and nothing the server must remember:
   with ``FAILED_PRECONDITION``: the ranking it continues no longer exists);
 - a digest of the request's identity, everything but ``top_k`` and ``page_token`` (another query,
   filter, ``min_score``, cut-off or flag: ``INVALID_ARGUMENT``);
-- how many hits the earlier pages returned (the offset), and the score and id of the last one
-  (the cursor).
+- the score and id of the last hit returned (the cursor), and where it stood in the ranking its
+  search saw (the offset).
 
 Order: by descending score, ties by id. Each page asks the index for ``offset + top_k`` hits and
 a few more (``MARGIN``), sorts them by ``(-score, id)`` and returns the first ``top_k`` that come
 after the cursor. The cursor, not the offset, decides where a page starts: a hit is never
 returned twice, even when an approximate index finds on a deeper page (it searches with a larger
-``ef``) a hit that ranks before the cursor; such a hit is left out. A group of equal scores that
-reaches past the hits fetched may have members the index did not return; when a page would end
-inside such a group it ends before it instead (a shorter page that still has a next page), so
-the next page sees the group whole. Only a group of equal scores longer than the page itself is
-split as the index returned it. A page is short, too, when the deeper search found hits before the
-cursor (HNSW's recall grows with ``ef``, which grows with the fetch): it still has a next page
-while the index returned every hit it was asked for.
+``ef``) a hit that ranks before the cursor; such a hit is left out. The next offset is where the
+page's last hit stood in the ranking its search saw, so hits found before the cursor take no room
+from the pages after it; they can make this page short, and it still has a next page while the
+index returned every hit it was asked for (a page of none, even, when all of them ranked before
+the cursor: the next one looks deeper). A group of equal scores that reaches past the hits
+fetched may have members the index did not return; when a page would end inside such a group it
+ends before it instead (a shorter page that still has a next page), so the next page sees the
+group whole. Only a group of equal scores longer than the page itself is split as the index
+returned it.
 
 The maximum depth (``T2I_MAX_PAGE_DEPTH``): a request with a token whose ``offset + top_k`` passes
 it is ``INVALID_ARGUMENT``; a page after which the same ``top_k`` would pass it has no
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import dataclasses
 import datetime
 import enum
@@ -208,21 +211,23 @@ class Window:
             FailedPrecondition: ``collection`` is not the one that issued the token.
         """
         self.check(collection)
-        ranked = sorted(hits, key=_key)
-        if self.cursor is not None:
-            after = (-self.cursor.score, self.cursor.id)
-            ranked = [hit for hit in ranked if _key(hit) > after]
+        ordered = sorted(hits, key=_key)
+        start = 0 if self.cursor is None else bisect.bisect_right(ordered, (-self.cursor.score, self.cursor.id), key=_key)
+        ranked = ordered[start:]  # the hits after the cursor
         page = ranked[: self.top_k]
         whole = len(hits) < self.fetch  # the index returned all it had (after min_score): nothing lies beyond the fetch
         more = len(ranked) > self.top_k or not whole
-        if more and self.pageable and not whole:
+        if page and more and self.pageable and not whole:
             page = _end_before_an_open_tie(page, ranked)
         done = cut(page)
-        full = more and done.dropped == 0 and bool(done.hits)
+        depth = start + len(done.hits)  # where this page ended in the ranking its search saw
         token = ""
-        if full and self.pageable:
-            last = done.hits[-1]
-            token = encode_token(Cursor(collection, self.digest, self.offset + len(done.hits), float(last.score), last.id))
+        if more and done.dropped == 0 and self.pageable and depth + self.top_k <= self.max_depth:
+            if done.hits:
+                last = done.hits[-1]
+                token = encode_token(Cursor(collection, self.digest, depth, float(last.score), last.id))
+            elif self.cursor is not None and depth > self.offset:  # every hit fetched ranked before the cursor: look deeper
+                token = encode_token(dataclasses.replace(self.cursor, offset=depth))
         return Page(done.hits, token, done)
 
 

@@ -45,7 +45,7 @@ class ShuffledTies:
         return [h for h in hits if min_score is None or h.score >= min_score]
 
 
-def walk(index: ShuffledTies, top_k: int, max_depth: int = 10_000, min_score: float | None = None) -> list[list[str]]:
+def walk(index: ShuffledTies | LateFinds, top_k: int, max_depth: int = 10_000, min_score: float | None = None) -> list[list[str]]:
     pages: list[list[str]] = []
     token = ""
     while True:
@@ -200,6 +200,26 @@ def test_a_page_shortened_by_hits_found_before_the_cursor_still_has_a_next_page(
     crowded = [hit(f"m{i:02}", 0.99 - i / 100) for i in range(window.fetch - 6)] + before[4:]  # fetched in full, 2 hits after the cursor
     page = window.finish("c1", crowded + after[:2], keep)
     assert [h.id for h in page.hits] == ["z00"] and page.next_page_token  # z01, the last hit fetched, waits: an equal score may lie beyond
+
+
+class LateFinds:
+    """An approximate index that finds every third hit only in searches at least 40 hits deeper than its rank."""
+
+    def __init__(self, count: int) -> None:
+        self.scores = {f"i{n:03}": 1 - n / 1000 for n in range(count)}
+
+    def search(self, limit: int, min_score: float | None = None) -> list[Hit]:
+        found = [i for n, i in enumerate(self.scores) if n % 3 or limit >= n + 40]
+        return [hit(i, self.scores[i]) for i in found[:limit]]
+
+
+def test_hits_a_deeper_page_finds_before_the_cursor_take_no_room_from_the_pages_after_it() -> None:
+    index = LateFinds(200)
+    pages = walk(index, top_k=10)
+    ids = flat(pages)
+    assert len(ids) == len(set(ids)) and ids == sorted(ids, key=lambda i: -index.scores[i])
+    assert {i for n, i in enumerate(index.scores) if n % 3} <= set(ids)  # every hit the first searches saw, to the end of the ranking
+    assert ids[-1] == "i199" and pages[-1]
 
 
 def test_window_fetch_never_asks_milvus_past_its_limit() -> None:
