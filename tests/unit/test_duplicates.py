@@ -224,11 +224,15 @@ class HeldStream:
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.ended = asyncio.Event()
 
     async def find_duplicates(self, query: DuplicatesQuery, deadline: float | None) -> AsyncIterator[Chunk]:
-        yield Chunk([], 1, 2, "held")
-        await self.release.wait()
-        yield Chunk([], 2, 2, "held")
+        try:
+            yield Chunk([], 1, 2, "held")
+            await self.release.wait()
+            yield Chunk([], 2, 2, "held")
+        finally:
+            self.ended.set()  # where search.duplicates closes its scan
 
 
 def requests_counted(code: str) -> float:
@@ -256,3 +260,24 @@ async def test_a_stream_holds_its_admission_slot_until_it_ends_and_is_counted_on
         assert (await held.read()).scanned == 2 and await held.read() is grpc.aio.EOF
     assert admission.in_flight == 0 and admission.latency_s == {}  # a stream's time feeds no usual latency
     assert requests_counted("OK") == before + 1
+
+
+async def test_a_cancelled_stream_stops_the_scan_and_frees_its_slot() -> None:
+    engine, admission = HeldStream(), Admission(1)
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_SearchServiceServicer_to_server(SearchServicer(engine, 10), server)  # type: ignore[arg-type]  # a stand-in engine
+
+    before = requests_counted("CANCELLED")
+    chain = [TelemetryInterceptor(), AdmissionInterceptor({}, admission), ErrorMappingInterceptor()]
+    async with real_server(chain, register) as address, grpc.aio.insecure_channel(address) as channel:
+        held = pb_grpc.SearchServiceStub(channel).FindDuplicates(pb.FindDuplicatesRequest(), timeout=10)
+        assert (await held.read()).scanned == 1 and admission.in_flight == 1
+        held.cancel()
+        await asyncio.wait_for(engine.ended.wait(), 5)
+        for _ in range(50):  # the interceptors' finally blocks run as the server's task unwinds
+            if admission.in_flight == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert admission.in_flight == 0 and not engine.release.is_set()
+    assert requests_counted("CANCELLED") == before + 1
