@@ -53,6 +53,7 @@ TABLES = (
     Table("docs/benchmarks.md", "tiers", (RESULTS + "2026-11-27-vm-tiers.json",), "bench.tiers:render"),
     Table("docs/benchmarks.md", "query-size", (RESULTS + "2026-11-27-vm-query-size.json",), "bench.query_size:render"),
     Table("docs/benchmarks.md", "overload", (RESULTS + "2026-11-27-vm-overload.json",), "bench.overload:render"),
+    Table("docs/benchmarks.md", "pages", (RESULTS + "2026-12-01-vm-pages.json",), "bench.pages:render"),
     Table("docs/benchmarks.md", "duplicates", (RESULTS + "2026-12-01-vm-duplicates.json",), "bench.duplicates:render"),
     Table("docs/reliability.md", "chaos", (RESULTS + "2026-11-27-vm-chaos.json",), "bench.chaos:render"),
     Table("docs/relevance.md", "relevance", (RELEVANCE_RUN,), "bench.relevance:render"),
