@@ -242,12 +242,12 @@ def test_row_schemas_on_the_real_milvus(stack: LocalStack, index: ImageIndex) ->
     from pymilvus import DataType, MilvusClient
 
     from core.filters import literal
-    from core.records import make_row
+    from core.records import SCHEMA_VERSION, make_row
 
     vector = np.ones(index.stamp.dimension, dtype=np.float32)
     old = f"{stack.alias}_schema1"
     client = MilvusClient(uri=stack.milvus_uri, token=stack.milvus_token)
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=index.stamp.describe().replace(', "schema_version": 2', ""))
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=index.stamp.describe(1).replace(', "schema_version": 1', ""))
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=index.stamp.dimension)
     schema.add_field("uri", DataType.VARCHAR, max_length=2048)
@@ -259,7 +259,7 @@ def test_row_schemas_on_the_real_milvus(stack: LocalStack, index: ImageIndex) ->
     client.load_collection(old)
     new = index.new_collection()
     try:
-        assert index.schema_version(old) == 1 and index.schema_version(new) == 2
+        assert index.schema_version(old) == 1 and index.schema_version(new) == SCHEMA_VERSION
         index.upsert(old, [make_row("legacy.png", vector, "/x/legacy.png", ["x"], "h1", source="/x")])  # "source" left out for schema 1
         assert index.stored(old) == {"legacy.png": ("h1", "")}
         index.upsert(new, [make_row("fresh.png", vector, "/y/fresh.png", [], "h2", source="/y")])
