@@ -187,6 +187,7 @@ def test_the_unit_tests_not_marked_torch_pass_in_the_gateway_only_environment(ga
     """
     checkout = extract(head_archive, tmp_path / "checkout")
     (checkout / ".venv-deploy").symlink_to(ROOT / ".venv-deploy")  # podman-compose for test_compose, in its own venv
+    (checkout / "tools" / "node_modules").symlink_to(ROOT / "tools" / "node_modules")  # buf for test_proto_contract (npm ci, make install)
     probe = tmp_path / "probe"
     probe.mkdir()
     (probe / "t2i_origin_probe.py").write_text(ORIGIN_PROBE)
