@@ -10,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 import threading
@@ -142,18 +143,27 @@ def _search(args: argparse.Namespace) -> int:
     cutoff = pb.Cutoff.Value(f"CUTOFF_{args.cutoff.upper()}")
     try:
         if args.image:
-            response = client.search_image(top_k=args.top_k, image=Path(args.image).read_bytes(), cutoff=cutoff)
+            image = Path(args.image).read_bytes()
+            search = functools.partial(client.search_image, top_k=args.top_k, image=image, cutoff=cutoff)
             title = f"image query {args.image}"
         elif args.id:
-            response = client.search_image(top_k=args.top_k, id=args.id, exclude_self=True, cutoff=cutoff)
+            search = functools.partial(client.search_image, top_k=args.top_k, id=args.id, exclude_self=True, cutoff=cutoff)
             title = f"similar to {args.id}"
         elif args.query:
-            response = client.search_text(args.query, top_k=args.top_k, cutoff=cutoff)
+            search = functools.partial(client.search_text, args.query, top_k=args.top_k, cutoff=cutoff)
             title = f'query "{args.query}"'
         else:
             print("give a query, --image PATH or --id ID", file=sys.stderr)
             return 2
-        print(format_hits(title, response))
+        token = args.page_token
+        for page in range(max(args.pages, 1)):  # each page starts after the previous one (page_token)
+            response = search(page_token=token)
+            print(format_hits(title if args.pages == 1 else f"{title}, page {page + 1}", response))
+            token = response.next_page_token
+            if not token:
+                break
+        if token and (args.pages > 1 or args.page_token):
+            print(f"next page: --page-token {token}")
     finally:
         client.close()
     return 0
@@ -249,6 +259,8 @@ def _client_arguments(command: argparse.ArgumentParser, name: str) -> None:
         command.add_argument(
             "--cutoff", choices=("none", "autocut", "calibrated"), default="none", help="relevance cut-off after the top-k (calibrated: t2i eval --calibrate)"
         )
+        command.add_argument("--pages", type=int, default=1, help="walk this many pages of --top-k hits and print where to go on (default 1)")
+        command.add_argument("--page-token", default="", help="start at the page this token names (the 'next page' a previous search printed)")
     elif name == "duplicates":
         from t2i.duplicates import add_arguments
 

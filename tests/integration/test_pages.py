@@ -10,6 +10,7 @@ hits would even be the same, yet a token of the first collection is refused.
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from core.index import ImageIndex
 from devstack.stack import LocalStack
 from t2i.client import GatewayClient
 from tests.support.polling import wait_for
-from tests.support.stack import health_status
+from tests.support.stack import health_status, run_t2i
 from text2image.v1 import text2image_pb2 as pb
 
 IMAGES, TOP_K, SERVING = 45, 6, 1
@@ -149,3 +150,19 @@ def test_after_an_alias_swap_an_old_token_is_failed_precondition(stack: LocalSta
     index.swap_alias(pages.collection)  # swapped back (a rollback): the old tokens are good again
     wait_for(_serves(client, pages.collection), 10, "searches to go back to the module's collection")
     assert client.search_text("a photo of static noise", top_k=TOP_K, page_token=tokens["text"]).hits
+
+
+def test_t2i_search_walks_pages_and_prints_where_to_go_on(stack: LocalStack, client: GatewayClient, pages: Pages) -> None:
+    query = "a photo of static noise"
+    whole = [hit.id for hit in client.search_text(query, top_k=3 * TOP_K).hits]
+
+    def printed(*args: str) -> tuple[list[str], str]:
+        ran = run_t2i(stack, "search", query, "--top-k", str(TOP_K), *args)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        token = re.search(r"^next page: --page-token (\S+)$", ran.stdout, re.MULTILINE)
+        return re.findall(r"^ +\d+\. [+-]\d\.\d{4}  (\S+)", ran.stdout, re.MULTILINE), token.group(1) if token else ""
+
+    two, token = printed("--pages", "2")
+    assert two == whole[: 2 * TOP_K] and token
+    third, _ = printed("--page-token", token)
+    assert third == whole[2 * TOP_K :]
