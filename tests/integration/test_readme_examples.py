@@ -154,6 +154,14 @@ def check_duplicates(lines: list[str]) -> None:
     assert all(line.split()[1] < line.split()[2] for line in closest), lines
 
 
+def check_duplicates_cli(lines: list[str]) -> None:
+    count, *pairs = lines
+    assert count == f"{len(pairs)} pairs of near-duplicates" and pairs, lines[:5]
+    scores = [float(line.split()[0]) for line in pairs]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.9995, lines[:5]
+    assert all(line.split()[1] < line.split()[2] for line in pairs) and any(line.split()[1:] == [RED[0], COPY] for line in pairs), lines[:5]
+
+
 def check_batch(lines: list[str]) -> None:
     assert [line.split(":")[0] for line in lines] == ["hits", "hits", "failed"] and lines[2] == "failed: NOT_FOUND", lines
 
@@ -171,6 +179,7 @@ CHECKS = {
     "vector": check_vector,
     "pages": check_pages,
     "duplicates": check_duplicates,
+    "duplicates-cli": check_duplicates_cli,
     "batch": check_batch,
     "metadata": check_metadata,
 }
@@ -195,7 +204,7 @@ def test_readme_example_runs_and_prints_what_the_readme_shows(name: str, stack: 
     example = EXAMPLES[name]
     result = run(example, stack, tmp_path)
     assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     assert lines, f"{name} printed nothing"
     forms = [form(line) for line in example.output]
     unmatched = [line for line in lines if not any(pattern.fullmatch(line) for pattern in forms)]
