@@ -9,6 +9,7 @@ hits would even be the same, yet a token of the first collection is refused.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import uuid
@@ -128,7 +129,7 @@ def test_a_token_of_another_request_or_damaged_is_invalid_argument(stack: LocalS
     middle = len(token) // 2
     damaged = token[:middle] + ("B" if token[middle] == "A" else "A") + token[middle + 1 :]
     for bad in (damaged, "not-a-token", token + "AAAA", "\u00e9t\u00e9"):
-        code, details = refused(lambda bad=bad: client.search_text("a photo of static noise", top_k=TOP_K, page_token=bad))
+        code, details = refused(functools.partial(client.search_text, "a photo of static noise", top_k=TOP_K, page_token=bad))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a token this server issued; start from the first page" in details, bad
     assert health_status(stack) == SERVING
 
@@ -142,7 +143,7 @@ def test_after_an_alias_swap_an_old_token_is_failed_precondition(stack: LocalSta
     index.swap_alias(copy)  # a rebuild promoted another collection, here with the very same rows
     wait_for(_serves(client, copy), 10, "searches to go to the copy")
     for name, search in searches(client).items():
-        code, details = refused(lambda search=search, name=name: search(top_k=TOP_K, page_token=tokens[name]))
+        code, details = refused(functools.partial(search, top_k=TOP_K, page_token=tokens[name]))
         assert code == grpc.StatusCode.FAILED_PRECONDITION, name
         assert f"the index was rebuilt since this page (collection {pages.collection}, now {copy}): start again from the first page" in details
         assert search(top_k=TOP_K).next_page_token  # the first page again works
