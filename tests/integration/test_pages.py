@@ -29,6 +29,7 @@ from tests.support.stack import health_status, run_t2i
 from text2image.v1 import text2image_pb2 as pb
 
 IMAGES, TOP_K, SERVING = 45, 6, 1
+TERMS = [pb.QueryTerm(text="a photo of static noise"), pb.QueryTerm(id="pages/11.png", weight=-0.5)]  # Search pages through search.pages too
 
 
 def noise(seed: int) -> bytes:
@@ -96,6 +97,7 @@ def searches(client: GatewayClient) -> dict[str, Callable[..., pb.SearchResponse
         "text": lambda **fields: client.search_text("a photo of static noise", **fields),
         "image bytes": lambda **fields: client.search_image(image=noise(3), **fields),
         "image id": lambda **fields: client.search_image(id="pages/07.png", exclude_self=True, **fields),
+        "terms": lambda **fields: client.search.Search(pb.SearchRequest(terms=TERMS, **fields), timeout=20),
     }
 
 
@@ -122,6 +124,7 @@ def test_a_token_of_another_request_or_damaged_is_invalid_argument(stack: LocalS
         "another filter": lambda: client.search_text("a photo of static noise", top_k=TOP_K, page_token=token, filter=pb.Filter(uri_prefix="mem://")),
         "another min_score": lambda: client.search_text("a photo of static noise", top_k=TOP_K, page_token=token, min_score=-1.0),
         "an image search": lambda: client.search_image(image=noise(3), top_k=TOP_K, page_token=token),
+        "a Search of the same text": lambda: client.search.Search(pb.SearchRequest(terms=TERMS[:1], top_k=TOP_K, page_token=token), timeout=20),
     }
     for what, call in calls.items():
         code, details = refused(call)
