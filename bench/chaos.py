@@ -202,7 +202,7 @@ def write_image(path: Path, rng: np.random.Generator) -> None:
 
 def expected(folder: Path) -> dict[str, str]:
     source = Source(str(folder))
-    return {image.id: item_hash(source.read(image, 1 << 30), image.uri, image.labels) for image in source.list()}
+    return {image.id: item_hash(source.read(image, 1 << 30), image.uri, image.labels, image.modified_time) for image in source.list()}
 
 
 def change_folder(folder: Path, rng: np.random.Generator, run: int) -> None:
