@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.errors import FailedPrecondition, InvalidArgument, T2IError
-from core.filters import MAX_VALUE_BYTES, SearchFilter, literal
+from core.filters import MAX_VALUE_BYTES, Expression, SearchFilter, literal, schema_needed
 from core.records import MAX_ID_BYTES
 from search.cutoff import Cutoff
 from search.validation import MAX_QUERY_BYTES, require_id, require_query
@@ -205,11 +205,15 @@ def require_calibratable(terms: Sequence[Term], cutoff: Cutoff) -> None:
             )
 
 
-def excluding(expression: str, ids: Sequence[str]) -> str:
-    """``expression`` (a ``core.filters.build_expression`` result) that also leaves out ``ids``."""
+def excluding(expression: str, ids: Sequence[str]) -> Expression:
+    """``expression`` (a ``core.filters.build_expression`` result) that also leaves out ``ids``.
+
+    The result keeps the row schema ``expression`` needs (``core.filters.Expression``), so a metadata
+    filter on an older collection stays ``FailedPrecondition`` rather than Milvus's "field not exist".
+    """
     parts = [expression] if expression else []
     parts += [f"(id != {literal(item_id, max(MAX_ID_BYTES, MAX_VALUE_BYTES), 'id')})" for item_id in dict.fromkeys(ids)]
-    return " and ".join(parts)
+    return Expression(" and ".join(parts), schema_needed(expression))
 
 
 def token_report(tokens: Sequence[int], truncated: Sequence[bool]) -> tuple[int, bool]:

@@ -25,6 +25,7 @@ from reindex.decoding import _load
 from reindex.job import Reindexer
 from reindex.sources import Source, modified_time
 from search.engine import UpsertItem
+from search.terms import Kind, Term, TermsQuery
 from tests.support.engine import Parts
 from tests.unit.fake_milvus import FakeMilvusClient, parse_expression
 from tests.unit.fake_reindex import FakeEncoder, MemoryIndex
@@ -320,8 +321,14 @@ async def test_upserts_into_a_schema_2_collection_keep_its_fields_and_hash(parts
     assert parts.milvus.collections["old"]["rows"]["a"]["content_hash"] == item_hash(data, "/a", ())  # schema 2's hash: no time in it
     assert (await parts.engine.upsert([UpsertItem("a", data, "/a", (), JAN_2020 + 1)], None))[0].unchanged
     assert (await parts.engine.images(["a"]))[0].metadata is None
+    by_width = SearchFilter(metadata=MetadataConditions(width=Range(1)))
     with pytest.raises(FailedPrecondition, match="collection old was built before typed metadata"):
-        await parts.engine.search_text("x", 5, SearchFilter(metadata=MetadataConditions(width=Range(1))), None, None)
+        await parts.engine.search_text("x", 5, by_width, None, None)
+    for exclude_ids in (False, True):  # Search adds its id exclusions to the expression: the schema it needs must survive that
+        with pytest.raises(FailedPrecondition, match="collection old was built before typed metadata"):
+            await parts.engine.search(TermsQuery([Term(Kind.TEXT, "x"), Term(Kind.ID, "a", -0.5)], 5, by_width, exclude_ids=exclude_ids), None)
+    [failed] = await parts.engine.search_batch([TermsQuery([Term(Kind.TEXT, "x")], 5, by_width)], None)
+    assert isinstance(failed, FailedPrecondition)
     assert [h.id for h in (await parts.engine.search_text("x", 5, SearchFilter(), None, None)).hits] == ["a"]
 
 
