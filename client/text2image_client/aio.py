@@ -125,7 +125,7 @@ class AsyncClient:
             yield page
             seen += len(page.hits)
             token = page.next_page_token
-            if not token or not page.hits:
+            if not token:  # a page may be short, even empty, and still have a token (search.pages): only an empty one ends
                 return
 
     async def iter_search_text(self, query: str, page_size: int = 100, max_results: int | None = None, **fields: Any) -> AsyncIterator[Hit]:

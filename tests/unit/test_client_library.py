@@ -20,7 +20,7 @@ import pytest
 from tests.support.certs import Authority
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
-from text2image_client import AsyncClient, Client, Filter, ImageItem, Query, SearchFailure, Term, Tls, target
+from text2image_client import AsyncClient, Client, Filter, ImageItem, Query, SearchFailure, SearchResult, Term, Tls, target
 from text2image_client._channel import channel_options
 
 IDS = [f"img-{n:02d}" for n in range(25)]
@@ -164,6 +164,33 @@ def test_the_page_iterators_follow_next_page_token(served: Served) -> None:
     assert sizes[3:6] == [(4, ""), (4, "4"), (1, "8")], "the last page asks only for what max_results leaves"
     terms = served.servicer.calls[3]["request"].terms
     assert terms[0].text == "a dog" and not terms[0].HasField("weight") and terms[1].weight == -0.5
+
+
+def scripted_pages(*pages: tuple[list[str], str]) -> list[SearchResult]:
+    """``SearchResult``s of the given hit ids and next_page_tokens."""
+    return [SearchResult.from_proto(pb.SearchResponse(hits=[pb.Hit(id=i, score=0.5) for i in ids], next_page_token=token)) for ids, token in pages]
+
+
+async def test_the_iterators_go_on_past_an_empty_page_that_has_a_token() -> None:
+    # The server answers a page whose fetched hits all ranked before the cursor with no hits and a token
+    # (search.pages): only an empty token ends the walk.
+    script = scripted_pages((["a", "b"], "t1"), ([], "t2"), (["c"], ""))
+    asked: list[str] = []
+
+    def call(top_k: int, token: str) -> SearchResult:
+        asked.append(token)
+        return script[len(asked) - 1]
+
+    async def acall(top_k: int, token: str) -> SearchResult:
+        return call(top_k, token)
+
+    with Client("127.0.0.1:1") as client:
+        walked = [hit.id for page in client.pages(call, page_size=2) for hit in page.hits]
+    assert walked == ["a", "b", "c"] and asked == ["", "t1", "t2"]
+    asked.clear()
+    async with AsyncClient("127.0.0.1:1") as aclient:
+        awalked = [hit.id async for page in aclient.pages(acall, page_size=2) for hit in page.hits]
+    assert awalked == ["a", "b", "c"] and asked == ["", "t1", "t2"]
 
 
 async def test_the_async_client_pages_and_streams_with_the_token(served: Served) -> None:
