@@ -123,6 +123,9 @@ def run(example: Example, stack: LocalStack, cwd: Path) -> subprocess.CompletedP
 
 
 def check_negative(lines: list[str]) -> None:
+    """The form only: the session stack's tiny random model holds no red squares and cannot show a concept
+    pushed down. The README's claim (a negative term lowers its concept) is checked on the shipped
+    shapes model by tests/integration/test_negative_terms.py."""
     plain, minus = lines
     assert plain.startswith("a red circle: ") and minus.startswith("a red circle, minus a square: "), lines
     assert all(0 <= int(line.split(": ")[1].split()[0]) <= 20 for line in lines), lines
