@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from core.errors import InvalidArgument
+from core.filters import MAX_TIME_US, MIN_TIME_US
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +64,14 @@ def modified_time(info: Mapping[str, object]) -> int | None:
             value = datetime.datetime.fromisoformat(value)
         except ValueError:
             return None
+    micros: int | None = None
     if isinstance(value, datetime.datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
-        return (moment - _EPOCH) // datetime.timedelta(microseconds=1)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return round(value * 1_000_000)
-    return None
+        micros = (moment - _EPOCH) // datetime.timedelta(microseconds=1)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        micros = round(value * 1_000_000)
+    # A time no protobuf Timestamp can hold (NaN, infinite, before year 1 or after 9999) is unknown.
+    return micros if micros is not None and MIN_TIME_US <= micros <= MAX_TIME_US else None
 
 
 def shard_of(item_id: str, shards: int) -> int:

@@ -365,6 +365,8 @@ def test_modification_times_of_other_listings() -> None:
     assert modified_time({"LastModified": datetime.datetime(2020, 1, 2, 3, 4, 5)}) == JAN_2020  # naive: UTC
     assert modified_time({"mtime": "2020-01-02T03:04:05+00:00"}) == JAN_2020
     assert modified_time({"mtime": 1.5}) == 1_500_000 and modified_time({"size": 3}) is None and modified_time({"mtime": "soon"}) is None
+    # A time no Timestamp can hold is unknown, never an error that stops the listing.
+    assert [modified_time({"mtime": odd}) for odd in (float("nan"), float("inf"), -float("inf"), 1e12, -1e12)] == [None] * 5
 
 
 def test_the_decode_worker_reads_the_metadata_on_its_one_decode(tmp_path: Path) -> None:
