@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from core.errors import FailedPrecondition, InvalidArgument, T2IError
+from core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, T2IError
 from core.filters import MAX_TIME_US, MIN_TIME_US, SearchFilter, build_expression
 from core.index import index_from_settings
 from core.index_port import SearchIndex
@@ -48,6 +48,7 @@ T = TypeVar("T")
 Prepared = dict[tuple[str, str], CachedText]  # (model checksum, bounded text) -> its embedding, encoded ahead (SearchBatch)
 
 DEFAULT_LABEL_ROWS, MAX_LABEL_ROWS = 100_000, 1_000_000  # rows ListLabels scans
+BATCH_TERMS_PER_SEARCH = 4  # a SearchBatch holds at most this many terms per search of max_batch, on average
 NOTHING_INDEXED = "nothing indexed yet: run 't2i reindex PATH' or send UpsertImages"
 TEXT_CHUNK = 32  # texts per Triton call when a SearchBatch encodes ahead (the CPU config's max_batch_size)
 
@@ -390,8 +391,15 @@ class SearchEngine:
 
         Raises:
             InvalidArgument: no searches, or more than ``max_batch``.
+            ResourceExhausted: more than ``BATCH_TERMS_PER_SEARCH`` × ``max_batch`` terms in all (one call, one admission slot).
         """
         require_batch(queries, self.max_batch, "requests")
+        terms = sum(len(query.terms) for query in queries if isinstance(query, TermsQuery))
+        if terms > BATCH_TERMS_PER_SEARCH * self.max_batch:
+            raise ResourceExhausted(
+                f"requests: {terms} terms in all; a SearchBatch takes at most {BATCH_TERMS_PER_SEARCH * self.max_batch} "
+                f"({BATCH_TERMS_PER_SEARCH} per search of T2I_MAX_BATCH {self.max_batch}): split it into several calls"
+            )
         prepared = await self._prepare_texts([q for q in queries if isinstance(q, TermsQuery)], deadline)
 
         async def one(query: TermsQuery | T2IError) -> SearchResult:

@@ -155,6 +155,8 @@ def test_search_batch_of_none_or_too_many_is_refused_whole(client: GatewayClient
     one = pb.SearchRequest(terms=[pb.QueryTerm(text="a")], top_k=1)
     refused(lambda: client.search.SearchBatch(pb.SearchBatchRequest(), timeout=30), grpc.StatusCode.INVALID_ARGUMENT, "requests must hold between 1 and 16")
     refused(lambda: client.search.SearchBatch(pb.SearchBatchRequest(requests=[one] * 17), timeout=30), grpc.StatusCode.INVALID_ARGUMENT, "got 17")
+    heavy = pb.SearchRequest(terms=[pb.QueryTerm(text=f"a {n}") for n in range(5)], top_k=1)  # 16 x 5 terms: more than 4 x T2I_MAX_BATCH
+    refused(lambda: client.search.SearchBatch(pb.SearchBatchRequest(requests=[heavy] * 16), timeout=30), grpc.StatusCode.RESOURCE_EXHAUSTED, "80 terms in all")
     assert_serving(stack)
 
 

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from core.errors import FailedPrecondition, InvalidArgument, NotFound, T2IError
+from core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, T2IError
 from core.filters import SearchFilter
 from gateway.servicers import converted, to_batch_result
 from search.cutoff import Cutoff
@@ -151,6 +151,10 @@ async def test_search_batch_answers_in_order_with_errors_of_their_own_and_one_te
     for size in (0, 5):  # max_batch is 4
         with pytest.raises(InvalidArgument, match=rf"requests must hold between 1 and 4 entries; got {size}"):
             await parts.engine.search_batch([TermsQuery([Term(Kind.TEXT, "x")], 1)] * size, None)
+    many = TermsQuery([Term(Kind.TEXT, f"x{n}") for n in range(5)], 1)
+    with pytest.raises(ResourceExhausted, match=r"requests: 20 terms in all; a SearchBatch takes at most 16 \(4 per search"):
+        await parts.engine.search_batch([many] * 4, None)  # 4 searches of 5 terms: more than 4 x max_batch
+    assert len(await parts.engine.search_batch([many, many, many], None)) == 3  # 15 terms pass
 
 
 def test_batch_results_carry_the_status_the_search_alone_would_have_got() -> None:
