@@ -284,6 +284,7 @@ def test_tls_and_mutual_tls(tmp_path: Path) -> None:
 
 
 def test_the_page_calls_the_gateway_through_the_async_client_with_its_token(served: Served) -> None:
+    """A regression guard for the page's move to AsyncClient (it passes on the old page too, which called the stubs)."""
     from starlette.testclient import TestClient
 
     from core.settings import WebSettings
