@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -61,64 +60,34 @@ def single(client: Any, query: str, total: int) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Fill, serve, and time each round (see the module docstring)."""
-    from bench.data import clustered_vectors
-    from bench.procs import wait_for_quiet
     from bench.queries import sentences
-    from bench.run import Gateway, ensure_repo, fill_collection, log
-    from core.index import ImageIndex
-    from core.manifest import Manifest
-    from core.records import ModelStamp
-    from devstack.milvus import local_uri, start_milvus
-    from devstack.triton import start_triton
-    from t2i.client import GatewayClient
+    from bench.run import log, served_vectors
 
-    repo = ensure_repo(args.data / "repo-int8", "int8")
-    manifest = Manifest.read(repo)
-    shutil.rmtree(args.data / "milvus-pages", ignore_errors=True)
-    milvus, ports = start_milvus(args.data / "milvus-pages")
-    uri = local_uri(ports, args.data / "milvus-pages")
-    index = ImageIndex(uri, ALIAS, ModelStamp.of(manifest), timeout_s=60)
     rounds: list[dict[str, Any]] = []
-    try:
-        log(f"{args.size:,} vectors: filling and sealing")
-        fill_collection(index, clustered_vectors(args.size, manifest.dimension))
-        wait_for_quiet(milvus.pid or 0, 300)
-        triton, tports = start_triton(repo, args.data / "triton-pages")
-        try:
-            gateway = Gateway(repo, f"127.0.0.1:{tports.grpc}", uri, ALIAS, 64, args.data / "gateway-pages.log", {"T2I_MAX_TOP_K": str(args.total)})
-            client = GatewayClient(gateway.address, timeout_s=300, token=gateway.token)
-            try:
-                queries = sentences()
-                for number in range(args.rounds + 1):  # round 0 is discarded
-                    query = queries[number]
-                    runs = {"single": lambda q=query: single(client, q, args.total), "walk": lambda q=query: walk(client, q, args.total, args.page)}
-                    order = ["walk", "single"] if number % 2 else ["single", "walk"]
-                    done = {name: runs[name]() for name in order}
-                    same = done["walk"]["ids"] == done["single"]["ids"]
-                    overlap = len(set(done["walk"]["ids"]) & set(done["single"]["ids"]))
-                    entry = {
-                        "query": query,
-                        "first": order[0],
-                        "single_ms": round(done["single"]["ms"], 1),
-                        "walk_ms": round(done["walk"]["ms"], 1),
-                        "page_ms": [round(ms, 1) for ms in done["walk"]["page_ms"]],
-                        "walk_hits": len(done["walk"]["ids"]),
-                        "walk_fetched": done["walk"]["fetched"],
-                        "single_hits": len(done["single"]["ids"]),
-                        "same_ids_in_order": same,
-                        "shared_ids": overlap,
-                    }
-                    log(f"round {number}: single {entry['single_ms']} ms, walk {entry['walk_ms']} ms, same order {same}, shared {overlap}")
-                    if number:
-                        rounds.append(entry)
-            finally:
-                client.close()
-                gateway.stop()
-        finally:
-            triton.stop()
-    finally:
-        index.close()
-        milvus.stop()
+    with served_vectors(args.data, "pages", ALIAS, args.size, {"T2I_MAX_TOP_K": str(args.total)}, 300) as client:
+        queries = sentences()
+        for number in range(args.rounds + 1):  # round 0 is discarded
+            query = queries[number]
+            runs = {"single": lambda q=query: single(client, q, args.total), "walk": lambda q=query: walk(client, q, args.total, args.page)}
+            order = ["walk", "single"] if number % 2 else ["single", "walk"]
+            done = {name: runs[name]() for name in order}
+            same = done["walk"]["ids"] == done["single"]["ids"]
+            overlap = len(set(done["walk"]["ids"]) & set(done["single"]["ids"]))
+            entry = {
+                "query": query,
+                "first": order[0],
+                "single_ms": round(done["single"]["ms"], 1),
+                "walk_ms": round(done["walk"]["ms"], 1),
+                "page_ms": [round(ms, 1) for ms in done["walk"]["page_ms"]],
+                "walk_hits": len(done["walk"]["ids"]),
+                "walk_fetched": done["walk"]["fetched"],
+                "single_hits": len(done["single"]["ids"]),
+                "same_ids_in_order": same,
+                "shared_ids": overlap,
+            }
+            log(f"round {number}: single {entry['single_ms']} ms, walk {entry['walk_ms']} ms, same order {same}, shared {overlap}")
+            if number:
+                rounds.append(entry)
     return {"rounds": rounds, "summary": summarize(rounds, args.page)}
 
 

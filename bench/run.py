@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,39 @@ class Gateway:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+@contextlib.contextmanager
+def served_vectors(data: Path, name: str, alias: str, size: int, env: dict[str, str], timeout_s: float) -> Iterator[GatewayClient]:
+    """``size`` clustered vectors sealed in a fresh Milvus under ``data``, behind a Triton of the int8 repo and a gateway (``env``).
+
+    Yields a client of that gateway; stops the gateway, Triton and Milvus after (``bench.pages``,
+    ``bench.search_terms``). ``name`` names the folders and the gateway's log.
+    """
+    repo = ensure_repo(data / "repo-int8", "int8")
+    manifest = Manifest.read(repo)
+    shutil.rmtree(data / f"milvus-{name}", ignore_errors=True)
+    milvus, ports = start_milvus(data / f"milvus-{name}")
+    uri = local_uri(ports, data / f"milvus-{name}")
+    index = ImageIndex(uri, alias, ModelStamp.of(manifest), timeout_s=60)
+    try:
+        log(f"{size:,} vectors: filling and sealing")
+        fill_collection(index, clustered_vectors(size, manifest.dimension))
+        wait_for_quiet(milvus.pid or 0, 300)
+        triton, tports = start_triton(repo, data / f"triton-{name}")
+        try:
+            gateway = Gateway(repo, f"127.0.0.1:{tports.grpc}", uri, alias, 64, data / f"gateway-{name}.log", env)
+            client = GatewayClient(gateway.address, timeout_s=timeout_s, token=gateway.token)
+            try:
+                yield client
+            finally:
+                client.close()
+                gateway.stop()
+        finally:
+            triton.stop()
+    finally:
+        index.close()
+        milvus.stop()
 
 
 def requests_at(per_level: int, concurrency: int) -> int:

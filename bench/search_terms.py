@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -93,49 +92,19 @@ def round_of(client: Any, texts: list[str], batch: list[str], flip: bool) -> dic
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Fill, serve, and time each round."""
-    from bench.data import clustered_vectors
-    from bench.procs import wait_for_quiet
     from bench.queries import sentences
-    from bench.run import Gateway, ensure_repo, fill_collection, log
-    from core.index import ImageIndex
-    from core.manifest import Manifest
-    from core.records import ModelStamp
-    from devstack.milvus import local_uri, start_milvus
-    from devstack.triton import start_triton
-    from t2i.client import GatewayClient
+    from bench.run import log, served_vectors
 
-    repo = ensure_repo(args.data / "repo-int8", "int8")
-    manifest = Manifest.read(repo)
-    shutil.rmtree(args.data / "milvus-terms", ignore_errors=True)
-    milvus, ports = start_milvus(args.data / "milvus-terms")
-    uri = local_uri(ports, args.data / "milvus-terms")
-    index = ImageIndex(uri, ALIAS, ModelStamp.of(manifest), timeout_s=60)
     rounds: list[dict[str, Any]] = []
-    try:
-        log(f"{args.size:,} vectors: filling and sealing")
-        fill_collection(index, clustered_vectors(args.size, manifest.dimension))
-        wait_for_quiet(milvus.pid or 0, 300)
-        triton, tports = start_triton(repo, args.data / "triton-terms")
-        try:
-            env = {"T2I_EMBEDDING_CACHE_SIZE": "0", "T2I_MAX_BATCH": str(BATCH)}
-            gateway = Gateway(repo, f"127.0.0.1:{tports.grpc}", uri, ALIAS, 64, args.data / "gateway-terms.log", env)
-            client = GatewayClient(gateway.address, timeout_s=120, token=gateway.token)
-            try:
-                queries = iter(sentences())
-                for number in range(args.rounds + 1):  # round 0 is discarded
-                    texts, batch = [next(queries) for _ in range(TERMS)], [next(queries) for _ in range(BATCH)]
-                    entry = round_of(client, texts, batch, flip=bool(number % 2))
-                    log(f"round {number}: {entry}")
-                    if number:
-                        rounds.append(entry)
-            finally:
-                client.close()
-                gateway.stop()
-        finally:
-            triton.stop()
-    finally:
-        index.close()
-        milvus.stop()
+    env = {"T2I_EMBEDDING_CACHE_SIZE": "0", "T2I_MAX_BATCH": str(BATCH)}
+    with served_vectors(args.data, "terms", ALIAS, args.size, env, 120) as client:
+        queries = iter(sentences())
+        for number in range(args.rounds + 1):  # round 0 is discarded
+            texts, batch = [next(queries) for _ in range(TERMS)], [next(queries) for _ in range(BATCH)]
+            entry = round_of(client, texts, batch, flip=bool(number % 2))
+            log(f"round {number}: {entry}")
+            if number:
+                rounds.append(entry)
     return {"rounds": rounds, "summary": summarize(rounds)}
 
 
