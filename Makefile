@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 TRITON_VENV := .venv-triton
 DEPLOY_VENV := .venv-deploy
+ORT_GPU_VENV := .venv-ort-gpu
 BIN := $(VENV)/bin
 PROTO := protos/text2image/v1/text2image.proto
 PROTO_OUT := protos/text2image/v1/text2image_pb2.py
@@ -15,9 +16,9 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(ORT_GPU_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
 
 # Every extra, with the exact versions of constraints.txt; the project itself is editable, and so is
 # text2image-client (client/: the stubs and the typed client), which the server depends on.
@@ -34,6 +35,17 @@ $(TRITON_VENV)/.installed: requirements-triton.txt requirements-triton-nodeps.tx
 	$(TRITON_VENV)/bin/pip install --quiet -r requirements-triton.txt
 	$(TRITON_VENV)/bin/pip install --quiet --no-deps -r requirements-triton-nodeps.txt
 	touch $@
+
+# onnxruntime-gpu apart from the main environment's onnxruntime (the two clash): the fp16 parity check on
+# CUDA of `t2i export --precision fp16`, `make bench-gpu`'s ONNX towers, and the test that holds its CPU
+# embeddings to the main environment's (tests/integration/test_ort_gpu_env.py). A 256 MB wheel; about
+# 35 s and 440 MB here. On a GPU host it also needs CUDA 13 and cuDNN 9 (requirements-ort-gpu.txt says how).
+$(ORT_GPU_VENV)/.installed: requirements-ort-gpu.txt
+	$(PYTHON) -m venv $(ORT_GPU_VENV)
+	$(ORT_GPU_VENV)/bin/pip install --quiet -r requirements-ort-gpu.txt
+	touch $@
+
+ort-gpu-env: $(ORT_GPU_VENV)/.installed
 
 # The deploy linters (checkov, kubernetes-validate, hadolint, yamllint) apart from the main environment.
 $(DEPLOY_VENV)/.installed: requirements-deploy.txt
