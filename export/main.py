@@ -16,6 +16,7 @@ from export.checkpoint import Towers, load_towers
 from export.onnx_export import convert_precision, export_fp32, layout_repository
 from export.parity import FP32_THRESHOLD, check_parity, onnx_embeddings, reference_inputs, torch_embeddings
 from export.vocab import write_clip_vocab
+from export.warmup import write_warmup
 from inference.images import PreprocessConfig
 from inference.tokenizer import ClipTokenizer
 
@@ -53,6 +54,7 @@ def refresh_layout(repo: Path, manifest: Manifest, template: Path | None = None)
     ``template`` defaults to ``T2I_MODEL_TEMPLATE`` (the committed ``model_repository``).
     """
     layout_repository(repo, template or Settings().model_template, manifest.version)
+    write_warmup(repo, manifest)  # the configs just copied carry the template's warm-up: this model's replaces it
     return manifest
 
 
@@ -101,6 +103,7 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
         parity=parity,
     )
     manifest.write_versioned(out)
+    write_warmup(out, manifest)  # Triton's model_warmup for this model's shapes (export/warmup.py)
     return manifest
 
 

@@ -65,6 +65,20 @@ def test_int8_reports_parity(tmp_path: Path, tiny_repo: Path) -> None:
         assert (tmp_path / model / "1" / "model.onnx").stat().st_size < (tiny_repo / model / "1" / "model.onnx").stat().st_size
 
 
+def test_export_writes_the_models_warmup(tmp_path: Path) -> None:
+    # "small" is the shapes model's architecture (32 tokens, 64 px); the committed configs carry ViT-B/32's warm-up (77, 224).
+    manifest = run_export("small", tmp_path)
+    assert (manifest.context_length, manifest.image_size) == (32, 64)
+    for name in ("config.pbtxt", "configs/cpu.pbtxt"):
+        text = (tmp_path / "clip_text" / name).read_text()
+        assert [int(n) for n in re.findall(r'key: "input_ids" value \{ data_type: TYPE_INT64 dims: \[ (\d+) \]', text)] == [8, 12, 16, 20, 24, 32]
+        vision = (tmp_path / "clip_vision" / name).read_text()
+        assert re.findall(r"batch_size: (\d+) inputs \{ key: \"pixel_values\" value \{ data_type: TYPE_FP32 dims: \[ 3, (\d+), (\d+) \]", vision) == [
+            ("1", "64", "64"),
+            ("32", "64", "64"),
+        ]
+
+
 def test_local_fine_tuned_checkpoint(tmp_path: Path) -> None:
     text_config, vision_config = random_configs("tiny")
     torch.manual_seed(7)
