@@ -23,6 +23,7 @@ from core.milvus_port import MilvusPort, RowIterator
 from core.records import MAX_ID_BYTES, NO_METADATA_ROW, SCHEMA_FIELDS, Hit, ImageMetadata, Record, hit_fields
 
 _QUERY_PAGE = 1000
+SEAL_POLL_FIRST_S, SEAL_POLL_MAX_S = 0.05, 1.0  # ``seal`` asks whether the index covers every row after these pauses, doubling
 
 
 def _query_hashes(client: MilvusPort, timeout: float, collection: str, expression: str) -> dict[str, str]:
@@ -61,11 +62,14 @@ class MilvusRows(MilvusCalls):
         def flush_and_wait(client: MilvusPort, timeout: float) -> bool:
             client.flush(collection, timeout=timeout)
             end = self.clock() + wait_s
+            pause = SEAL_POLL_FIRST_S  # a small run's segments are indexed (or skipped: too few rows) in well under a second
+            index_name = client.list_indexes(collection)[0]
             while self.clock() < end:
-                described = client.describe_index(collection, client.list_indexes(collection)[0], timeout=self.timeout_s)
+                described = client.describe_index(collection, index_name, timeout=self.timeout_s)
                 if int(described.get("pending_index_rows", 0)) == 0:
                     return True
-                time.sleep(1.0)
+                time.sleep(pause)
+                pause = min(pause * 2, SEAL_POLL_MAX_S)
             return False
 
         return self._call("flush", flush_and_wait, limit=ADMIN_TIMEOUT_S)

@@ -66,5 +66,9 @@ class Decoders:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.executor = self._start()
 
+    def stop(self) -> None:
+        """Let the workers exit without waiting for them (``shutdown`` waits)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
     def shutdown(self) -> None:
         self.executor.shutdown(cancel_futures=True)

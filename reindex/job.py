@@ -139,10 +139,10 @@ class Reindexer:
             raise InvalidArgument("mirror is for an incremental run of one source (a full rebuild holds only the sources it is given)")
         report = ReindexReport(full=full or run_id is not None, run_id=run_id, sources=[s.key for s in sources], max_failed=max_failed)
         listed: dict[str, int] = {}
-        entries = await asyncio.to_thread(self._list, sources, shard, report, listed)
+        # The spawned decode workers take seconds to start and import: start them first, while the run lists.
         pool = Decoders(self.workers)
         try:
-            plan = await self._plan(entries, frozenset(report.sources), full, shard, run_id, mirror)
+            plan = await self._list_and_plan(sources, shard, report, listed, full, run_id, mirror)
             if not allow_empty:
                 await self._refuse_empty(plan, sources, listed)
             return await self._run(plan, full, shard, run_id, progress, report, pool, start)
@@ -170,6 +170,28 @@ class Reindexer:
                     seen[image.id] = source
                     entries.append((source, image))
         return entries
+
+    async def _list_and_plan(
+        self, sources: list[Source], shard: Shard, report: ReindexReport, listed: dict[str, int], full: bool, run_id: str | None, mirror: bool
+    ) -> _Plan:
+        """The listing and the plan; an incremental run (or a shard of a rebuild) reads what its collection holds while it lists.
+
+        Resolving the collection and scanning its rows are Milvus round trips (a Strong query waits
+        for the server's time tick); the listing is I/O: neither needs the other. A full run drops
+        orphans only after its listing worked, as before.
+        """
+        keys = frozenset(report.sources)
+        listing = asyncio.create_task(asyncio.to_thread(self._list, sources, shard, report, listed))
+        try:
+            plan = None if full and run_id is None else await self._plan([], keys, full, shard, run_id, mirror)
+        except BaseException:
+            await asyncio.gather(listing, return_exceptions=True)  # the listing thread runs to its end anyway
+            raise
+        entries = await listing
+        if plan is None:
+            plan = await self._plan([], keys, full, shard, run_id, mirror)
+        plan.entries = entries
+        return plan
 
     async def _plan(self, entries: list[Entry], keys: frozenset[str], full: bool, shard: Shard, run_id: str | None, mirror: bool) -> _Plan:
         """Resolve the collection and split what it holds into this run's rows and other sources' rows."""
@@ -238,6 +260,7 @@ class Reindexer:
             if creating is not None and not report.collection:
                 report.collection = await creating
         report.pipeline_seconds = time.perf_counter() - pipeline_start
+        pool.stop()  # idle from here on: let the workers exit while the run seals and checks
         failed = {item_id for item_id, _ in report.failed}
         bad = failed | {item_id for item_id, _ in report.rejected} | set(report.gone)  # not conflicts: their id is another file's
         keep = ({image.id for _, image in entries if image.id in hashes} - bad) | (failed & plan.own.keys())
