@@ -14,6 +14,7 @@ from core.manifest import PRECISIONS, PREPROCESSOR_FILE, TEXT_MODEL, TOKENIZER_F
 from core.settings import Settings
 from export.checkpoint import Towers, load_towers
 from export.onnx_export import convert_precision, export_fp32, layout_repository
+from export.ort_gpu import fp16_cuda_parity
 from export.parity import FP32_THRESHOLD, check_parity, onnx_embeddings, reference_inputs, torch_embeddings
 from export.vocab import write_clip_vocab
 from export.warmup import write_warmup
@@ -58,15 +59,18 @@ def refresh_layout(repo: Path, manifest: Manifest, template: Path | None = None)
     return manifest
 
 
-def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1, template: Path | None = None) -> Manifest:
+def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1, template: Path | None = None, notes: list[str] | None = None) -> Manifest:
     """Export ``model`` into the Triton repository ``out`` and verify parity.
 
     ``template`` holds the committed configs and the python-backend wrapper; it defaults to
     ``T2I_MODEL_TEMPLATE`` (the committed ``model_repository``).
 
+    An fp16 export is also checked on CUDA through onnxruntime-gpu (``export.ort_gpu``) when a GPU
+    can run it; ``notes`` (when given) gets the line that says whether it was, and why not.
+
     Raises:
         export.checkpoint.HubUnreachable: the model cannot be loaded offline.
-        export.parity.ParityError: the fp32 export disagrees with PyTorch.
+        export.parity.ParityError: the fp32 export disagrees with PyTorch, or the fp16 one does on CUDA.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -89,6 +93,12 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
         if precision != "fp32":
             measured = check_parity(reference, onnx_embeddings(final, inputs), threshold=None)
             parity.update({f"{k}_{precision}": v for k, v in measured.items()})
+        if precision == "fp16":
+            cuda = fp16_cuda_parity(final, inputs, reference)
+            parity.update(cuda.parity)
+            logger.info("%s", cuda.note)
+            if notes is not None:
+                notes.append(cuda.note)
         shutil.move(final[TEXT_MODEL], text_dir / "model.onnx")
         shutil.move(final[VISION_MODEL], vision_dir / "model.onnx")
     manifest = Manifest(
@@ -109,10 +119,13 @@ def run_export(model: str, out: Path, precision: str = "fp32", version: int = 1,
 
 def command(args: argparse.Namespace) -> int:
     """Run ``t2i export`` and print the manifest summary."""
-    manifest = run_export(args.model, args.out, resolve_precision(args.precision), args.version)
+    notes: list[str] = []
+    manifest = run_export(args.model, args.out, resolve_precision(args.precision), args.version, notes=notes)
     print(f"exported {manifest.model_id} ({manifest.precision}, dim {manifest.dimension}) to {args.out}")
     for key, value in sorted(manifest.parity.items()):
         print(f"  parity {key}: min cosine {value:.6f}")
+    for note in notes:
+        print(f"  {note}")
     if manifest.random_weights:
         print("  NOTE: random weights - search rankings from this model are meaningless")
     return 0

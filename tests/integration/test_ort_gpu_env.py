@@ -25,6 +25,8 @@ from tests.support.stack import PROJECT_ROOT
 REQUIREMENTS = PROJECT_ROOT / "requirements-ort-gpu.txt"
 ENV = PROJECT_ROOT / ".venv-ort-gpu"
 
+pytestmark = pytest.mark.torch  # export.parity: the main environment's onnxruntime and torch
+
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
