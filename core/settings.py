@@ -163,6 +163,9 @@ class GatewaySettings(Settings):
     alias_refresh_s: float = Field(1.0, ge=0, description="how long searches reuse the alias's collection before asking Milvus again (0: every request)")
     embedding_cache_size: int = Field(10000, ge=0, description="query embeddings kept in the LRU cache (0 disables it)")
     health_interval_s: float = Field(2.0, gt=0, description="how often readiness is re-checked")
+    warmup_s: float = Field(
+        30.0, ge=0, description="longest the gateway's own first encode and search (gateway/warmup.py) may hold back its first SERVING; 0: none"
+    )
     grace_s: float = Field(5.0, ge=0, description="time in-flight RPCs get on shutdown")
     max_text_request_kb: int = Field(
         16,

@@ -12,6 +12,7 @@ import logging
 from grpc_health.v1 import health, health_pb2
 
 from gateway.metrics import READY
+from gateway.warmup import WarmUp
 from search.engine import SearchEngine
 from text2image.v1 import text2image_pb2 as pb
 
@@ -23,14 +24,21 @@ SERVICE_NAMES = tuple(service.full_name for service in pb.DESCRIPTOR.services_by
 SERVICES = ("", *SERVICE_NAMES)
 
 
+async def not_serving_yet(servicer: health.aio.HealthServicer) -> None:
+    """Answer NOT_SERVING for every service until the first readiness check (grpcio's servicer starts with "" SERVING)."""
+    for name in SERVICES:
+        await servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 class ReadinessMonitor:
     """Re-checks readiness every ``interval_s`` and publishes it through the health servicer."""
 
-    def __init__(self, engine: SearchEngine, servicer: health.aio.HealthServicer, interval_s: float):
+    def __init__(self, engine: SearchEngine, servicer: health.aio.HealthServicer, interval_s: float, warm_up: WarmUp | None = None):
         self.engine = engine
         self.servicer = servicer
         self.interval_s = interval_s
         self.serving: bool | None = None
+        self.warm_up = warm_up
 
     async def check_once(self) -> bool:
         """Check readiness now and publish it."""
@@ -39,6 +47,8 @@ class ReadinessMonitor:
         except Exception:
             logger.exception("readiness check failed")
             ready = False
+        if ready and self.warm_up is not None and not self.warm_up.finished:
+            await self.warm_up.run()  # bounded: before the first SERVING, or (no collection then) once one is active
         if ready != self.serving:
             logger.info("readiness: %s", "SERVING" if ready else "NOT_SERVING")
             self.serving = ready

@@ -25,11 +25,12 @@ from core.tracing import configure as configure_tracing
 from gateway.admission import Admission, AdmissionInterceptor
 from gateway.auth import AuthInterceptor
 from gateway.errors import ErrorMappingInterceptor
-from gateway.health import SERVICE_NAMES, ReadinessMonitor
+from gateway.health import SERVICE_NAMES, ReadinessMonitor, not_serving_yet
 from gateway.metrics import serve_metrics
 from gateway.servicers import EmbeddingServicer, IndexServicer, SearchServicer
 from gateway.telemetry import TelemetryInterceptor
 from gateway.tls import CertificateFiles
+from gateway.warmup import WarmUp
 from search.engine import SearchEngine, engine_from_settings
 from text2image.v1 import text2image_pb2 as pb
 from text2image.v1 import text2image_pb2_grpc as pb_grpc
@@ -189,6 +190,7 @@ async def serve(settings: GatewaySettings) -> None:
     host, _ = split_address(settings.listen)
     serve_metrics(host, settings.metrics_port)
     engine.start()  # the catalog rescans the model repository in a task of its own; engine.close() stops it
+    await not_serving_yet(health_servicer)  # until the first check (and the warm-up before it) says otherwise
     await server.start()
     logger.info(
         "gateway listening on %s (%s, %s; metrics on %s:%s), models %s, Triton %s, Milvus %s",
@@ -202,7 +204,7 @@ async def serve(settings: GatewaySettings) -> None:
         redact_uri(settings.milvus_uri),
     )
     report_bound(address)  # after the log line: a launcher that reads the port file finds the line in the log too
-    monitor_task = asyncio.create_task(ReadinessMonitor(engine, health_servicer, settings.health_interval_s).run())
+    monitor_task = asyncio.create_task(ReadinessMonitor(engine, health_servicer, settings.health_interval_s, WarmUp(engine, settings.warmup_s)).run())
     await until_signalled()
     logger.info("shutting down: draining for up to %.1f s", settings.grace_s)
     monitor_task.cancel()
