@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from core import milvus_search
 from core.errors import FailedPrecondition, NotFound
 from core.filters import literal, schema_needed
 from core.milvus_calls import ADMIN_TIMEOUT_S, MilvusCalls
@@ -235,7 +236,7 @@ class MilvusRows(MilvusCalls):
         data = [vector.astype(np.float32).tolist()]
         result = self._call(
             "search",
-            lambda c, t: c.search(collection, data=data, limit=top_k, filter=expression, output_fields=fields, search_params=params, timeout=t),
+            lambda c, t: milvus_search.search(c, collection, data=data, limit=top_k, filter=expression, output_fields=fields, search_params=params, timeout=t),
             deadline,
         )
         hits = [
