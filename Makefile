@@ -206,6 +206,13 @@ chaos: install
 bench-overload: install
 	$(RUN_BENCH) bench.overload
 
+# The first minute after SERVING against 5 minutes on (reindex img/s, SearchText p50), warm-up on and off, on a restarted
+# local stack (bench/results/*-first-minute.json; docs/benchmarks.md; about 15 minutes). FIRST_MINUTE_ARGS=--quick: about 3.
+.PHONY: bench-first-minute
+FIRST_MINUTE_ARGS ?=
+bench-first-minute: install
+	$(RUN_BENCH) bench.first_minute $(FIRST_MINUTE_ARGS)
+
 # The shapes demo's numbers as JSON (bench/results/*-relevance.json; docs/relevance.md).
 bench-relevance: install
 	$(RUN_BENCH) bench.relevance
