@@ -74,6 +74,16 @@ def to_message(metadata: ImageMetadata | None) -> pb.ImageMetadata | None:
     )
 
 
+def write_metadata(message: pb.ImageMetadata, metadata: ImageMetadata) -> None:
+    """Fill ``message`` (a hit's, in place) as ``to_message(metadata)`` would be; it is set even when every value is the default."""
+    message.SetInParent()
+    message.width, message.height, message.bytes, message.format = metadata.width, metadata.height, metadata.bytes, metadata.format
+    if metadata.modified_time is not None:
+        message.modified_time.FromMicroseconds(metadata.modified_time)
+    if metadata.capture_time is not None:
+        message.capture_time.FromMicroseconds(metadata.capture_time)
+
+
 def modified_time_of(item: pb.ImageItem) -> int | None:
     """An ``ImageItem``'s modification time in microseconds (None when unset; out of range: the engine fails the item alone)."""
     if not item.HasField("modified_time"):

@@ -10,7 +10,7 @@ import grpc
 from core.errors import InvalidArgument, T2IError
 from core.filters import SearchFilter
 from gateway.errors import answer_for
-from gateway.metadata import modified_time_of, to_conditions, to_message
+from gateway.metadata import modified_time_of, to_conditions, to_message, write_metadata
 from search.cutoff import Cutoff
 from search.duplicates import DuplicatesQuery
 from search.engine import SearchEngine, SearchResult, UpsertItem
@@ -25,8 +25,13 @@ def deadline_of(context: grpc.aio.ServicerContext, default_s: float) -> float:
     return time.monotonic() + (remaining if remaining is not None else default_s)
 
 
+NO_FILTER = SearchFilter()
+
+
 def to_filter(message: pb.Filter) -> SearchFilter:
-    """The engine's filter for a protobuf ``Filter``."""
+    """The engine's filter for a protobuf ``Filter`` (an empty one, most requests', without converting its parts)."""
+    if not message.ListFields():
+        return NO_FILTER
     labels = message.labels
     metadata = to_conditions(message.metadata)
     return SearchFilter(tuple(labels.all_of), tuple(labels.any_of), tuple(labels.none_of), tuple(message.ids), message.uri_prefix, metadata)
@@ -53,9 +58,8 @@ def to_cutoff(value: int) -> Cutoff:
 
 
 def to_response(result: SearchResult) -> pb.SearchResponse:
-    """A ``SearchResponse`` for an engine result."""
-    return pb.SearchResponse(
-        hits=[pb.Hit(id=h.id, uri=h.uri, score=h.score, labels=h.labels, metadata=to_message(h.metadata)) for h in result.hits],
+    """A ``SearchResponse`` for an engine result (hits written in place: a list of ``Hit`` messages would be built, then copied)."""
+    response = pb.SearchResponse(
         model_id=result.model_id,
         took_ms=result.took_ms,
         query_truncated=result.truncated,
@@ -66,6 +70,12 @@ def to_response(result: SearchResult) -> pb.SearchResponse:
         cutoff_dropped=result.cutoff_dropped,
         next_page_token=result.next_page_token,
     )
+    add = response.hits.add
+    for h in result.hits:
+        hit = add(id=h.id, uri=h.uri, score=h.score, labels=h.labels)
+        if h.metadata is not None:
+            write_metadata(hit.metadata, h.metadata)
+    return response
 
 
 def to_term(message: pb.QueryTerm) -> Term:
