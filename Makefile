@@ -194,8 +194,12 @@ bench-ef: install
 	$(RUN_BENCH) bench.ef_sweep
 
 # The GPU path (towers in fp16, CUDA graphs, nvJPEG) on a host with a CUDA GPU; GPU_PYTHON must have CUDA torch and torchvision.
+# It stops first, saying so, where no CUDA GPU is visible; then, beside PyTorch, the exported ONNX towers through onnxruntime-gpu's
+# CUDA and TensorRT execution providers (bench/gpu_onnx.py: exported with .venv's t2i, timed in .venv-ort-gpu).
 GPU_PYTHON ?= python3
 bench-gpu:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m bench.gpu --check
+	$(MAKE) $(VENV)/.installed $(ORT_GPU_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m bench.gpu
 
 # The fault and abuse campaign on a local stack of its own (docs/reliability.md); 'make test' runs a short one.

@@ -12,12 +12,17 @@ GPU machines, so this measures the parts with PyTorch fp16 on the same ViT-B/32 
   core (a process pool sending float32 pixels, uint8 crops as the reindex job does, or nothing),
   against nvJPEG on the GPU (``torchvision.io.decode_jpeg``) with the same CLIP
   preprocessing done on the GPU, and the whole GPU reindex path (JPEG bytes → embeddings);
-- parity: fp16 against fp32 embeddings, CUDA graph against eager, GPU against CPU preprocessing.
+- parity: fp16 against fp32 embeddings, CUDA graph against eager, GPU against CPU preprocessing;
+- beside them, the exported ONNX towers (fp16, what a GPU Triton's onnxruntime backend serves) through
+  onnxruntime-gpu's CUDA execution provider, and TensorRT's when its libraries are present
+  (``bench.gpu_onnx``, in ``.venv-ort-gpu``); a provider onnxruntime did not really use is reported
+  as not measured, with the reason.
 
 ``python -m bench.gpu`` measures and writes ``bench/results/<date>-<host>-gpu.json`` and the section
 between the ``gpu`` markers of ``docs/benchmarks.md``; ``--render FILE`` rewrites that section from
 a JSON written on another machine. ``--device cpu --tiny`` runs every code path on a CPU with a
-small model (the unit test does). Nothing here is a test assertion on time.
+small model (the unit test does). ``--check`` only says whether a CUDA GPU is visible (``make
+bench-gpu`` runs it first, so a host without one stops there). Nothing here is a test assertion on time.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench import gpu_onnx
 from bench.data import photo_like_jpegs
 from bench.report import ROOT, measured, publish, publish_docs, run_header
 from export.checkpoint import random_configs
@@ -338,6 +344,7 @@ def render(report: dict[str, Any]) -> str:
             f"embedding min cosine {gpu['embedding_min_cos']:.5f}"
         )
     lines += ["", "Checks in the same run: " + "; ".join(checks) + "."]
+    lines += gpu_onnx.render(report.get("onnx"))
     return "\n".join(lines)
 
 
@@ -349,6 +356,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="photo-like 640×480 JPEGs to decode")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--render", type=Path, help="rewrite the docs section from this JSON instead of measuring")
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX towers through onnxruntime-gpu (bench.gpu_onnx)")
+    parser.add_argument("--check", action="store_true", help="only check that a CUDA GPU is visible to PyTorch, and exit")
     args = parser.parse_args()
     if args.render:
         publish_docs(json.loads(args.render.read_text()), START, END, render)
@@ -356,8 +365,13 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA GPU is visible to PyTorch here; run this on a GPU host, or pass --device cpu --tiny for a smoke run")
+    if args.check:
+        print(f"CUDA GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"device {device.type}: nothing to check")
+        return
     with tempfile.TemporaryDirectory() as work:
         report = measure(device, args.tiny, args.repeats, args.images, Path(work))
+        if not args.no_onnx:
+            report["onnx"] = gpu_onnx.onnx_towers(device.type, args.tiny, args.repeats, Path(work))
     publish(report, args.out, "-gpu", START, END, render)
 
 

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
-from export.parity import ParityError
 
 ENV_VAR = "T2I_ORT_GPU_ENV"
 DEFAULT_ENV = Path(".venv-ort-gpu")
@@ -128,9 +127,12 @@ def embed(python: Path, paths: dict[str, Path], inputs: dict[str, dict[str, np.n
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _fallback_reason(log: str) -> str:
-    """onnxruntime's own words for why CUDA did not start (its 'Failed to create ...' warning), if it said so."""
+def fallback_reason(log: str, provider: str = CUDA) -> str:
+    """onnxruntime's own words for why ``provider`` did not start (its 'Failed to create ...' warning), if it said so."""
     lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    if provider == TENSORRT:
+        found = any("install TensorRT libraries" in line for line in lines)
+        return "onnxruntime found no TensorRT libraries (libnvinfer)" if found else "onnxruntime gave no reason"
     for line in lines:
         if "Failed to create CUDAExecutionProvider" in line:
             return line.split("] ", 1)[-1].split(" Please install", 1)[0]
@@ -146,7 +148,7 @@ def cuda_unavailable(run: WorkerRun) -> str | None:
         return f"this onnxruntime ({run.version}) has no CUDAExecutionProvider; is onnxruntime-gpu the one installed?"
     on_cpu = sorted(model for model, used in run.sessions.items() if not used or used[0] not in (CUDA, TENSORRT))
     if on_cpu:
-        return f"no usable CUDA GPU: onnxruntime-gpu {run.version} fell back to the CPU for {', '.join(on_cpu)} ({_fallback_reason(run.log)})"
+        return f"no usable CUDA GPU: onnxruntime-gpu {run.version} fell back to the CPU for {', '.join(on_cpu)} ({fallback_reason(run.log)})"
     return None
 
 
@@ -170,6 +172,8 @@ def fp16_cuda_parity(
     session ran on CUDA. Raises ``ParityError`` when a tower that did run on CUDA is below
     ``threshold`` (a NaN counts as below).
     """
+    from export.parity import ParityError  # here, not at the top: make bench-gpu's interpreter needs no onnxruntime of its own
+
     python = python or env_python()
     if python is None:
         return CudaParity(False, f"fp16 parity on CUDA: not checked: no onnxruntime-gpu environment at {env_dir()} ({BUILD_HINT})")
@@ -191,4 +195,4 @@ def fp16_cuda_parity(
 def time_cases(python: Path, models: dict[str, Path], cases: Sequence[Case], providers: Sequence[str], repeats: int) -> dict[str, Any]:
     """Median ms per case with ``providers``, and the providers each session really used, for ``make bench-gpu``."""
     run = run_cases(python, models, cases, providers, repeats=repeats)
-    return {"onnxruntime": run.version, "sessions": run.sessions, "median_ms": run.median_ms}
+    return {"onnxruntime": run.version, "sessions": run.sessions, "median_ms": run.median_ms, "log": run.log}
