@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-scale bench-tiers bench-overload bench-relevance chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(ORT_GPU_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
 
@@ -228,6 +228,12 @@ bench-tiers: install
 # Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
 bench-store: install
 	$(RUN_BENCH) bench.vector_store
+
+# N clustered vectors (10M by default) on two quantized/disk indexes: ingest, build, RAM, disk, recall@10, p50/p99 (bench/results/*-scale-N.json;
+# docs/benchmarks.md). Hours at 10M: run it in the background, e.g. nohup make bench-scale SCALE_ARGS='--size 1000000' &. It resumes when run again.
+SCALE_ARGS ?=
+bench-scale: install
+	$(RUN_BENCH) bench.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf data .pytest_cache
