@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import cpu_lines
 from core.manifest import INT8_FLAGS, cpu_flags
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -221,6 +222,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {int(size):,} | {name} | {level['concurrency']} | {level['p50_ms']:.1f} | {level['p95_ms']:.1f} | {level['p99_ms']:.1f} | "
                     f"{level['qps']:.1f} | {f'{ratio:.1f}×' if ratio else '-'} |"
                 )
+    lines += cpu_lines(report)  # bench.cpu: CPU per query at c=16 by process (runs before it recorded none)
     lines += [
         "",
         "Repeated query (embedding cache hit), concurrency 1, and gateway memory:",

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.cpu import cpu_ms_per_query, cpu_snapshot
 from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_vectors
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
@@ -155,9 +156,12 @@ def requests_at(per_level: int, concurrency: int) -> int:
 
 
 def unique_sweep(
-    send: Callable[[str], Any], queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float
-) -> tuple[list[dict[str, float]], list[list[str]]]:
-    """Each level sends the next ``requests_at`` queries of ``queries``; returns the levels' figures and the queries each one sent."""
+    send: Callable[[str], Any], queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float, pids: dict[str, int] | None = None
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Each level sends the next ``requests_at`` queries of ``queries``; returns the levels' figures and the queries each one sent.
+
+    With ``pids`` (name -> server pid), each level also records the CPU ms per query of each (``bench.cpu``).
+    """
     sweep, sent, offset = [], [], 0
     for c in levels:
         count = requests_at(per_level, c)
@@ -170,18 +174,24 @@ def unique_sweep(
             level.append(chunk[i])  # recorded before it is sent: a failed request still reached the gateway
             send(chunk[i])
 
-        sweep.append(run_load(call, c, count, seconds).as_dict())
+        before = cpu_snapshot(pids or {})
+        figures: dict[str, Any] = run_load(call, c, count, seconds).as_dict()
+        if pids:
+            figures["cpu_ms_per_query"] = cpu_ms_per_query(before, pids, int(figures["requests"]))
+        sweep.append(figures)
         sent.append(level)
         offset += count
     return sweep, sent
 
 
-def measure_ours(gateway: Gateway, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> tuple[dict[str, Any], list[list[str]]]:
-    """Unique levels, then one repeated query (the cache-hit path); also returns the queries each level sent."""
+def measure_ours(
+    gateway: Gateway, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float, pids: dict[str, int] | None = None
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Unique levels, then one repeated query (the cache-hit path); also returns the queries each level sent (``pids``: see ``unique_sweep``)."""
     client = GatewayClient(gateway.address, timeout_s=60, token=gateway.token)
     for i in range(5):  # warm-up, different queries
         client.search_text(f"warm up query number {i}", top_k=10)
-    sweep, sent = unique_sweep(lambda text: client.search_text(text, top_k=10), queries, levels, per_level, seconds)
+    sweep, sent = unique_sweep(lambda text: client.search_text(text, top_k=10), queries, levels, per_level, seconds, pids)
     distinct = check_distinct(sent, "ours' levels")
     client.search_text("a photo of a repeated query", top_k=10)
     cached = run_load(lambda i: client.search_text("a photo of a repeated query", top_k=10), 1, per_level, seconds).as_dict()
@@ -226,12 +236,14 @@ def soak(gateway: Gateway, queries: list[str], seconds: float, sent: list[str], 
     }
 
 
-def measure_baseline(port: int, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float) -> dict[str, Any]:
-    """The same unique levels against the baseline (it has no cache, but it gets the very queries ours got)."""
+def measure_baseline(
+    port: int, queries: list[str], levels: tuple[int, ...], per_level: int, seconds: float, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The same unique levels against the baseline (it has no cache, but it gets the very queries ours got; ``pids``: see ``unique_sweep``)."""
     client = HttpJsonClient("127.0.0.1", port)
     for i in range(5):
         client.post("/search", {"query": f"warm up query number {i}", "top_k": 10})
-    sweep, sent = unique_sweep(lambda text: client.post("/search", {"query": text, "top_k": 10}), queries, levels, per_level, seconds)
+    sweep, sent = unique_sweep(lambda text: client.post("/search", {"query": text, "top_k": 10}), queries, levels, per_level, seconds, pids)
     return {"unique": sweep, "distinct_queries": check_distinct(sent, "the baseline's levels")}
 
 
@@ -397,7 +409,8 @@ def main() -> None:
                     gateway = Gateway(repo, triton_url, milvus_uri, "bench", 64, args.data / f"gateway-{precision}.log")
                     try:
                         log(f"SearchText load, {precision}, {size} vectors")
-                        report["search"][str(size)][f"ours_{precision}"], sent = measure_ours(gateway, queries, levels, per_level, seconds)
+                        pids = {"gateway": gateway.process.pid or 0, "triton": triton.pid or 0, "milvus": milvus.pid or 0}
+                        report["search"][str(size)][f"ours_{precision}"], sent = measure_ours(gateway, queries, levels, per_level, seconds, pids)
                         if size == sizes[-1] and precision == "fp32":
                             log(f"soak {soak_s:.0f} s at concurrency 4")
                             soaked: list[str] = []
@@ -411,7 +424,8 @@ def main() -> None:
             wait_for_quiet(milvus.pid or 0, 120)
             baseline, port = start_baseline(repos["fp32"], milvus_uri, "bench", args.data / "baseline.log")
             try:
-                report["search"][str(size)]["baseline"] = measure_baseline(port, queries, levels, per_level, seconds)
+                pids = {"baseline": baseline.pid or 0, "milvus": milvus.pid or 0}
+                report["search"][str(size)]["baseline"] = measure_baseline(port, queries, levels, per_level, seconds, pids)
             finally:
                 baseline.stop()
         log(f"baseline reindex, {baseline_images} JPEGs one at a time")
