@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 # This many reads in a row failing with I/O errors stops the run (nothing deleted): the source is down,
 # and going on would cost the retry budget for every file.
 MAX_READ_FAILURES_IN_A_ROW = 20
+HASH_READS_IN_FLIGHT = 8  # files read and hashed at a time before the pipeline (threads: the reads are I/O)
 
 
 @dataclass
@@ -280,20 +281,23 @@ class Reindexer:
         return report
 
     async def _hash(self, plan: _Plan, report: ReindexReport, progress: bool) -> dict[str, str]:
-        """The content hash of every file this run may index; the rest get their outcome."""
+        """The content hash of every file this run may index; the rest get their outcome.
+
+        ``HASH_READS_IN_FLIGHT`` files are read at a time (an S3 read is a round trip), their
+        outcomes taken in listing order, so the count of failed reads in a row is the listing's.
+        """
         hashes: dict[str, str] = {}
         owners: set[str] = set()
         in_a_row = 0
-        for source, image in tqdm(plan.entries, unit="file", desc="hashing", disable=not progress, dynamic_ncols=True, leave=False):
-            if image.id in plan.foreign:
-                owner = plan.foreign[image.id] or "UpsertImages (no source)"
-                report.conflicts.append((image.id, f"the id is taken by a row of {owner}; index {source} with --id-prefix, or delete that row"))
-                owners.add(owner)
-                continue
+        with_time = plan.schema >= METADATA_SCHEMA  # a collection that stores the modification time rewrites a file whose time changed
+
+        def digest(source: Source, image: ImageFile) -> str:
+            return item_hash(source.read(image, self.limits.max_bytes), image.uri, image.labels, image.modified_time if with_time else None)
+
+        async def settle(source: Source, image: ImageFile, reading: asyncio.Future[str]) -> None:
+            nonlocal in_a_row
             try:
-                data = await asyncio.to_thread(source.read, image, self.limits.max_bytes)
-                # A collection that stores the modification time rewrites a file whose time changed (core.records.item_hash).
-                hashes[image.id] = item_hash(data, image.uri, image.labels, image.modified_time if plan.schema >= METADATA_SCHEMA else None)
+                hashes[image.id] = await reading
                 in_a_row = 0
             except Exception as exc:  # every failure is one file's outcome
                 await self._outcome(report, source, image, exc)
@@ -302,6 +306,23 @@ class Reindexer:
                     raise Unavailable(
                         f"the last {in_a_row} reads from {source} all failed (the last: {exc}); stopped before reading the rest: nothing was deleted"
                     ) from exc
+
+        reads: deque[tuple[Source, ImageFile, asyncio.Future[str]]] = deque()
+        try:
+            for source, image in tqdm(plan.entries, unit="file", desc="hashing", disable=not progress, dynamic_ncols=True, leave=False):
+                if image.id in plan.foreign:
+                    owner = plan.foreign[image.id] or "UpsertImages (no source)"
+                    report.conflicts.append((image.id, f"the id is taken by a row of {owner}; index {source} with --id-prefix, or delete that row"))
+                    owners.add(owner)
+                    continue
+                reads.append((source, image, asyncio.ensure_future(asyncio.to_thread(digest, source, image))))
+                if len(reads) >= HASH_READS_IN_FLIGHT:
+                    await settle(*reads.popleft())
+            while reads:
+                await settle(*reads.popleft())
+        finally:
+            for _, _, reading in reads:  # a run stopped by failed reads: the rest are not waited for
+                reading.cancel()
         report.notes += [f"if these files moved here from {owner}, 't2i reindex --full' (or --mirror) replaces the old rows" for owner in sorted(owners)]
         return hashes
 
@@ -370,9 +391,12 @@ class Reindexer:
         A count is cheap; only when it disagrees with the listing is the collection rescanned.
         After a Milvus restart, a killed run's rerun has found (rarely: about one rerun in 26 of the
         chaos campaign) a deleted file's row back, or a count that still included a deleted row
-        for a moment. Milvus 2.3 has known ways to lose or delay a delete: rows of removed files are
-        deleted again, and a count that disagrees with no extra row is given a few seconds. A count
-        that still disagrees is reported as unsettled (the run exits non-zero).
+        for a moment; once a finished run's deleted row and the replaced version of a changed
+        file came back after it ended, so the next run must mend them. Milvus 2.3 has known ways
+        to lose or delay a delete: rows of removed files are deleted again, ids that two rows hold
+        are written once more (an upsert replaces every copy), and a count that disagrees with
+        neither is given a few seconds. A count that still disagrees is reported as unsettled (the
+        run exits non-zero).
         """
         expression = "" if keys is None else "source in [" + ", ".join(literal(key) for key in sorted(keys)) + "]"
         count = len(expected)
@@ -386,10 +410,19 @@ class Reindexer:
                 logger.warning("%s still holds %d rows of files that are gone (%s): deleting them again", report.collection, len(extra), ", ".join(extra[:3]))
                 report.deleted += await asyncio.to_thread(self.index.delete, report.collection, extra)
                 await asyncio.to_thread(self.index.seal, report.collection)
+            elif count > len(expected) and (doubled := await self._doubled(report.collection, stored, keys)):
+                logger.warning("%s holds %d ids twice (%s): writing each once more, as one row", report.collection, len(doubled), ", ".join(doubled[:3]))
+                await asyncio.to_thread(self.index.copy_rows, report.collection, report.collection, doubled, {})  # an upsert replaces every copy
+                await asyncio.to_thread(self.index.seal, report.collection)
             else:
                 await asyncio.sleep(0.5 * 2**attempt)  # the count lags a delete: give it time
         report.unsettled.append(f"{report.collection} counts {count} rows of these sources where {len(expected)} are expected; rerun the reindex")
         logger.warning("%s", report.unsettled[-1])
+
+    async def _doubled(self, collection: str, stored: dict[str, tuple[str, str]], keys: frozenset[str] | None) -> list[str]:
+        """The ids of these sources that two rows hold (``count`` says more rows than ``stored`` has ids)."""
+        ids = sorted(item_id for item_id, (_, origin) in stored.items() if keys is None or origin in keys)
+        return await asyncio.to_thread(self.index.duplicated, collection, ids)
 
     async def _index(
         self,

@@ -128,6 +128,35 @@ def test_a_full_run_lists_before_it_drops_anything(tmp_path: Path, watched: Even
     assert watched.order.index("list") < watched.order.index("orphans")
 
 
+class CountedReads(Source):
+    """A folder whose reads in this process (hashing; not the decode workers') count how many run at once, each waiting up to 5 s for a second."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self.lock, self.active, self.most, self.together = threading.Lock(), 0, 0, threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key not in ("lock", "together")}
+
+    def read(self, image: ImageFile, max_bytes: int) -> bytes:
+        if "together" in self.__dict__:
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+                if self.active > 1:
+                    self.together.set()
+            self.together.wait(5)
+            with self.lock:
+                self.active -= 1
+        return super().read(image, max_bytes)
+
+
+def test_files_are_hashed_several_at_a_time(tmp_path: Path) -> None:
+    source = CountedReads(str(photos(tmp_path / "p")))
+    run(MemoryIndex(), source)
+    assert source.most > 1
+
+
 def test_seal_asks_again_within_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
     client = FakeMilvusClient()
     index = ImageIndex("http://fake:19530", "alias", ModelStamp("unit:model", "c" * 64, 2), timeout_s=5.0, client=client)
