@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-scale bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env ort-gpu-cuda bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-scale bench-tiers bench-overload bench-relevance chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(ORT_GPU_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
 
@@ -39,13 +39,17 @@ $(TRITON_VENV)/.installed: requirements-triton.txt requirements-triton-nodeps.tx
 # onnxruntime-gpu apart from the main environment's onnxruntime (the two clash): the fp16 parity check on
 # CUDA of `t2i export --precision fp16`, `make bench-gpu`'s ONNX towers, and the test that holds its CPU
 # embeddings to the main environment's (tests/integration/test_ort_gpu_env.py). A 256 MB wheel; about
-# 35 s and 440 MB here. On a GPU host it also needs CUDA 13 and cuDNN 9 (requirements-ort-gpu.txt says how).
+# 35 s and 440 MB here. On a GPU host it also needs CUDA 13 and cuDNN 9: the system's, or `make ort-gpu-cuda`'s wheels.
 $(ORT_GPU_VENV)/.installed: requirements-ort-gpu.txt
 	$(PYTHON) -m venv $(ORT_GPU_VENV)
 	$(ORT_GPU_VENV)/bin/pip install --quiet -r requirements-ort-gpu.txt
 	touch $@
 
 ort-gpu-env: $(ORT_GPU_VENV)/.installed
+
+# CUDA 13 and cuDNN 9 as wheels into .venv-ort-gpu, for a GPU host without them (well over a GB; requirements-ort-gpu-cuda.txt).
+ort-gpu-cuda: $(ORT_GPU_VENV)/.installed
+	$(ORT_GPU_VENV)/bin/pip install --quiet -c requirements-ort-gpu.txt -r requirements-ort-gpu-cuda.txt
 
 # The deploy linters (checkov, kubernetes-validate, hadolint, yamllint) apart from the main environment.
 $(DEPLOY_VENV)/.installed: requirements-deploy.txt

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
 
 from core.manifest import TEXT_MODEL, VISION_MODEL, Manifest
 from export.ort_gpu import CPU, embed, env_python
@@ -23,6 +24,7 @@ from inference.tokenizer import ClipTokenizer
 from tests.support.stack import PROJECT_ROOT
 
 REQUIREMENTS = PROJECT_ROOT / "requirements-ort-gpu.txt"
+CUDA_REQUIREMENTS = PROJECT_ROOT / "requirements-ort-gpu-cuda.txt"
 ENV = PROJECT_ROOT / ".venv-ort-gpu"
 
 pytestmark = pytest.mark.torch  # export.parity: the main environment's onnxruntime and torch
@@ -53,6 +55,17 @@ def test_the_environment_holds_what_its_requirements_file_pins(python: Path) -> 
     there = installed(python)
     assert {name: there.get(name) for name in pins} == pins
     assert "onnxruntime" not in there  # the CPU build would shadow the GPU one: they install the same package
+
+
+def test_the_cuda_wheels_pinned_for_gpu_hosts_are_what_this_onnxruntime_gpu_asks_for(python: Path) -> None:
+    """``make ort-gpu-cuda`` installs requirements-ort-gpu-cuda.txt; its pins must meet the installed wheel's cuda and cudnn extras."""
+    script = "import importlib.metadata as m, json; print(json.dumps(m.requires('onnxruntime-gpu')))"
+    requires = [Requirement(text) for text in json.loads(subprocess.run([str(python), "-I", "-c", script], capture_output=True, text=True, check=True).stdout)]
+    extras = [req for req in requires if req.marker is not None and any(req.marker.evaluate({"extra": extra}) for extra in ("cuda", "cudnn"))]
+    pins = dict(line.split("==") for line in CUDA_REQUIREMENTS.read_text().splitlines() if line and not line.startswith("#"))
+    assert len(extras) >= 5  # nvrtc, runtime, cufft, curand (cuda) and cudnn
+    unmet = {req.name: str(req.specifier) for req in extras if req.name not in pins or pins[req.name] not in req.specifier}
+    assert unmet == {}, f"requirements-ort-gpu-cuda.txt does not meet onnxruntime-gpu's extras: {unmet}"
 
 
 def test_its_cpu_embeddings_equal_the_main_environments(python: Path, tiny_repo: Path) -> None:
