@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # The extras of pyproject.toml that the development environment holds (all of them).
 EXTRAS := gateway,reindex,web,export,relevance,devstack,dev
 
-.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env ort-gpu-cuda bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-scale bench-tiers bench-overload bench-relevance chaos clean
+.PHONY: install protos lint-proto docs-api demo demo-shapes up test lint lint-deploy browser containers images promtool test-unit test-integration export gateway-env ort-gpu-env ort-gpu-cuda bench bench-quick bench-levers bench-floor bench-ef bench-gpu bench-store bench-scale bench-tiers bench-gateway bench-overload bench-relevance chaos clean
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed $(DEPLOY_VENV)/.installed $(ORT_GPU_VENV)/.installed $(PROTO_OUT) tools/node_modules/.installed
 
@@ -228,6 +228,12 @@ bench-relevance: install
 # CPU ms per query of the gateway, Triton and Milvus at c=16 (bench/results/*-tiers.json; docs/benchmarks.md; about 6 minutes).
 bench-tiers: install
 	$(RUN_BENCH) bench.tiers
+
+# The gateway's CPU per SearchText at c=16 against the gateway of GATEWAY_BASELINE in the same run, the grpc.aio floor under it and a
+# py-spy flame graph (bench/results/*-gateway-cpu.json and gateway-profile/; docs/benchmarks.md; about 8 minutes).
+GATEWAY_BASELINE ?= 1c3004c
+bench-gateway: install
+	$(RUN_BENCH) bench.gateway_cpu --baseline $(GATEWAY_BASELINE) --profile bench/results/gateway-profile
 
 # Milvus server against Milvus Lite on the same vectors (writes bench/results/vector-store-*.json).
 bench-store: install
