@@ -11,7 +11,7 @@ bench``) with ``--images`` photo-like JPEGs:
    sentence (the query cache never answers), then run a full reindex of the JPEGs in-process
    (``reindex.main.reindex``, as ``t2i reindex --full`` runs it: its img/s and its split). Then
    wait until ``--wait`` seconds after SERVING (300; ``--quick``: 20) and do the same again (the
-   *steady state*). Stop the stack.
+   *steady state*). Wait until Milvus is idle (it indexes the new collection), stop the stack.
 
 Variants: ``warm`` is the shipped repository (``model_warmup`` in each config, written by the
 export from the manifest) and gateway (``T2I_WARMUP_S``, its own first search before SERVING);
@@ -110,12 +110,19 @@ def window(stack: Any, folder: Path, queries: int, offset: int, ready_at: float)
     return result
 
 
+def settle(stack: Any, max_wait_s: float = 180.0) -> float:
+    """Wait until Milvus is idle after a reindex (it builds the new collection's index in the background); the seconds waited."""
+    from bench.procs import wait_for_quiet
+
+    return round(wait_for_quiet(stack.milvus.pid or 0, max_wait_s), 1)
+
+
 def warmup_lines(log_path: Path) -> list[str]:
     """The gateway's warm-up log lines (JSON lines: their messages)."""
     lines = []
     for line in log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []:
         if "warm-up" in line:
-            found = re.search(r'"message": "([^"]*)"', line)
+            found = re.search(r'"msg": "([^"]*)"', line)
             lines.append(found.group(1) if found else line.strip())
     return lines
 
@@ -137,6 +144,7 @@ def variant(name: str, repo: Path, data: Path, folder: Path, args: argparse.Name
         time.sleep(max(0.0, args.wait - (time.monotonic() - ready_at)))
         steady = window(stack, folder, args.queries, offset + args.queries, ready_at)
         log(f"{name}: steady {steady['search']['p50_ms']} ms p50 (first {steady['search']['first_ms']} ms), {steady['reindex']['img_per_s']} img/s")
+        settle(stack)  # the next variant starts on a Milvus that has finished indexing this one's collection
     finally:
         stack.stop()
     return {
@@ -171,6 +179,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     log(f"setup: indexing {args.images} JPEGs into a fresh Milvus under {data}")
     with LocalStack(repo, data, gateway_address="127.0.0.1:0", alias=ALIAS) as stack:
         setup = reindex_once(stack, folder)
+        setup["milvus_quiet_after_s"] = settle(stack)
     result: dict[str, Any] = {"setup_reindex": setup, "variants": {}}
     for i, name in enumerate(args.variants):
         result["variants"][name] = variant(name, repos[name], data, folder, args, 10_000 * (i + 1))

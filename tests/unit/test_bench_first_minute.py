@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from export.warmup import START
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_repository"
 
 
-def window(p50: float, first: float, rate: float) -> dict:
+def window(p50: float, first: float, rate: float) -> dict[str, Any]:
     return {"search": {"p50_ms": p50, "first_ms": first}, "reindex": {"img_per_s": rate}}
 
 
@@ -35,7 +36,7 @@ def test_ratios_are_first_minute_over_steady() -> None:
 
 
 def test_render_names_each_variant_and_its_ratios() -> None:
-    variant = {"start_to_serving_s": 41.5, "first_minute": window(30.0, 200.0, 6.0), "steady": window(15.0, 20.0, 8.0)}
+    variant: dict[str, Any] = {"start_to_serving_s": 41.5, "first_minute": window(30.0, 200.0, 6.0), "steady": window(15.0, 20.0, 8.0)}
     variant["ratios"] = first_minute.ratios(variant["first_minute"], variant["steady"])
     report = {
         "date": "2026-12-02",
