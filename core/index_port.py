@@ -176,6 +176,10 @@ class ReindexIndex(Protocol):
         """Number of rows (that match ``expression``, when given)."""
         ...
 
+    def duplicated(self, collection: str, ids: Sequence[str]) -> list[str]:
+        """The ids among ``ids`` (each held by some row) that more than one row holds, sorted."""
+        ...
+
     def seal(self, collection: str) -> bool:
         """Flush and wait until the HNSW index covers every row; True when it does in time."""
         ...
