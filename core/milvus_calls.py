@@ -112,6 +112,7 @@ class MilvusCalls:
         # collection may be dropped and created again under the same name (a reused run id).
         self._stamps: dict[str, tuple[ModelStamp, float]] = {}
         self._schemas: dict[str, int] = {}  # row schema version by collection name (dropping a collection forgets it)
+        self._unwritten: set[str] = set()  # collections this process created and has not written to since: ``stored`` need not scan them
         self._recent: tuple[str, float] | None = None
 
     def _timeout(self, what: str, deadline: float | None, limit: float | None = None) -> float:

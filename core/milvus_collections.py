@@ -54,6 +54,7 @@ class MilvusCollections(MilvusCalls):
 
         self._call("create collection", create, limit=ADMIN_TIMEOUT_S)
         self._schemas[name] = SCHEMA_VERSION
+        self._unwritten.add(name)
         logger.info("created collection %s for %s", name, self.stamp.model_id)
         return name
 
@@ -240,6 +241,7 @@ class MilvusCollections(MilvusCalls):
         """Drop a collection."""
         self._call("drop collection", lambda c, t: c.drop_collection(collection, timeout=t), limit=ADMIN_TIMEOUT_S)
         self._schemas.pop(collection, None)
+        self._unwritten.discard(collection)
         logger.info("dropped collection %s", collection)
 
     def loaded(self, collection: str, deadline: float | None = None) -> bool:

@@ -14,11 +14,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from core.index import ImageIndex
-from core.records import ModelStamp
+from core.records import ModelStamp, make_row
 from reindex import job
 from reindex.job import Reindexer
 from reindex.sources import ImageFile, Source
@@ -172,3 +173,14 @@ def test_seal_asks_again_within_a_second(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr("core.milvus_rows.time.sleep", pauses.append)
     assert index.seal(name)
     assert len(pauses) == 3 and pauses[0] < 0.5 and pauses == sorted(pauses) and max(pauses) <= 1.0
+
+
+def test_the_first_run_into_an_alias_does_not_scan_the_collection_it_just_created() -> None:
+    client = FakeMilvusClient()
+    index = ImageIndex("http://fake:19530", "alias", ModelStamp("unit:model", "c" * 64, 2), timeout_s=5.0, client=client)
+    name = index.ensure_active()
+    assert index.stored(name) == {} and "query_iterator" not in client.calls
+    index.upsert(name, [make_row("a", np.ones(2, dtype=np.float32), "file:///a", [], "h", "s")])
+    assert index.stored(name) == {"a": ("h", "s")} and "query_iterator" in client.calls  # written since: scanned
+    again = ImageIndex("http://fake:19530", "alias", ModelStamp("unit:model", "c" * 64, 2), timeout_s=5.0, client=client)
+    assert again.stored(again.ensure_active()) == {"a": ("h", "s")}  # another process (a rerun) did not create it: it scans
