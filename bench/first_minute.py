@@ -210,8 +210,20 @@ def render(report: dict[str, Any]) -> str:
             *rows,
             "",
             "A ratio is first minute / steady state: 1.0 is the steady state's speed (p50: above 1 is slower; img/s: below 1 is slower).",
+            *notes(report),
         ]
     )
+
+
+def notes(report: dict[str, Any]) -> list[str]:
+    """When each variant's first-minute window ran, and what the warm gateway logged before SERVING."""
+    lines = [""]
+    for name, v in report["variants"].items():
+        f = v["first_minute"]
+        lines.append(f"- {name}: the first-minute window ran from {f['began_s']} s to {f['ended_s']} s after SERVING (reindex from {f['reindex_began_s']} s).")
+        if v.get("gateway_warmup_log"):
+            lines.append(f"- {name}: the gateway logged before serving: " + "; ".join(f'"{line}"' for line in v["gateway_warmup_log"]) + ".")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "model_repository"
 
 
 def window(p50: float, first: float, rate: float) -> dict[str, Any]:
-    return {"search": {"p50_ms": p50, "first_ms": first}, "reindex": {"img_per_s": rate}}
+    return {"search": {"p50_ms": p50, "first_ms": first}, "reindex": {"img_per_s": rate}, "began_s": 0.1, "reindex_began_s": 2.0, "ended_s": 40.5}
 
 
 def test_cold_copy_strips_the_warmup_and_links_the_models(tmp_path: Path) -> None:
@@ -47,10 +47,12 @@ def test_render_names_each_variant_and_its_ratios() -> None:
         "dirty": False,
         "path": "bench/results/x-first-minute.json",
         "parameters": {"images": 200, "queries": 40, "wait_s": 300.0},
-        "variants": {"warm": variant, "cold": variant},
+        "variants": {"warm": {**variant, "gateway_warmup_log": ["warm-up: first search of c in 475 ms"]}, "cold": variant},
     }
     table = first_minute.render(report)
     assert "| warm (shipped: model_warmup, gateway warm-up) | 41.5 s | 200 / 20 ms | 30.0 / 15.0 ms | 2.0 | 6.0 / 8.0 | 0.75 |" in table
+    assert '- warm: the gateway logged before serving: "warm-up: first search of c in 475 ms".' in table
+    assert "- cold: the first-minute window ran from 0.1 s to 40.5 s after SERVING (reindex from 2.0 s)." in table
     assert "cold (no model_warmup, T2I_WARMUP_S=0)" in table and "commit abc1234" in table and "300.0 s after SERVING" in table
 
 
