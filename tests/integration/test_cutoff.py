@@ -2,6 +2,9 @@
 --calibrate`` on judged queries, the threshold in the manifest, and CUTOFF_CALIBRATED searches that
 return only the hits above it once the gateway's catalog has rescanned the repository.
 
+The session's Milvus and Triton serve it: a copy of the session's export (the calibration goes into
+its manifest, not the session's) behind a gateway of the test's own, on an alias of its own.
+
 Random weights rank nothing right, so the judgements are planted from the model's own ranking: for
 each query, its top 3 of 20 uncut hits are the relevant ones, so the picker has something to pick
 and the threshold cuts. The test checks the plumbing (the threshold written, served after the
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,10 +27,10 @@ import pytest
 
 from core.manifest import Manifest
 from devstack.stack import LocalStack
-from export.main import run_export
 from relevance.evaluation import load_queries
 from relevance.shapes import generate
 from t2i.client import GatewayClient
+from tests.support.shared_stack import on_stack
 from tests.support.stack import GATEWAY_ENV, PROJECT_ROOT, run_t2i
 from text2image.v1 import text2image_pb2 as pb
 
@@ -60,15 +64,14 @@ def _calibrated_search(client: GatewayClient, query: str, deadline_s: float = 20
             time.sleep(0.5)
 
 
-def test_calibrate_then_calibrated_searches_keep_only_hits_above_the_threshold(tmp_path: Path) -> None:
+def test_calibrate_then_calibrated_searches_keep_only_hits_above_the_threshold(stack: LocalStack, tiny_repo: Path, tmp_path: Path) -> None:
     repo, evaluation = tmp_path / "repo", tmp_path / "eval"
-    run_export("tiny", repo)
+    shutil.copytree(tiny_repo, repo)  # the session's export, with a manifest of its own for the calibration
     generate(evaluation, 96, seed=2)
-    stack = LocalStack(repo, tmp_path / "stack", gateway_address="127.0.0.1:0", alias="t2i_cutoff", extra_env=GATEWAY_ENV)
-    with stack:
-        indexed = t2i("reindex", str(evaluation / "images"), env={**os.environ, **stack.env(), "T2I_TOKEN": stack.token("write")})
+    with on_stack(stack, "t2i_cutoff", tmp_path / "stack", repo=repo, extra_env=GATEWAY_ENV) as cutoff:
+        indexed = t2i("reindex", str(evaluation / "images"), env={**os.environ, **cutoff.env(), "T2I_TOKEN": cutoff.token("write")})
         assert indexed.returncode == 0, indexed.stderr[-2000:]
-        client = GatewayClient(stack.gateway_address, timeout_s=20, token=stack.token("read"))
+        client = GatewayClient(cutoff.gateway_address, timeout_s=20, token=cutoff.token("read"))
         with pytest.raises(grpc.RpcError) as refused:
             client.search_text("a red circle", top_k=10, cutoff=pb.CUTOFF_CALIBRATED)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "t2i eval --calibrate" in (refused.value.details() or "")
@@ -76,7 +79,7 @@ def test_calibrate_then_calibrated_searches_keep_only_hits_above_the_threshold(t
         texts = _planted(client, evaluation / "queries.jsonl", tmp_path / "planted.jsonl")
         out = tmp_path / "report"
         args = ("--queries", str(tmp_path / "planted.jsonl"), "--depth", str(DEPTH), "--out", str(out))
-        ran = run_t2i(stack, "eval", *args, "--calibrate", "--model-repo", str(repo))
+        ran = run_t2i(cutoff, "eval", *args, "--calibrate", "--model-repo", str(repo))
         assert ran.returncode == 0, ran.stderr[-2000:]
         print(ran.stdout)
         found = json.loads((out / "calibration.json").read_text())
