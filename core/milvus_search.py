@@ -77,16 +77,15 @@ def decode(results: schema_pb2.SearchResultData) -> list[list[Row]]:
     if results.HasField("element_indices") or results.highlight_results:
         raise Undecodable("element indices or highlights")
     key = results.primary_field_name or "id"
-    ids: Sequence[Any] = results.ids.int_id.data if results.ids.HasField("int_id") else results.ids.str_id.data
-    scores = results.scores
-    columns = [(field.field_name, _cells(field)) for field in results.fields_data]
+    ids: Sequence[Any] = list(results.ids.int_id.data if results.ids.HasField("int_id") else results.ids.str_id.data)
+    scores = list(results.scores)
+    names = [field.field_name for field in results.fields_data]
+    entities = [dict(zip(names, values, strict=True)) for values in zip(*(_cells(field) for field in results.fields_data), strict=True)] if names else []
+    rows = [{key: pk, "distance": score, "entity": entities[i] if names else {}} for i, (pk, score) in enumerate(zip(ids, scores, strict=True))]
     found: list[list[Row]] = []
     start = 0
     for topk in results.topks:
-        rows = []
-        for i in range(start, start + topk):
-            rows.append({key: ids[i], "distance": scores[i], "entity": {name: values[i] for name, values in columns}})
-        found.append(rows)
+        found.append(rows[start : start + topk])
         start += topk
     return found
 
