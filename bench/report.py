@@ -271,6 +271,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| ours_{precision} | {job:.1f} | {pipeline:.1f} | {ratio:.2f}× | {pipeline_ratio:.2f}× |")
     if "baseline_img_per_s" in reindex:
         lines.append(f"| baseline (one image at a time) | - | {reindex['baseline_img_per_s']:.1f} | - | 1.00× |")
+    if "small" in reindex:  # bench.reindex_cases
+        from bench.reindex_cases import markdown as small_runs
+
+        lines += ["", "Incremental `t2i reindex` runs right after Triton is ready, into a new collection, and their split:", "", small_runs(reindex["small"])]
     lines += ["", "Encoder throughput through Triton (per second):", "", "| precision | tower | batch | in flight | per s |", "| --- | --- | --- | --- | --- |"]
     for precision, result in report["encoder"].items():
         for kind in ("text", "image"):

@@ -27,6 +27,7 @@ from bench.data import clustered_vectors, exact_top_k, photo_like_jpegs, query_v
 from bench.load import HttpJsonClient, run_load
 from bench.procs import rss_mb, wait_for_quiet
 from bench.queries import check_distinct, distinct_queries, sentences
+from bench.reindex_cases import only_reindex, reindex_cases
 from bench.report import END, ROOT, START, add_ratios, markdown, publish, run_header, write_plots
 from core.auth import LocalTokens
 from core.index import ImageIndex
@@ -325,6 +326,12 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=None, help="length of the memory soak (default 600; quick 30)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench", help="work folder (exports and JPEGs are cached here)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--only",
+        choices=["reindex"],
+        default=None,
+        help="reindex: only the indexing cases (bench.reindex_cases), into <out>/<date>-<host>-reindex.json; docs untouched",
+    )
     args = parser.parse_args()
     configure_logging("WARNING")  # quiet pymilvus's tracebacks for expected misses (no alias yet)
     quick = args.quick
@@ -360,8 +367,8 @@ def main() -> None:
         "baseline_images": baseline_images,
     }
     args.data.mkdir(parents=True, exist_ok=True)
-    repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in ("fp32", "int8")}
-    manifest = Manifest.read(repos["fp32"])
+    repos = {p: ensure_repo(args.data / f"repo-{p}", p) for p in (("int8",) if args.only == "reindex" else ("fp32", "int8"))}
+    manifest = Manifest.read(repos.get("fp32", repos["int8"]))
     stamp = ModelStamp.of(manifest)
     shutil.rmtree(args.data / "milvus", ignore_errors=True)
     report: dict[str, Any] = {
@@ -374,6 +381,10 @@ def main() -> None:
         "encoder": {},
         "reindex": {},
     }
+    small = (200,) if quick else (200, 2000)  # bench.reindex_cases: incremental runs right after Triton is ready
+    if args.only == "reindex":
+        only_reindex({**run_header(parameters={**parameters, "reindex_cases": list(small)})}, repos["int8"], args.data, args.out, stamp, small, 200)
+        return
     log(f"sizes {sizes}; generating {max(sizes)} clustered vectors")
     base = clustered_vectors(max(sizes), manifest.dimension)
     milvus, ports = start_milvus(args.data / "milvus")
@@ -430,6 +441,8 @@ def main() -> None:
                 baseline.stop()
         log(f"baseline reindex, {baseline_images} JPEGs one at a time")
         report["reindex"]["baseline_img_per_s"] = reindex_baseline(photo_like_jpegs(args.data / "jpegs", images)[:baseline_images], milvus_uri, stamp)
+        small_runs = reindex_cases(repos["int8"], "int8", args.data, milvus_uri, stamp, small, baseline_images, report["reindex"]["baseline_img_per_s"])
+        report["reindex"]["small"] = small_runs
     finally:
         index.close()
         milvus.stop(timeout_s=5)
