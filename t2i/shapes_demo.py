@@ -166,20 +166,25 @@ def example_hits(client: GatewayClient, labels: dict[str, dict[str, str]], judge
 
 def evaluate_model(repo: Path, stack_dir: Path, data: Path, examples: bool = False) -> dict[str, Any]:
     """Start a stack on ``repo``, index ``data``'s images (a full rebuild), and run its judged queries through the gateway."""
-    queries = load_queries(data / "queries.jsonl")
     stack = LocalStack(repo, stack_dir, gateway_address="127.0.0.1:0", alias="shapes")
     with stack:
-        report = asyncio.run(reindex(stack.settings(), str(data / "images"), full=True, batch_size=64, workers=2, progress=False))
-        print(f"  {report.summary()}", flush=True)
-        client = GatewayClient(stack.gateway_address, token=stack.token("read"), timeout_s=60)
-        try:
-            result = evaluate(client, queries, KS, depth=100, exact=True, settings=stack.settings())
-            if examples:
-                labels = {row["file"]: row for row in shapes.read_labels(data / "labels.csv")}
-                result["examples"] = example_hits(client, labels, {q.text: q for q in queries})
-            return result
-        finally:
-            client.close()
+        return evaluate_served(stack, data, examples)
+
+
+def evaluate_served(stack: LocalStack, data: Path, examples: bool = False) -> dict[str, Any]:
+    """Index ``data``'s images (a full rebuild) into a running stack's alias, and run its judged queries through its gateway."""
+    queries = load_queries(data / "queries.jsonl")
+    report = asyncio.run(reindex(stack.settings(), str(data / "images"), full=True, batch_size=64, workers=2, progress=False))
+    print(f"  {report.summary()}", flush=True)
+    client = GatewayClient(stack.gateway_address, token=stack.token("read"), timeout_s=60)
+    try:
+        result = evaluate(client, queries, KS, depth=100, exact=True, settings=stack.settings())
+        if examples:
+            labels = {row["file"]: row for row in shapes.read_labels(data / "labels.csv")}
+            result["examples"] = example_hits(client, labels, {q.text: q for q in queries})
+        return result
+    finally:
+        client.close()
 
 
 def p10(result: dict[str, Any]) -> dict[str, float]:

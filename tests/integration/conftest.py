@@ -75,6 +75,69 @@ def index(stack: LocalStack, tiny_repo: Path) -> Iterator[ImageIndex]:
 
 
 @pytest.fixture(scope="session")
+def head_archive() -> bytes:
+    """``git archive HEAD``: what a clean clone holds (no stubs, no egg-info, nothing untracked)."""
+    return subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", "--format=tar", "HEAD"], capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="session")
+def head_wheel(head_archive: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's wheel of HEAD, built from a clean copy (``git archive``) with the client's beside it, once per session.
+
+    Built with build isolation, as ``pip install ./client .`` builds them from a clone: the client's
+    build backend (client/setup.py) must make the protobuf stubs itself. ``test_base_install`` installs
+    both, ``test_client_package`` the client's alone.
+    """
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    source.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(source)], input=head_archive, check=True)
+    assert not list((source / "protos").rglob("*_pb2*.py")), "the clean copy holds no generated stubs"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "dist"), str(source / "client"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    print(f"wheels built from a clean copy in {time.monotonic() - started:.0f} s")
+    (built,) = (work / "dist").glob("text2image_search-*.whl")
+    return built
+
+
+@pytest.fixture(scope="session")
+def shapes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped shapes model (``relevance/models/shapes``) rebuilt as a ``CLIPModel`` folder, once per session."""
+    from relevance import shipped
+
+    return shipped.materialize(tmp_path_factory.mktemp("shapes") / "model")
+
+
+@pytest.fixture(scope="session")
+def shapes_repo(shapes_model: Path) -> Path:
+    """The shipped shapes model exported (fp32) once per session, for every module that serves it."""
+    from t2i.shapes_demo import ensure_export
+
+    repo = shapes_model.parent / "repo"
+    ensure_export(str(shapes_model), repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def shapes_stack(stack: LocalStack, shapes_repo: Path) -> Iterator[LocalStack]:
+    """A Triton serving the shipped shapes model (fp32) beside the session's Milvus, with no gateway.
+
+    Each module that searches it starts a gateway of its own on an alias of its own with
+    ``tests.support.shared_stack.on_stack(shapes_stack, ...)``, so their rows never meet.
+    """
+    from tests.support.shared_stack import on_stack
+
+    with on_stack(stack, "t2i_shapes", shapes_repo.parent / "stack", repo=shapes_repo, own_triton=True, gateway=False) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
 def container_images() -> dict[str, str]:
     """Every image of ``docker/``, built once per session by the script ``make images`` runs (cached layers); name → tag.
 

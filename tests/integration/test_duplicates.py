@@ -2,12 +2,13 @@
 
 The session stack serves a tiny random CLIP, whose image embeddings cannot tell photos apart: on
 the 20 sample photos its pairwise cosines have a median of 0.92 and a 95th percentile of 0.99, so
-every pair would be a "duplicate" at 0.95 and the test would prove nothing. This module starts a
-stack of its own that serves the shipped shapes model (``relevance/models/shapes``, trained on drawn
-shapes, not photos; its own alias, so the session stack's counts are untouched). That model tells
-the ten colour-and-content-distinct photos of ``DISTINCT`` apart (every pairwise cosine below 0.9,
-measured with the model offline, 2026-12-01); it does put some other sample photos together (the
-grey ones: camera, coins, page at 0.97-0.98), which is why they are not among them.
+every pair would be a "duplicate" at 0.95 and the test would prove nothing. This module runs a
+gateway of its own on the session's stack of the shipped shapes model (``shapes_stack``:
+``relevance/models/shapes``, trained on drawn shapes, not photos), on an alias of its own, so no
+other module's rows meet its own. That model tells the ten colour-and-content-distinct photos of
+``DISTINCT`` apart (every pairwise cosine below 0.9, measured with the model offline, 2026-12-01);
+it does put some other sample photos together (the grey ones: camera, coins, page at 0.97-0.98),
+which is why they are not among them.
 
 Planted among them: a re-encoded JPEG (``rocket.jpg`` at quality 40), a copy resized to half (chelsea) and a
 mirrored copy (horse). The first two must pair with their originals at the default threshold
@@ -34,9 +35,8 @@ from core.manifest import Manifest
 from core.records import ModelStamp
 from devstack.stack import LocalStack
 from export.samples import sample_dir
-from relevance import shipped
 from t2i.client import GatewayClient
-from t2i.shapes_demo import ensure_export
+from tests.support.shared_stack import on_stack
 from tests.support.stack import GATEWAY_ENV, assert_serving
 from text2image.v1 import text2image_pb2 as pb
 
@@ -77,18 +77,15 @@ def planted() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def shapes_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    work = tmp_path_factory.mktemp("duplicates")
-    repo = work / "repo"
-    ensure_export(str(shipped.materialize(work / "model")), repo)
-    local = LocalStack(repo, work / "stack", gateway_address="127.0.0.1:0", alias="t2i_dups", extra_env=GATEWAY_ENV)
-    with local:
+def dups_stack(shapes_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The session's shapes model behind a gateway of this module's own, on its own alias."""
+    with on_stack(shapes_stack, "t2i_dups", tmp_path_factory.mktemp("duplicates") / "stack", extra_env=GATEWAY_ENV) as local:
         yield local
 
 
 @pytest.fixture(scope="module")
-def client(shapes_stack: LocalStack) -> Iterator[GatewayClient]:
-    gateway = GatewayClient(shapes_stack.gateway_address, timeout_s=60, token=shapes_stack.token("write"))
+def client(dups_stack: LocalStack) -> Iterator[GatewayClient]:
+    gateway = GatewayClient(dups_stack.gateway_address, timeout_s=60, token=dups_stack.token("write"))
     yield gateway
     gateway.close()
 
@@ -170,7 +167,7 @@ def status(call: Any) -> tuple[grpc.StatusCode, str]:
     return raised.value.code(), raised.value.details() or ""
 
 
-def test_bad_input_gets_clear_statuses_and_the_gateway_stays_serving(client: GatewayClient, shapes_stack: LocalStack) -> None:
+def test_bad_input_gets_clear_statuses_and_the_gateway_stays_serving(client: GatewayClient, dups_stack: LocalStack) -> None:
     cases = {
         "min_score": (pb.FindDuplicatesRequest(min_score=0.3), grpc.StatusCode.INVALID_ARGUMENT, "min_score must be between 0.5 and 1"),
         "max_neighbors": (pb.FindDuplicatesRequest(max_neighbors=5000), grpc.StatusCode.INVALID_ARGUMENT, "max_neighbors must be between 1 and 1000"),
@@ -187,11 +184,11 @@ def test_bad_input_gets_clear_statuses_and_the_gateway_stays_serving(client: Gat
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "another min_score, max_neighbors or filter" in details
     assert status(lambda: client.find_duplicates(timeout_s=0.001))[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     # An alias swap to another collection: the old token is FAILED_PRECONDITION, and good again after swapping back.
-    stamp = ModelStamp.of(Manifest.read(Path(shapes_stack.repo)))
-    index = ImageIndex(shapes_stack.milvus_uri, shapes_stack.alias, stamp, timeout_s=30, token=shapes_stack.milvus_token)
+    stamp = ModelStamp.of(Manifest.read(Path(dups_stack.repo)))
+    index = ImageIndex(dups_stack.milvus_uri, dups_stack.alias, stamp, timeout_s=30, token=dups_stack.milvus_token)
     served = index.active_collection()
     assert served is not None
-    swapped = index.new_collection(f"{shapes_stack.alias}_swapped")
+    swapped = index.new_collection(f"{dups_stack.alias}_swapped")
     try:
         index.swap_alias(swapped)
         code, details = status(lambda: client.find_duplicates(min_score=0.5, page_token=token, filter=pb.Filter(labels=pb.LabelFilter(all_of=[LABEL]))))
@@ -201,4 +198,4 @@ def test_bad_input_gets_clear_statuses_and_the_gateway_stays_serving(client: Gat
         index.drop(swapped)
         index.close()
     assert pairs(stream(client, min_score=0.5, max_images=50, page_token=token))
-    assert_serving(shapes_stack)
+    assert_serving(dups_stack)

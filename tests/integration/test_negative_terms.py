@@ -25,9 +25,9 @@ import pytest
 
 from devstack.stack import LocalStack
 from reindex.main import reindex
-from relevance import shapes, shipped
+from relevance import shapes
 from t2i.client import GatewayClient
-from t2i.shapes_demo import ensure_export
+from tests.support.shared_stack import on_stack
 from text2image.v1 import text2image_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
@@ -46,10 +46,10 @@ def kinds_of(row: dict[str, str]) -> dict[tuple[str, str], int]:
 
 
 @pytest.fixture(scope="module")
-def shapes_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayClient, dict[str, dict[tuple[str, str], int]]]]:
-    """A stack serving the shipped model (fp32) over the chosen images, and what each indexed image holds (id -> kinds)."""
+def shapes_index(shapes_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayClient, dict[str, dict[tuple[str, str], int]]]]:
+    """The shipped model (fp32, the session's ``shapes_stack``) over the chosen images, behind a gateway of this module's own
+    on its own alias, and what each indexed image holds (id -> kinds)."""
     work = tmp_path_factory.mktemp("negative-terms")
-    ensure_export(str(shipped.materialize(work / "model")), work / "repo")
     shapes.generate(work / "data", IMAGES, SEED)
     held: dict[str, dict[tuple[str, str], int]] = {}
     for position, row in enumerate(shapes.read_labels(work / "data" / "labels.csv")):
@@ -58,7 +58,7 @@ def shapes_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gat
             (work / "images" / row["file"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(work / "data" / "images" / row["file"], work / "images" / row["file"])
             held[row["file"]] = kinds
-    with LocalStack(work / "repo", work / "stack", gateway_address="127.0.0.1:0", alias="negative") as stack:
+    with on_stack(shapes_stack, "negative", work / "stack") as stack:
         report = asyncio.run(reindex(stack.settings(), str(work / "images"), full=True, batch_size=64, workers=2, progress=False))
         assert report.summary()
         client = GatewayClient(stack.gateway_address, token=stack.token("read"), timeout_s=60)

@@ -2,7 +2,8 @@
 
 The model that ships in ``relevance/models/shapes`` is rebuilt, exported (fp32 and int8), served by
 a real Triton, indexed into a real Milvus by the reindex job, and queried through the real gateway
-on an evaluation set drawn with a seed no recipe uses. Its P@10 must reach ``FLOORS``, stated here:
+on an evaluation set drawn with a seed no recipe uses (fp32: the session's ``shapes_stack``, with a
+gateway and an alias of this test's own; int8: a Triton of its own beside the same Milvus). Its P@10 must reach ``FLOORS``, stated here:
 about 0.08 to 0.13 under what the shipped model scored on its own evaluation set (P@10 0.53 overall;
 shape 0.63, count 0.59, binding 0.46, held-out pairs 0.33; docs/relevance.md), so that another
 sample of images passes, and well above what a model that cannot count or bind scores (the base:
@@ -12,12 +13,15 @@ path falls far below: a shuffled tokenizer took P@10 to 0.001 (shown once while 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from relevance import shapes, shipped
-from t2i.shapes_demo import ensure_export, evaluate_model, p10
+from devstack.stack import LocalStack
+from relevance import shapes
+from t2i.shapes_demo import ensure_export, evaluate_served, p10
+from tests.support.shared_stack import on_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
 
@@ -26,19 +30,30 @@ FLOORS = {"overall": 0.45, "shape": 0.5, "count": 0.45, "binding": 0.35, "held o
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The shipped model folder and a fresh evaluation set."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a fresh evaluation set (``eval``)."""
     work = tmp_path_factory.mktemp("shipped-quality")
-    model = shipped.materialize(work / "model")
     shapes.generate(work / "eval", 1200, SEED)
-    return model, work
+    return work
+
+
+@pytest.fixture()
+def served_stack(shapes_stack: LocalStack, shapes_model: Path, served: Path, precision: str) -> Iterator[LocalStack]:
+    """The shipped model at ``precision`` behind a gateway of its own on an alias of its own, on the session's shapes stack.
+
+    fp32 is the session's export on its Triton; int8 is exported here and gets a Triton of its own (on the same Milvus).
+    """
+    own = precision != "fp32"
+    repo = served / f"repo-{precision}"
+    if own:
+        ensure_export(str(shapes_model), repo, precision)
+    with on_stack(shapes_stack, f"shapes_{precision}", served / f"stack-{precision}", repo=repo if own else None, own_triton=own) as local:
+        yield local
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_the_shipped_model_reaches_its_floor_through_the_gateway(served: tuple[Path, Path], precision: str) -> None:
-    model, work = served
-    ensure_export(str(model), work / f"repo-{precision}", precision)
-    result = evaluate_model(work / f"repo-{precision}", work / f"stack-{precision}", work / "eval")
+def test_the_shipped_model_reaches_its_floor_through_the_gateway(served: Path, served_stack: LocalStack, precision: str) -> None:
+    result = evaluate_served(served_stack, served / "eval")
     found = p10(result)
     assert result["index_recall"]["10"] >= 0.95, result["index_recall"]
     below = {name: (round(found[name], 3), floor) for name, floor in FLOORS.items() if found[name] < floor}

@@ -19,8 +19,9 @@ from _pytest.mark.expression import Expression
 # devstack extra (the milvus wheel) installs: none of it is in the gateway's runtime environment.
 HEAVY = frozenset({"torch", "torchvision", "transformers", "optimum", "onnx", "onnxruntime", "open_clip", "skimage", "scipy", "matplotlib", "milvus"})
 
-# Fixtures that write tokenizer files with transformers from open-clip-torch's BPE file.
-TORCH_FIXTURES = frozenset({"vocab_dir", "reference_tokenizer", "model_repo"})
+# Fixtures that write tokenizer files with transformers from open-clip-torch's BPE file, and the
+# shipped shapes model's (rebuilt with torch and transformers, tests/integration/conftest.py).
+TORCH_FIXTURES = frozenset({"vocab_dir", "reference_tokenizer", "model_repo", "shapes_model"})
 
 
 def marked_torch(module: Path) -> bool:
