@@ -30,12 +30,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def head_archive() -> bytes:
-    """``git archive HEAD``: what a clean clone holds (no stubs, no egg-info, nothing untracked)."""
-    return subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"], capture_output=True, check=True).stdout
-
-
 def extract(archive: bytes, folder: Path) -> Path:
     """The archive unpacked into a new ``folder``."""
     folder.mkdir()
@@ -44,22 +38,9 @@ def extract(archive: bytes, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(head_archive: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The server's wheel of HEAD, built from a clean copy (``git archive``) with the client's beside it."""
-    work = tmp_path_factory.mktemp("wheel")
-    source = extract(head_archive, work / "src")
-    assert not list((source / "protos").rglob("*_pb2*.py")), "the clean copy holds no generated stubs"
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "dist"), str(source / "client"), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    print(f"wheels built from a clean copy in {time.monotonic() - started:.0f} s")
-    (built,) = (work / "dist").glob("text2image_search-*.whl")
-    return built
+def wheel(head_wheel: Path) -> Path:
+    """The server's wheel of HEAD, built from a clean copy (``git archive``) with the client's beside it (``head_wheel``, once per session)."""
+    return head_wheel
 
 
 def client_wheel(wheel: Path) -> Path:
