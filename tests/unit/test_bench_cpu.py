@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from bench.cpu import cpu_lines
 from bench.report import markdown
 from bench.run import unique_sweep
+
+pytestmark = pytest.mark.torch  # bench.run imports the export (export.main: transformers)
 
 
 def burn(_text: str) -> None:

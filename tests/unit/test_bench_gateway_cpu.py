@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.gateway_cpu import render, source_env, thread_cpu, top_functions
+
+pytestmark = pytest.mark.torch  # bench.gateway_cpu imports bench.run, which imports the export (export.main: transformers)
 
 RAW = """\
 Thread._bootstrap (threading.py:1002);_worker (concurrent/futures/thread.py:83);MilvusRows.search (core/milvus_rows.py:236) 30
