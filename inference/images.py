@@ -15,13 +15,16 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from core.errors import InvalidArgument
 from core.records import ImageMetadata
-from core.settings import Settings
+
+if TYPE_CHECKING:  # not imported at run time: the reindex job's spawned decode workers import this module, and pydantic-settings takes a second
+    from core.settings import Settings
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "MPO"})
 DEFAULT_MAX_PIXELS = 40_000_000

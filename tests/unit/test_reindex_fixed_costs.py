@@ -10,6 +10,8 @@ seal asks Milvus again well within a second. Triton and Milvus are ``tests.unit.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,10 @@ def test_the_first_run_into_an_alias_does_not_scan_the_collection_it_just_create
     assert index.stored(name) == {"a": ("h", "s")} and "query_iterator" in client.calls  # written since: scanned
     again = ImageIndex("http://fake:19530", "alias", ModelStamp("unit:model", "c" * 64, 2), timeout_s=5.0, client=client)
     assert again.stored(again.ensure_active()) == {"a": ("h", "s")}  # another process (a rerun) did not create it: it scans
+
+
+def test_a_decode_worker_imports_no_settings_machinery() -> None:
+    """Each spawned decode worker imports ``reindex.decoding``; pydantic-settings alone cost it about 0.3 s of CPU on this machine."""
+    probe = "import sys, reindex.decoding; print(sorted(m for m in ('core.settings', 'pydantic_settings', 'pymilvus', 'tritonclient') if m in sys.modules))"
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2]).stdout
+    assert found.strip() == "[]"
