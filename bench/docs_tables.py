@@ -51,6 +51,7 @@ TABLES = (
     Table("docs/benchmarks.md", "core-refactor", (RESULTS + "2026-11-27-vm-core-refactor.json",), "bench.compare:markdown"),
     Table("docs/benchmarks.md", "seams", (RESULTS + "2026-12-01-vm-seams.json",), "bench.compare:markdown"),
     Table("docs/benchmarks.md", "tiers", (RESULTS + "2026-11-27-vm-tiers.json",), "bench.tiers:render"),
+    Table("docs/benchmarks.md", "gateway-cpu", (RESULTS + "2026-12-02-vm-gateway-cpu.json",), "bench.gateway_cpu:render"),
     Table("docs/benchmarks.md", "gateway-parts", (RESULTS + "2026-12-02-vm-gateway-parts.json",), "bench.gateway_parts:render"),
     Table("docs/benchmarks.md", "query-size", (RESULTS + "2026-11-27-vm-query-size.json",), "bench.query_size:render"),
     Table("docs/benchmarks.md", "overload", (RESULTS + "2026-11-27-vm-overload.json",), "bench.overload:render"),
