@@ -19,7 +19,7 @@ def report(*runs: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_run_the_next_run_mends_is_reported_not_a_violation() -> None:
-    runs = [{"run": 0, "exact": True}, {"run": 2, "exact": False, "detail": OFF, "next_run": {"exact": True, "rows": 15}}]
+    runs: list[dict[str, Any]] = [{"run": 0, "exact": True}, {"run": 2, "exact": False, "detail": OFF, "next_run": {"exact": True, "rows": 15}}]
     assert violations(report(*runs)) == []
     assert (
         _brought_back(runs)
