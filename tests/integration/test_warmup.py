@@ -32,7 +32,7 @@ def start_and_stop(repo: Path, work: Path) -> None:
 @pytest.mark.parametrize("model", [TEXT_MODEL, VISION_MODEL])
 def test_triton_serves_the_warmup_the_export_wrote(stack: LocalStack, tiny_repo: Path, model: str) -> None:
     config_text = (tiny_repo / model / "configs" / "cpu.pbtxt").read_text()
-    want = re.findall(r'name: "([^"]+)" batch_size: (\d+)', warmup_block(model, [Manifest.read(tiny_repo)], max_batch_size(config_text)))
+    want = re.findall(r'name: "([^"]+)" batch_size: (\d+)', warmup_block(model, [Manifest.read(tiny_repo)], max_batch_size(config_text), cpu=True))
     served = served_config(stack, model)
     assert want and [(w["name"], str(w["batch_size"])) for w in served["model_warmup"]] == want  # loaded (ready) with these samples run
 

@@ -51,7 +51,7 @@ def test_warmup_follows_the_manifest(tmp_path: Path, manifest: Manifest, lengths
         assert shapes_of(text) == [(1, {"input_ids": [n], "attention_mask": [n]}) for n in lengths]
         assert all(value.zero_data and value.data_type == mc.TYPE_INT64 for w in text.model_warmup for value in w.inputs.values())
         vision = parsed(repo / VISION_MODEL / name)
-        batches = sorted({1, min(REINDEX_BATCH, vision.max_batch_size)})
+        batches = [1] if name.startswith("configs/cpu") else sorted({1, min(REINDEX_BATCH, vision.max_batch_size)})  # a CPU config: one image
         assert shapes_of(vision) == [(b, {"pixel_values": [3, manifest.image_size, manifest.image_size]}) for b in batches]
         assert all(value.data_type == mc.TYPE_FP32 for w in vision.model_warmup for value in w.inputs.values())
     assert write_warmup(repo, manifest) == []  # written once, unchanged the second time
@@ -59,8 +59,8 @@ def test_warmup_follows_the_manifest(tmp_path: Path, manifest: Manifest, lengths
 
 def test_batches_are_capped_by_the_config(tmp_path: Path) -> None:
     repo = laid_out(tmp_path, SHAPES)
-    path = repo / VISION_MODEL / "configs" / "cpu.pbtxt"
-    path.write_text(path.read_text().replace("max_batch_size: 64", "max_batch_size: 8"))
+    path = repo / VISION_MODEL / "config.pbtxt"  # the GPU config: the CPU one warms one image only
+    path.write_text(path.read_text().replace("max_batch_size: 256", "max_batch_size: 8"))
     write_warmup(repo, SHAPES)
     assert [b for b, _ in shapes_of(parsed(path))] == [1, 8]
 
@@ -89,7 +89,7 @@ def test_committed_configs_carry_the_default_models_warmup(tmp_path: Path, path:
     # 'make export' writes ViT-B/32 (77 tokens, 224 px) into the committed repository: that export leaves its configs as they are.
     model = path.relative_to(TEMPLATE).parts[0]
     text = path.read_text()
-    assert with_warmup(text, warmup_block(model, [VIT], parsed(path).max_batch_size)) == text
+    assert with_warmup(text, warmup_block(model, [VIT], parsed(path).max_batch_size, cpu="KIND_CPU" in text)) == text
     assert parsed(path).model_warmup
 
 
