@@ -58,6 +58,7 @@ TABLES = (
     Table("docs/benchmarks.md", "pages", (RESULTS + "2026-12-01-vm-pages.json",), "bench.pages:render"),
     Table("docs/benchmarks.md", "duplicates", (RESULTS + "2026-12-01-vm-duplicates.json",), "bench.duplicates:render"),
     Table("docs/benchmarks.md", "search-terms", (RESULTS + "2026-12-01-vm-search-terms.json",), "bench.search_terms:render"),
+    Table("docs/benchmarks.md", "scale", (RESULTS + "2026-12-02-vm-scale-100000.json",), "bench.scale:render"),
     Table("docs/reliability.md", "chaos", (RESULTS + "2026-11-27-vm-chaos.json",), "bench.chaos:render"),
     Table("docs/relevance.md", "relevance", (RELEVANCE_RUN,), "bench.relevance:render"),
     Table("docs/relevance.md", "relevance-classes", (RELEVANCE_RUN,), "bench.relevance:render_classes"),
