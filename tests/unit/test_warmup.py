@@ -16,6 +16,8 @@ from export.onnx_export import layout_repository
 from export.warmup import END, REINDEX_BATCH, START, text_lengths, warmup_block, with_warmup, write_warmup
 from reindex.main import add_arguments
 
+pytestmark = pytest.mark.torch  # export.onnx_export (the repository layout) imports torch
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "model_repository"
 SHAPES = Manifest("shapes", "s" * 64, 64, "fp32", 32, 64, False)  # the shipped shapes model: 32 tokens, 64 px
