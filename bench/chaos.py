@@ -20,9 +20,10 @@ It records the RSS of the gateway, Triton and Milvus before and after, writes
 bench/results/<date>-<host>-chaos.json and the table between the markers of docs/reliability.md,
 and fails (exit 1) when an invariant breaks: an INTERNAL or UNKNOWN status for client input, a
 crash of a component that was not the one killed, a gateway restart needed to recover, or an
-index that is not exact after a kill and its rerun (nor after one more run: Milvus 2.3.5 can bring
-back rows it had deleted after a run has ended, and the report counts those), or a seed request that
-does not answer OK unmutated.
+index that is not exact after a kill and its rerun, or a seed request that does not answer OK
+unmutated. One exception, counted in the report: a rerun that ended well but after which Milvus
+held rows of deleted files or a second row of an id (Milvus 2.3.5 brings back rows it had deleted
+after a run has ended), when one more run makes the index exact.
 """
 
 from __future__ import annotations
@@ -335,9 +336,9 @@ def violations(report: dict[str, Any]) -> list[str]:
         if set(fault["after"]) - {"OK"}:
             found.append(f"{fault['fault']}: errors after recovery: {fault['after']}")
     found += [
-        f"reindex run {run['run']} is not exact, nor after the next run: {run.get('detail')}; then {run['next_run']}"
+        f"reindex run {run['run']} is not exact: {run.get('detail')}; the next run: {run.get('next_run')}"
         for run in report["reindex"]
-        if not run["exact"] and not run.get("next_run", {}).get("exact")
+        if not run["exact"] and not (brought_back(run.get("detail")) and run.get("next_run", {}).get("exact"))
     ]
     if report["slow_clients"]["answered_meanwhile"] == 0:
         found.append("nothing was answered while slow clients held connections")
@@ -437,6 +438,14 @@ def render(report: dict[str, Any]) -> str:
         f"Invariants broken: {', '.join(report['violations']) or 'none'}.",
     ]
     return "\n".join(lines)
+
+
+def brought_back(detail: dict[str, Any] | None) -> bool:
+    """Whether a run that ended off is what Milvus 2.3.5 was seen to do after a run: only rows of deleted files or second
+    rows of an id, the run itself ending well (a missing row, an old hash or a failed run is the job's fault)."""
+    if not detail:
+        return False
+    return detail["returncode"] == 0 and not detail["missing"] and not detail["wrong_hash"] and bool(detail["extra"] or detail["duplicate_rows"] > 0)
 
 
 def _brought_back(kills: list[dict[str, Any]]) -> str:

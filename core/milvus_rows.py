@@ -148,7 +148,7 @@ class MilvusRows(MilvusCalls):
         fields = sorted(SCHEMA_FIELDS[self.schema_version(from_collection)] - {"id"})
         for start in range(0, len(ids), _QUERY_PAGE):
             get = functools.partial(_get_rows, collection=from_collection, ids=list(ids[start : start + _QUERY_PAGE]), fields=fields)
-            found = self._call("get", get)
+            found = list({row["id"]: row for row in self._call("get", get)}.values())  # an id two rows hold is written once
             # Rows of an older schema get the fields it lacks as unknown (the typed metadata: read again at the next reindex).
             rows = [
                 {**NO_METADATA_ROW, **{key: row[key] for key in ("id", *fields)}, "source": row.get("source") or origins.get(row["id"], "")} for row in found

@@ -139,5 +139,5 @@ def search(
     results = _search_call(handler, request, timeout=timeout, context=context)
     try:
         return decode(results)
-    except Undecodable:
+    except (Undecodable, ValueError, IndexError):  # a shape it does not know (a short column of a nullable field): pymilvus decodes it
         return SearchResult(results, -1)

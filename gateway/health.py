@@ -40,15 +40,19 @@ class ReadinessMonitor:
         self.serving: bool | None = None
         self.warm_up = warm_up
 
-    async def check_once(self) -> bool:
-        """Check readiness now and publish it."""
+    async def _ready(self) -> bool:
         try:
-            ready = await asyncio.wait_for(self.engine.ready(), timeout=max(self.interval_s * 2, 5.0))
+            return await asyncio.wait_for(self.engine.ready(), timeout=max(self.interval_s * 2, 5.0))
         except Exception:
             logger.exception("readiness check failed")
-            ready = False
+            return False
+
+    async def check_once(self) -> bool:
+        """Check readiness now and publish it."""
+        ready = await self._ready()
         if ready and self.warm_up is not None and not self.warm_up.finished:
             await self.warm_up.run()  # bounded: before the first SERVING, or (no collection then) once one is active
+            ready = await self._ready()  # the warm-up can take seconds (a failing server is often why): publish what holds after it
         if ready != self.serving:
             logger.info("readiness: %s", "SERVING" if ready else "NOT_SERVING")
             self.serving = ready

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -179,12 +179,15 @@ class Reindexer:
 
         Resolving the collection and scanning its rows are Milvus round trips (a Strong query waits
         for the server's time tick); the listing is I/O: neither needs the other. A full run drops
-        orphans only after its listing worked, as before.
+        orphans, and a first run creates the alias's collection, only after its listing worked.
         """
         keys = frozenset(report.sources)
         listing = asyncio.create_task(asyncio.to_thread(self._list, sources, shard, report, listed))
         try:
-            plan = None if full and run_id is None else await self._plan([], keys, full, shard, run_id, mirror)
+            # A first incremental run creates (and aliases) its collection only once the listing worked: a mistyped
+            # path leaves no empty collection behind the alias. A shard's run collection is not aliased.
+            overlap = run_id is not None or (not full and await asyncio.to_thread(self.index.active_collection) is not None)
+            plan = await self._plan([], keys, full, shard, run_id, mirror) if overlap else None
         except BaseException:
             await asyncio.gather(listing, return_exceptions=True)  # the listing thread runs to its end anyway
             raise
@@ -274,7 +277,7 @@ class Reindexer:
         if not sealed:
             report.unsettled.append(f"Milvus did not finish indexing the rows of {report.collection} in time")
         if shard.count == 1 and run_id is None and plan.may_delete:
-            await self._verify(report, keep, None if full or not plan.scoped else plan.keys)
+            await self._verify(report, keep, None if full or not plan.scoped else plan.keys, hashes)
         if full and run_id is None:
             await self._promote(plan, report, keep)
         report.seconds = time.perf_counter() - start
@@ -385,7 +388,9 @@ class Reindexer:
         await asyncio.to_thread(self.index.promote, report.collection, self.keep_previous)
         report.promoted = True
 
-    async def _verify(self, report: ReindexReport, expected: set[str], keys: frozenset[str] | None, attempts: int = 4) -> None:
+    async def _verify(
+        self, report: ReindexReport, expected: set[str], keys: frozenset[str] | None, digests: Mapping[str, str] | None = None, attempts: int = 4
+    ) -> None:
         """Make sure the collection holds exactly ``expected`` (of the sources ``keys``; None: all of it), deleting again what should be gone.
 
         A count is cheap; only when it disagrees with the listing is the collection rescanned.
@@ -394,9 +399,12 @@ class Reindexer:
         for a moment; once a finished run's deleted row and the replaced version of a changed
         file came back after it ended, so the next run must mend them. Milvus 2.3 has known ways
         to lose or delay a delete: rows of removed files are deleted again, ids that two rows hold
-        are written once more (an upsert replaces every copy), and a count that disagrees with
-        neither is given a few seconds. A count that still disagrees is reported as unsettled (the
-        run exits non-zero).
+        are written once more (an upsert replaces every copy; looked for only once a surplus has
+        outlasted one pause, since a lagging count is the common case and the search costs a count
+        per 1,000 ids), and a count that disagrees with neither is given a few seconds. A count that
+        still disagrees, or a rewritten id whose surviving copy is not the file's hash in
+        ``digests`` (Milvus returned the replaced copy), is reported as unsettled (the run exits
+        non-zero; the rerun re-indexes such a file, its hash differing).
         """
         expression = "" if keys is None else "source in [" + ", ".join(literal(key) for key in sorted(keys)) + "]"
         count = len(expected)
@@ -410,10 +418,17 @@ class Reindexer:
                 logger.warning("%s still holds %d rows of files that are gone (%s): deleting them again", report.collection, len(extra), ", ".join(extra[:3]))
                 report.deleted += await asyncio.to_thread(self.index.delete, report.collection, extra)
                 await asyncio.to_thread(self.index.seal, report.collection)
-            elif count > len(expected) and (doubled := await self._doubled(report.collection, stored, keys)):
+            elif attempt and count > len(expected) and (doubled := await self._doubled(report.collection, stored, keys)):
                 logger.warning("%s holds %d ids twice (%s): writing each once more, as one row", report.collection, len(doubled), ", ".join(doubled[:3]))
                 await asyncio.to_thread(self.index.copy_rows, report.collection, report.collection, doubled, {})  # an upsert replaces every copy
                 await asyncio.to_thread(self.index.seal, report.collection)
+                survivors = await asyncio.to_thread(self.index.stored, report.collection)
+                older = sorted(i for i in doubled if digests is not None and i in digests and survivors.get(i, ("", ""))[0] != digests[i])
+                if older:
+                    report.unsettled.append(
+                        f"{len(older)} ids kept the older of their two rows ({', '.join(older[:3])}); rerun the reindex: it re-indexes those files"
+                    )
+                    logger.warning("%s", report.unsettled[-1])
             else:
                 await asyncio.sleep(0.5 * 2**attempt)  # the count lags a delete: give it time
         report.unsettled.append(f"{report.collection} counts {count} rows of these sources where {len(expected)} are expected; rerun the reindex")

@@ -127,3 +127,16 @@ async def test_zero_seconds_turns_it_off() -> None:
     monitor, engine, _ = await monitor_with(timeout_s=0)
     assert await monitor.check_once() is True
     assert engine.calls == []
+
+
+async def test_readiness_lost_during_the_warm_up_is_not_published_as_serving() -> None:
+    monitor, engine, _ = await monitor_with()
+    engine.search_error = Unavailable("Milvus went away during the warm-up")
+
+    async def search_then_down(query: str, top_k: int, *args: Any, **kwargs: Any) -> SearchResult:
+        engine.ready_answer = False  # the check before the warm-up said ready; the one after it does not
+        return await StubEngine.search_text(engine, query, top_k, *args, **kwargs)
+
+    engine.search_text = search_then_down  # type: ignore[method-assign]
+    assert await monitor.check_once() is False
+    assert await status(monitor.servicer) == NOT_SERVING  # before, the stale answer published SERVING, then flapped

@@ -155,3 +155,13 @@ def test_a_missing_collection_is_still_collection_missing() -> None:
     index._schemas["c_1"] = 3
     with pytest.raises(CollectionMissing):
         index.search("c_1", np.ones(512, np.float32), 10)
+
+
+def test_a_column_shorter_than_the_hits_is_left_to_pymilvus() -> None:
+    data = answer([2])
+    short = data.fields_data.add(field_name="tags", type=schema_pb2.Array)  # one cell for two hits (compact nullable data)
+    short.scalars.array_data.element_type = schema_pb2.VarChar
+    short.scalars.array_data.data.add().string_data.data.extend(["a"])
+    ours, _ = offline_client(milvus_pb2.SearchResults(status=common_pb2.Status(), results=data))
+    rows = milvus_search.search(ours, "c_1", **search_args())
+    assert [[{**hit, "entity": dict(hit["entity"])} for hit in hits] for hits in rows] == pymilvus_rows(data)
