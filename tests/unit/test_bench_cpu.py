@@ -10,6 +10,7 @@ import pytest
 from bench.cpu import cpu_lines
 from bench.report import markdown
 from bench.run import unique_sweep
+from tests.support.bench_reports import header
 
 pytestmark = pytest.mark.torch  # bench.run imports the export (export.main: transformers)
 
@@ -37,15 +38,8 @@ def report(with_cpu: bool) -> dict[str, Any]:
     ours = {"gateway": 1.25, "triton": 9.5, "milvus": 2.0}
     theirs = {"baseline": 30.0, "milvus": 2.5}
     return {
-        "date": "2026-12-02",
-        "machine": "x86_64, 2 cores, no GPU",
-        "commit": "abc1234",
-        "dirty": False,
-        "cpu_model": "AMD EPYC",
-        "cpu_flags": ["avx2", "fma"],
-        "parameters": {"mode": "quick"},
+        **header("bench/results/x.json", mode="quick"),
         "model": "random ViT-B/32",
-        "path": "bench/results/x.json",
         "search": {
             "10000": {
                 "ours_int8": {"unique": [level(1, None), level(16, ours if with_cpu else None)], "cached_c1": level(1, None), "gateway_rss_mb": 200.0},

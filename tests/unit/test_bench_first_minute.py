@@ -10,6 +10,7 @@ import pytest
 
 from bench import first_minute
 from export.warmup import START
+from tests.support.bench_reports import header
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -39,14 +40,7 @@ def test_render_names_each_variant_and_its_ratios() -> None:
     variant: dict[str, Any] = {"start_to_serving_s": 41.5, "first_minute": window(30.0, 200.0, 6.0), "steady": window(15.0, 20.0, 8.0)}
     variant["ratios"] = first_minute.ratios(variant["first_minute"], variant["steady"])
     report = {
-        "date": "2026-12-02",
-        "machine": "x86_64, 2 cores, no GPU",
-        "cpu_model": "AMD EPYC",
-        "cpu_flags": ["avx2", "fma"],
-        "commit": "abc1234",
-        "dirty": False,
-        "path": "bench/results/x-first-minute.json",
-        "parameters": {"images": 200, "queries": 40, "wait_s": 300.0},
+        **header("bench/results/x-first-minute.json", images=200, queries=40, wait_s=300.0),
         "variants": {"warm": {**variant, "gateway_warmup_log": ["warm-up: first search of c in 475 ms"]}, "cold": variant},
     }
     table = first_minute.render(report)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bench.gateway_cpu import render, source_env, thread_cpu, top_functions
+from tests.support.bench_reports import header
 
 pytestmark = pytest.mark.torch  # bench.gateway_cpu imports bench.run, which imports the export (export.main: transformers)
 
@@ -46,15 +47,8 @@ def summary(gateway_ms: float) -> dict[str, Any]:
 
 def test_the_table_has_a_row_per_gateway_and_kind_and_the_floor() -> None:
     report = {
-        "date": "2026-12-02",
-        "machine": "x86_64, 2 cores, no GPU",
-        "commit": "abc1234",
-        "dirty": False,
-        "cpu_model": "AMD EPYC",
-        "cpu_flags": ["avx2", "fma"],
-        "parameters": {"requests": 320, "rounds": 2},
+        **header("bench/results/x-gateway-cpu.json", requests=320, rounds=2),
         "size": 5000,
-        "path": "bench/results/x-gateway-cpu.json",
         "gateways": {"baseline 1c3004c": {"summary": summary(4.5)}, "this checkout": {"summary": summary(3.25)}},
         "floor": {"requests": 1280, "rounds": {"bare": [{}, {}]}, "median_cpu_ms_per_query": {"bare": 0.8, "interceptors": 0.9}},
     }
